@@ -1,0 +1,194 @@
+"""The one typed configuration of a demist run.
+
+Every option of the command line lands in one :class:`Config` made of
+sections (``execution``, ``nipype``, ``synthesis``, ``train``, ``seeds``).
+It is written as TOML to ``OUTPUT_DIR/logs/`` for every run so that a result can
+always be traced to the exact settings that made it. Nothing here has side
+effects at import; only the command line and the top-level workflow factory read
+it, everything below them takes explicit keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+AnalysisLevel = Literal["participant", "group", "train"]
+Device = Literal["auto", "cpu", "cuda"]
+TrainStage = Literal["all", "ae", "align", "backbone", "diffusion", "eval", "distill"]
+
+
+def _new_run_uuid() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}_{uuid.uuid4()}"
+
+
+@dataclass
+class ExecutionConfig:
+    """Where the data are, what to process and how the run behaves."""
+
+    bids_dir: Path = Path(".")
+    """Root of the input BIDS dataset."""
+    output_dir: Path = Path("derivatives/demist")
+    """Root of the demist derivatives dataset."""
+    analysis_level: AnalysisLevel = "participant"
+    """participant, group or train."""
+    work_dir: Path = Path("work")
+    """Nipype's cache and the pybids index; reruns reuse it."""
+    participant_label: list[str] = field(default_factory=list)
+    """Subjects to process, without ``sub-``; empty means all."""
+    session_label: list[str] = field(default_factory=list)
+    """Sessions to process, without ``ses-``; empty means all."""
+    bids_filter_file: Path | None = None
+    """JSON with pybids filters per query (``t1w``, ``flair``) overriding the defaults."""
+    derivatives: dict[str, Path] = field(default_factory=dict)
+    """Extra derivatives datasets by name (``smriprep``, ``lesions``, ``psr``)."""
+    skip_bids_validation: bool = False
+    """Do not run bids-validator-deno on the input."""
+    boilerplate_only: bool = False
+    """Write the citation boilerplate and stop."""
+    stop_on_first_crash: bool = False
+    """Abort at the first failing node instead of finishing other subjects."""
+    notrack: bool = True
+    """demist sends no telemetry in any case; accepted for NiPreps compatibility."""
+    output_spaces: list[str] = field(default_factory=list)
+    """Extra output grids; ``model`` adds the 1 mm RAS grid the model used."""
+    verbosity: int = 0
+    """How many ``-v`` were given."""
+    run_uuid: str = field(default_factory=_new_run_uuid)
+    """Identifier of this run, used for log and crash directories."""
+
+
+@dataclass
+class NipypeConfig:
+    """Resources for the Nipype execution."""
+
+    plugin: str = "MultiProc"
+    """Nipype plugin name."""
+    plugin_args: dict[str, Any] = field(default_factory=dict)
+    """Extra plugin arguments (``--use-plugin`` YAML)."""
+    nprocs: int = 0
+    """Maximum parallel processes; 0 means all available CPUs."""
+    omp_nthreads: int = 0
+    """Threads per process; 0 means min(nprocs, 8)."""
+    mem_gb: float = 0.0
+    """Memory limit for the scheduler in GB; 0 means no limit."""
+    n_gpus: int = 0
+    """GPUs the scheduler may hand out; filled in at run time."""
+
+
+@dataclass
+class SynthesisConfig:
+    """How the PSR map is sampled at the participant level."""
+
+    model: Path | None = None
+    """Model directory (config.json + safetensors); None uses the embedded demo model."""
+    sampler: str = "auto"
+    """auto, ddpm, ddim or dpm++; auto picks the fastest option the model qualifies."""
+    steps: int = 0
+    """Sampling steps; 0 takes the model's recommended value."""
+    samples: int = 1
+    """Samples per input; more than one adds a per-voxel std (uncertainty) map."""
+    device: Device = "auto"
+    """auto uses CUDA when present, else the CPU."""
+
+
+@dataclass
+class TrainConfig:
+    """The ``train`` analysis level."""
+
+    psr_derivatives: Path | None = None
+    """Derivatives dataset holding measured ``*_PSRmap`` images (default: BIDS_DIR/derivatives/*)."""
+    folds: int = 5
+    """Subject-grouped cross-validation folds (1: train on everything, no evaluation)."""
+    preset: Literal["paper", "small"] = "small"
+    """Network sizes: ``paper`` (the published configuration) or ``small`` (CPU)."""
+    backbone: Path | None = None
+    """Pretrained backbone weights (BraTS bundle format); None trains one."""
+    resume: bool = False
+    """Continue from the latest checkpoint in the output directory."""
+    stage: TrainStage = "all"
+    """Run one stage alone."""
+    max_steps: int = 0
+    """Cap on optimisation steps per stage (0: the preset's default)."""
+
+
+@dataclass
+class SeedsConfig:
+    """Random seeds, recorded so a run can be repeated."""
+
+    master: int = 42
+    """Seeds the sampler, training and cross-validation splits."""
+
+
+@dataclass
+class Config:
+    """All settings of one demist run."""
+
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    nipype: NipypeConfig = field(default_factory=NipypeConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
+
+    # -- serialisation -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain TOML-able dictionary (paths as strings, None dropped)."""
+        return _plain(dataclasses.asdict(self))
+
+    def dumps(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def to_filename(self, path: Path) -> Path:
+        """Write the TOML atomically and return its path."""
+        from demist_bids.utils.atomic import atomic_write_text
+
+        return atomic_write_text(Path(path), self.dumps())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        sections = {}
+        for f in dataclasses.fields(cls):
+            section_cls = f.default_factory  # type: ignore[misc]
+            sections[f.name] = _load_section(section_cls, data.get(f.name, {}))
+        return cls(**sections)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        with open(path, "rb") as fh:
+            return cls.from_dict(tomllib.load(fh))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _load_section(section_cls: type, data: dict[str, Any]) -> Any:
+    import typing
+
+    hints = typing.get_type_hints(section_cls)
+    kwargs = {}
+    for f in dataclasses.fields(section_cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        hint = str(hints[f.name])
+        if "dict[str, pathlib.Path]" in hint:
+            value = {k: Path(v) for k, v in value.items()}
+        elif "Path" in hint and value is not None:
+            value = Path(value)
+        kwargs[f.name] = value
+    return section_cls(**kwargs)

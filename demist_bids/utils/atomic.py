@@ -1,0 +1,81 @@
+"""Atomic file writes: a file appears complete or not at all.
+
+Everything demist writes into the output dataset goes through here: the content
+is written to a hidden temporary file in the destination directory and renamed
+over the destination, which POSIX makes atomic on one filesystem. Parallel
+participant runs sharing an output directory (one SLURM task per subject) can
+therefore never see or leave a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it over ``dest`` on success.
+
+    ``suffix`` should repeat the destination's extension when the writer infers
+    the format from the name (nibabel does: pass ``".nii.gz"``).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(dest: Path, text: str) -> Path:
+    """Write ``text`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+    return Path(dest)
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> Path:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def atomic_copy(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dest)
+
+
+def atomic_write_if_absent(dest: Path, text: str) -> bool:
+    """Create ``dest`` with ``text`` unless it exists; safe between processes.
+
+    Used for files shared by parallel participant runs
+    (``dataset_description.json``): the first writer wins, nobody truncates.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, dest)  # fails if dest exists: no race, no truncation
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
