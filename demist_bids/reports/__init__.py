@@ -1,0 +1,1 @@
+"""demist_bids.reports."""
