@@ -1,0 +1,158 @@
+"""Evaluation measures against cases small enough to compute by hand."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from demist_bids.evaluation.metrics import (
+    bland_altman,
+    image_metrics,
+    lesion_auc,
+    mirror_left_right,
+    nawm_regions,
+    robust_z,
+)
+
+
+@pytest.fixture()
+def volume() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.05, 0.25, size=(20, 22, 18))
+
+
+@pytest.fixture()
+def ball_mask() -> np.ndarray:
+    grid = np.indices((20, 22, 18)).astype(float)
+    centre = np.array([9.5, 10.5, 8.5])[:, None, None, None]
+    return (np.sum((grid - centre) ** 2, axis=0) <= 7**2).astype(np.uint8)
+
+
+def test_identical_images_are_perfect(volume, ball_mask):
+    m = image_metrics(volume, volume, ball_mask, data_range=0.3)
+    assert m["psnr"] == math.inf
+    assert m["ssim"] == pytest.approx(1.0)
+    assert m["mse"] == 0 and m["l1"] == 0
+    assert m["ncc"] == pytest.approx(1.0)
+
+
+def test_constant_offset_gives_known_errors(volume, ball_mask):
+    m = image_metrics(volume + 0.01, volume, ball_mask, data_range=0.3)
+    assert m["mse"] == pytest.approx(1e-4)
+    assert m["l1"] == pytest.approx(0.01)
+    assert m["psnr"] == pytest.approx(10 * math.log10(0.09 / 1e-4))
+    assert m["ncc"] == pytest.approx(1.0)
+    assert 0 < m["ssim"] < 1
+    assert image_metrics(-volume, volume, ball_mask, data_range=0.3)["ncc"] == pytest.approx(-1.0)
+
+
+def test_ssim_of_constant_images_is_the_luminance_term():
+    a, b, data_range = 0.2, 0.1, 0.3
+    mask = np.ones((12, 12, 12))
+    c1 = (0.01 * data_range) ** 2
+    expected = (2 * a * b + c1) / (a**2 + b**2 + c1)
+    m = image_metrics(np.full(mask.shape, a), np.full(mask.shape, b), mask, data_range=data_range)
+    assert m["ssim"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_voxels_outside_the_mask_do_not_count(volume, ball_mask):
+    noisy = volume.copy()
+    noisy[ball_mask == 0] = 50.0
+    assert image_metrics(noisy, volume, ball_mask, data_range=0.3) == image_metrics(
+        volume, volume, ball_mask, data_range=0.3
+    )
+
+
+def test_bad_arguments_are_refused(volume, ball_mask):
+    with pytest.raises(ValueError, match="data_range"):
+        image_metrics(volume, volume, ball_mask, data_range=0)
+    with pytest.raises(ValueError, match="empty"):
+        image_metrics(volume, volume, np.zeros_like(ball_mask), data_range=1)
+    with pytest.raises(ValueError, match="grid"):
+        image_metrics(volume, volume[1:], ball_mask, data_range=1)
+
+
+def test_bland_altman_by_hand():
+    target = np.zeros((2, 2, 1))
+    pred = np.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 2, 1)
+    ba = bland_altman(pred, target, np.ones_like(pred))
+    sd = np.std([1, 2, 3, 4], ddof=1)
+    assert ba == pytest.approx({"bias": 2.5, "loa_low": 2.5 - 1.96 * sd, "loa_high": 2.5 + 1.96 * sd, "n": 4})
+    assert math.isnan(bland_altman(pred, target, np.zeros_like(pred))["bias"])
+
+
+def _shell_count(low: float, high: float, spacing=(1, 1, 1)) -> int:
+    """Lattice points with low < distance <= high around a point, counted by brute force."""
+    r = 10
+    count = 0
+    for offset in itertools.product(range(-r, r + 1), repeat=3):
+        d = math.dist([0, 0, 0], [o * s for o, s in zip(offset, spacing)])
+        count += low < d <= high
+    return count
+
+
+def test_nawm_regions_single_lesion_voxel():
+    wm = np.ones((32, 32, 32), dtype=bool)
+    lesion = np.zeros_like(wm)
+    lesion[10, 16, 16] = True
+    regions = nawm_regions(lesion, wm)
+    assert regions["proximal"].sum() == _shell_count(1, 5)
+    assert not regions["proximal"][10, 16, 16]  # the lesion itself is never NAWM
+    assert not regions["proximal"][11, 16, 16]  # the 1 mm partial-volume shell is skipped
+    # WM spans axis 0 from 0 to 31: index 10 mirrors to 21, 11 mm from the lesion.
+    assert regions["distal"].sum() == 1 and regions["distal"][21, 16, 16]
+    assert np.array_equal(regions["combined"], regions["proximal"] | regions["distal"])
+    assert not (regions["proximal"] & regions["distal"]).any()
+
+
+def test_nawm_regions_voxel_size_and_affine():
+    wm = np.ones((32, 32, 32), dtype=bool)
+    lesion = np.zeros_like(wm)
+    lesion[16, 10, 16] = True
+    anisotropic = nawm_regions(lesion, wm, voxel_size=(2, 1, 1))
+    assert anisotropic["proximal"].sum() == _shell_count(1, 5, (2, 1, 1))
+    # An affine whose world x runs along array axis 1: the mirror flips axis 1.
+    affine = np.array([[0, 1, 0, 0], [2, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
+    regions = nawm_regions(lesion, wm, affine=affine)
+    assert regions["distal"][16, 21, 16] and regions["distal"].sum() == 1
+    assert regions["proximal"].sum() == _shell_count(1, 5, (2, 1, 1))
+
+
+def test_mirror_uses_the_tissue_midline():
+    ref = np.zeros((10, 3, 3))
+    ref[2:7] = 1  # midline between 2 and 6: index 4
+    vol = np.zeros_like(ref)
+    vol[3, 1, 1] = 7
+    assert mirror_left_right(vol, ref)[5, 1, 1] == 7
+
+
+def test_no_lesion_gives_empty_regions_and_nan_auc():
+    wm = np.ones((12, 12, 12))
+    regions = nawm_regions(np.zeros_like(wm), wm)
+    assert all(not r.any() for r in regions.values())
+    assert all(math.isnan(v) for v in lesion_auc(np.ones_like(wm), np.zeros_like(wm), wm).values())
+
+
+def test_lesion_auc_direction():
+    wm = np.ones((32, 32, 32), dtype=bool)
+    lesion = np.zeros_like(wm)
+    lesion[8:11, 14:17, 14:17] = True
+    psr = np.where(lesion, 0.05, 0.2)
+    assert lesion_auc(psr, lesion, wm) == {"auc_proximal": 1.0, "auc_distal": 1.0, "auc_combined": 1.0}
+    inverted = lesion_auc(np.where(lesion, 0.3, 0.2), lesion, wm)
+    assert inverted == {"auc_proximal": 0.0, "auc_distal": 0.0, "auc_combined": 0.0}
+    assert lesion_auc(np.full(wm.shape, 0.2), lesion, wm)["auc_combined"] == 0.5
+
+
+def test_robust_z_by_hand():
+    z = robust_z([1, 2, 3, 4, 100])
+    assert z == pytest.approx((np.array([1, 2, 3, 4, 100]) - 3) / 1.4826)
+    tied = robust_z([1, 1, 1, 1, 5])  # MAD 0: mean absolute deviation 0.8
+    assert tied[-1] == pytest.approx(4 / (1.2533 * 0.8)) and tied[0] == 0
+    assert np.array_equal(robust_z([2, 2, 2]), [0, 0, 0])
+    with_nan = robust_z([1, np.nan, 2, 3, 4, 100])
+    assert math.isnan(with_nan[1]) and with_nan[-1] == pytest.approx(97 / 1.4826)
+    assert np.array_equal(robust_z([1.0, 9.0]), [0, 0])
