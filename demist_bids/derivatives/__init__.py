@@ -1,1 +1,1 @@
-"""demist_bids.derivatives."""
+"""Writing the demist derivatives dataset: description, sidecars, atomic outputs."""

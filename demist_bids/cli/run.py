@@ -1,0 +1,99 @@
+"""``demist`` entry point: the only place where errors become exit codes.
+
+Order of work, so that a run that fails early leaves nothing behind but its log:
+1. parse and check the command line (nothing is written);
+2. make sure the output directory can be written (73), start the log file in
+   ``OUTPUT_DIR/logs/`` and save the run's configuration there;
+3. hand over to the analysis level (participant, group, train).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from demist_bids.exceptions import DemistError, OutputNotWritableError
+
+LOGGER = logging.getLogger("demist")
+
+
+def _configure_console(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity + 1, 2)  # INFO by default, DEBUG with -v
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("demist")
+    root.handlers[:] = [handler]
+    root.setLevel(min(level, logging.INFO))
+    handler.setLevel(level)
+    root.propagate = False
+
+
+def prepare_output(config) -> Path:
+    """Create ``OUTPUT_DIR/logs``, start the log file there, save the config; return the log path.
+
+    Raises:
+        OutputNotWritableError: the directory cannot be created or written (73).
+    """
+    out = Path(config.execution.output_dir)
+    logs = out / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        if not os.access(logs, os.W_OK):
+            raise PermissionError(f"{logs} is not writable")
+    except OSError as exc:
+        raise OutputNotWritableError(f"cannot write to the output directory {out}: {exc}") from exc
+    run_uuid = config.execution.run_uuid
+    log_file = logs / f"demist-{config.execution.analysis_level}-{run_uuid}.log"
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger("demist").addHandler(handler)
+    config.to_filename(logs / f"config-{run_uuid}.toml")
+    return log_file
+
+
+def _dispatch(config) -> int:
+    level = config.execution.analysis_level
+    if level == "participant":
+        from demist_bids.cli.participant import run_participant
+
+        return run_participant(config)
+    if level == "group":
+        from demist_bids.group import run_group
+
+        return run_group(config)
+    from demist_bids.training import run_train
+
+    return run_train(config)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run demist and return the exit status (BIDS execution-spec codes)."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    _configure_console(0)
+    from demist_bids.cli.parser import parse_args
+
+    try:
+        config = parse_args(argv)
+    except DemistError as exc:
+        LOGGER.error("demist: error: %s", exc)
+        return exc.exit_code
+    _configure_console(config.execution.verbosity)
+    try:
+        log_file = prepare_output(config)
+        LOGGER.info("demist %s level, run %s; log: %s",
+                    config.execution.analysis_level, config.execution.run_uuid, log_file)
+        return _dispatch(config)
+    except DemistError as exc:
+        LOGGER.error("demist: error: %s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        LOGGER.error("demist: interrupted")
+        return 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(argv))

@@ -1,0 +1,68 @@
+"""The derivatives dataset's own files: ``dataset_description.json`` and ``.bidsignore``.
+
+Several participant runs may share one output directory (one SLURM task per
+subject), so these files are created once, atomically, by whichever run comes
+first; later runs never truncate them. ``.bidsignore`` hides what BIDS has no
+name for yet (``*_PSRmap``, reports, logs) so that bids-validator-deno accepts the
+dataset (REFERENCE §3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from demist_bids import __version__
+from demist_bids.utils.atomic import atomic_write_if_absent
+
+LOGGER = logging.getLogger("demist.derivatives")
+CODE_URL = "https://github.com/demist-bids/demist"
+BIDS_VERSION = "1.10.0"
+BIDSIGNORE = ["*_PSRmap.*", "*.html", "logs", "log", "figures", "group_*", "models", "training"]
+
+
+def derivative_description(bids_dir: Path, *, container: dict | None = None) -> dict:
+    """The ``dataset_description.json`` content for a demist output dataset."""
+    generated = {"Name": "demist", "Version": __version__, "CodeURL": CODE_URL}
+    if container:
+        generated["Container"] = container
+    source = {"URL": Path(bids_dir).absolute().as_uri()}
+    try:
+        raw = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+        if raw.get("DatasetDOI"):
+            source["DOI"] = raw["DatasetDOI"]
+    except (OSError, json.JSONDecodeError):
+        pass
+    return {
+        "Name": "demist: synthesized qMT pool-size-ratio maps",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [source],
+        "DatasetLinks": {"raw": source["URL"]},
+        "HowToAcknowledge": "Please cite demist and DEMIST (see logs/CITATION.md).",
+    }
+
+
+def write_dataset_files(output_dir: Path, bids_dir: Path) -> None:
+    """Create ``dataset_description.json`` and ``.bidsignore`` unless they exist."""
+    output_dir = Path(output_dir)
+    container = _container_info()
+    description = derivative_description(bids_dir, container=container)
+    if atomic_write_if_absent(
+        output_dir / "dataset_description.json", json.dumps(description, indent=2) + "\n"
+    ):
+        LOGGER.debug("wrote %s", output_dir / "dataset_description.json")
+    atomic_write_if_absent(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+
+
+def _container_info() -> dict | None:
+    import os
+
+    if os.environ.get("DEMIST_CONTAINER_TYPE"):
+        return {
+            "Type": os.environ["DEMIST_CONTAINER_TYPE"],
+            "Tag": os.environ.get("DEMIST_CONTAINER_TAG", __version__),
+        }
+    return None
