@@ -1,0 +1,1 @@
+"""Tests that run demist on a real (local) SLURM cluster."""

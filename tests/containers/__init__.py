@@ -1,0 +1,1 @@
+"""Tests of the container recipes (Dockerfile, Singularity.def) and the install they describe."""
