@@ -1,1 +1,1 @@
-"""demist_bids.reports."""
+"""Per-subject visual reports (NiPreps style): reportlets and their assembly."""

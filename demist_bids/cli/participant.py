@@ -1,0 +1,155 @@
+"""The participant level: validate, select, build the Nipype graph, run it, report.
+
+Exit status, when at least one subject could be started: 0 if every selected
+subject/session produced its outputs; otherwise 1 if any crashed in the
+workflow, else 65 if any had unusable images, else 66 if any lacked its T1w or
+FLAIR. The other subjects always run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from demist_bids.exceptions import BadDataError, MissingInputError
+
+LOGGER = logging.getLogger("demist.participant")
+
+
+def resolve_model(model: Path | None) -> tuple[Path, bool]:
+    """The model directory to use and whether it is the embedded demo model."""
+    if model is not None:
+        return Path(model), False
+    from demist_bids.data import demo_model_dir
+
+    path = demo_model_dir()
+    if not (path / "config.json").is_file():
+        raise MissingInputError(
+            f"no --model given and the embedded demo model is missing from {path}"
+        )
+    return path, True
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` picks CUDA when a GPU is visible; asking for CUDA without one is an error."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if requested == "cuda" and not has_cuda:
+        from demist_bids.exceptions import UsageError
+
+        raise UsageError("--device cuda was requested but no CUDA device is visible")
+    if requested == "auto":
+        requested = "cuda" if has_cuda else "cpu"
+        if not has_cuda:
+            LOGGER.info("no GPU found: synthesis runs on the CPU")
+    return requested
+
+
+def _preflight(inputs):
+    """Check every image before building the graph; split usable from unusable subjects."""
+    from demist_bids.preprocessing import check_image
+
+    usable, bad = [], []
+    for item in inputs:
+        try:
+            for path in (item.t1w, item.flair):
+                check_image(path)
+        except BadDataError as exc:
+            LOGGER.error("%s: %s", item.bids_name, exc)
+            bad.append((item, str(exc)))
+        else:
+            usable.append(item)
+    return usable, bad
+
+
+def run_participant(config) -> int:
+    """Run the participant level; return the exit status."""
+    from demist_bids.bids.query import collect_inputs
+    from demist_bids.bids.validation import validate_dataset
+    from demist_bids.cli.boilerplate import write_boilerplate
+    from demist_bids.cli.parser import read_bids_filters
+    from demist_bids.derivatives.dataset import write_dataset_files
+
+    ex = config.execution
+    if not ex.skip_bids_validation:
+        validate_dataset(ex.bids_dir)
+    bids_filter = read_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else None
+    inputs, missing = collect_inputs(
+        ex.bids_dir, work_dir=ex.work_dir, participant_label=ex.participant_label,
+        session_label=ex.session_label, bids_filter=bids_filter, derivatives=ex.derivatives,
+    )
+    for miss in missing:
+        LOGGER.error(miss.message)
+    if not inputs:
+        raise MissingInputError("; ".join(m.message for m in missing))
+
+    model_dir, is_demo = resolve_model(config.synthesis.model)
+    from demist_bids.utils.model_files import directory_sha256, read_card
+
+    card, sha = read_card(model_dir), directory_sha256(model_dir)
+    if is_demo:
+        LOGGER.warning(
+            "using the embedded DEMO model (trained on synthetic phantoms; not for research "
+            "use); pass --model to use a trained model"
+        )
+    LOGGER.info("model %s (sha256 %s)", model_dir, sha[:12])
+
+    usable, bad = _preflight(inputs)
+    write_dataset_files(ex.output_dir, ex.bids_dir)
+    device = resolve_device(config.synthesis.device)
+    from demist_bids.workflows.base import init_demist_wf
+
+    wf = init_demist_wf(config, usable, model_dir=model_dir, model_sha256=sha,
+                        is_demo=is_demo, card=card, device=device)
+    write_boilerplate(wf, Path(ex.output_dir) / "logs")
+    if ex.boilerplate_only:
+        return 0
+
+    from demist_bids.reports.subject import write_subject_reports
+
+    started = time.monotonic()
+    crashed = _run_workflow(wf, config, n_gpus=1 if device.startswith("cuda") else 0) if usable else False
+    LOGGER.info("participant workflow finished in %.0f s", time.monotonic() - started)
+    failed = write_subject_reports(ex.output_dir, usable, run_uuid=ex.run_uuid,
+                                   extra_errors={i.bids_name: [m] for i, m in bad})
+    if crashed or failed:
+        LOGGER.error("some subjects failed: %s; see their reports and crash files",
+                     ", ".join(failed) or "see logs")
+        return 1
+    if bad:
+        return BadDataError.exit_code
+    if missing:
+        return MissingInputError.exit_code
+    return 0
+
+
+def _run_workflow(wf, config, *, n_gpus: int) -> bool:
+    """Run the graph with the configured plugin; return True when some node crashed."""
+    from nipype import config as nipype_config
+
+    ny = config.nipype
+    nipype_config.update_config({
+        "execution": {
+            "stop_on_first_crash": config.execution.stop_on_first_crash,
+            "crashfile_format": "txt",
+            "remove_unnecessary_outputs": False,
+            "check_version": False,
+        },
+        "monitoring": {"enabled": False},
+    })
+    plugin_args = dict(ny.plugin_args)
+    if ny.plugin == "MultiProc":
+        plugin_args.setdefault("n_procs", ny.nprocs)
+        plugin_args.setdefault("raise_insufficient", False)
+        plugin_args.setdefault("maxtasksperchild", 1)
+        plugin_args.setdefault("n_gpu_procs", n_gpus)
+        if ny.mem_gb:
+            plugin_args.setdefault("memory_gb", ny.mem_gb)
+    try:
+        wf.run(plugin=ny.plugin, plugin_args=plugin_args)
+    except RuntimeError as exc:
+        LOGGER.error("the workflow did not finish cleanly: %s", str(exc).splitlines()[0])
+        return True
+    return False

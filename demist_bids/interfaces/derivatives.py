@@ -1,0 +1,105 @@
+"""Nipype interfaces that put results into the derivatives dataset.
+
+``ToNativeGrid`` brings a map from the model's 1 mm grid back to the subject's
+T1w grid; ``CommitDerivatives`` writes a subject's images, sidecars and
+reportlets in one all-or-nothing step (see :mod:`demist_bids.derivatives.writer`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+
+class _ToNativeGridInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="image on the 1 mm model grid")
+    reference = File(exists=True, mandatory=True, desc="the native T1w")
+    order = traits.Int(1, usedefault=True, desc="interpolation order (0 for labels)")
+
+
+class _ToNativeGridOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="image on the native T1w grid")
+
+
+class ToNativeGrid(SimpleInterface):
+    """Resample in world space onto the native T1w grid (the transform is the identity)."""
+
+    input_spec = _ToNativeGridInputSpec
+    output_spec = _ToNativeGridOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nb
+
+        from demist_bids.preprocessing import resample_to_native
+
+        img = resample_to_native(nb.load(self.inputs.in_file), nb.load(self.inputs.reference),
+                                 order=self.inputs.order)
+        out = Path(runtime.cwd) / Path(self.inputs.in_file).name
+        img.to_filename(out)
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _CommitDerivativesInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Directory(mandatory=True, desc="derivatives dataset root")
+    subject = traits.Str(mandatory=True)
+    session = traits.Str("", usedefault=True)
+    psr = File(exists=True, mandatory=True, desc="synthesized PSR, native grid")
+    psr_std = File(desc="uncertainty, native grid")
+    psr_model = File(desc="synthesized PSR on the 1 mm model grid (--output-spaces model)")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask, native grid")
+    dseg = File(exists=True, desc="tissue labels, native grid")
+    qc = File(exists=True, desc="preprocessing QC JSON")
+    synthesis_info = File(exists=True, mandatory=True, desc="sampler JSON")
+    lesion_values = File(exists=True, desc="lesion-vs-NAWM summary JSON")
+    metadata = traits.Dict(desc="static sidecar fields (model, sources, software)")
+    reportlets = InputMultiObject(File(exists=True), desc="SVG reportlets")
+    reportlet_names = traits.List(traits.Str, desc="one key per reportlet")
+
+
+class _CommitDerivativesOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True))
+
+
+class CommitDerivatives(SimpleInterface):
+    """Write one subject's outputs, all sidecars filled, in a single step."""
+
+    input_spec = _CommitDerivativesInputSpec
+    output_spec = _CommitDerivativesOutputSpec
+
+    def _run_interface(self, runtime):
+        from demist_bids.derivatives.sidecars import build_items
+        from demist_bids.derivatives.writer import commit_outputs, copy_reportlets
+
+        def opt(name):
+            value = getattr(self.inputs, name)
+            return Path(value) if isdefined(value) and value else None
+
+        qc = json.loads(Path(self.inputs.qc).read_text()) if opt("qc") else {}
+        info = json.loads(Path(self.inputs.synthesis_info).read_text())
+        lesion = json.loads(opt("lesion_values").read_text()) if opt("lesion_values") else {}
+        session = self.inputs.session or None
+        items = build_items(
+            psr=opt("psr"), psr_std=opt("psr_std"), psr_model=opt("psr_model"),
+            brain_mask=opt("brain_mask"), dseg=opt("dseg"),
+            qc=qc, synthesis=info, static=dict(self.inputs.metadata or {}), lesion_values=lesion,
+        )
+        bids_name = f"sub-{self.inputs.subject}" + (f"_ses-{session}" if session else "")
+        if isdefined(self.inputs.reportlets):
+            copy_reportlets(
+                Path(self.inputs.output_dir), self.inputs.subject,
+                dict(zip(self.inputs.reportlet_names, self.inputs.reportlets)), bids_name,
+            )
+        written = commit_outputs(Path(self.inputs.output_dir), self.inputs.subject, session, items)
+        self._results["out_files"] = [str(p) for p in written]
+        return runtime

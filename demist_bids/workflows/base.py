@@ -1,0 +1,163 @@
+"""The participant-level Nipype graph: one sub-workflow per subject (and session).
+
+These two factories are the only ones that read the run's :class:`Config`;
+everything below them takes explicit keyword arguments.
+
+Per subject/session::
+
+    inputnode -> anat_preproc_wf -> synthesize -> to native grid --+
+                       |                                           +-> commit (all outputs at once)
+                       +-> reportlets (registration, mask, PSR, uncertainty, lesions) --+
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from demist_bids import __version__
+
+
+def init_demist_wf(config, inputs, *, model_dir: Path, model_sha256: str, is_demo: bool,
+                   card: dict, device: str):
+    """The whole participant-level graph for the selected subjects/sessions."""
+    from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+    wf = Workflow(name=f"demist_{__version__.replace('.', '_')}_wf")
+    wf.base_dir = str(config.execution.work_dir)
+    for item in inputs:
+        single = init_single_subject_wf(
+            item,
+            bids_dir=config.execution.bids_dir,
+            output_dir=config.execution.output_dir,
+            log_dir=Path(config.execution.output_dir) / f"sub-{item.subject}" / "log"
+            / config.execution.run_uuid,
+            omp_nthreads=config.nipype.omp_nthreads,
+            model_dir=model_dir, model_sha256=model_sha256, is_demo=is_demo, card=card,
+            sampler=config.synthesis.sampler, steps=config.synthesis.steps,
+            samples=config.synthesis.samples, seed=config.seeds.master, device=device,
+            output_model_grid="model" in config.execution.output_spaces,
+        )
+        wf.add_nodes([single])
+    return wf
+
+
+def init_single_subject_wf(
+    item, *, bids_dir: Path, output_dir: Path, log_dir: Path, omp_nthreads: int,
+    model_dir: Path, model_sha256: str, is_demo: bool, card: dict, sampler: str, steps: int,
+    samples: int, seed: int, device: str, output_model_grid: bool = False,
+):
+    """Preprocess, synthesize and write one subject/session."""
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+    from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+    from demist_bids.derivatives.sidecars import static_metadata
+    from demist_bids.interfaces.derivatives import CommitDerivatives, ToNativeGrid
+    from demist_bids.interfaces.reports import LesionValues, MapMosaic
+    from demist_bids.interfaces.synthesis import Synthesize
+    from demist_bids.workflows.anatomical import init_anat_preproc_wf
+
+    name = item.bids_name.replace("-", "_")
+    wf = Workflow(name=f"single_subject_{name}_wf")
+    wf.__desc__ = (
+        f"Results included in this manuscript come from synthesis performed with *demist* "
+        f"{__version__}, an implementation of DEMIST, a 3D latent diffusion model that "
+        "synthesizes quantitative magnetization-transfer pool-size-ratio (PSR) maps from "
+        "T1-weighted and FLAIR images [@demist].\n\n"
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    wf.config["execution"]["crashdump_dir"] = str(log_dir)
+    wf.config["execution"]["crashfile_format"] = "txt"
+
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "flair", "brain_mask"]),
+                        name="inputnode")
+    inputnode.inputs.t1w = str(item.t1w)
+    inputnode.inputs.flair = str(item.flair)
+    if item.brain_mask is not None:
+        inputnode.inputs.brain_mask = str(item.brain_mask)
+
+    anat_wf = init_anat_preproc_wf(omp_nthreads=omp_nthreads)
+    use_gpu = device.startswith("cuda")
+    synth = pe.Node(
+        Synthesize(model_dir=str(model_dir), sampler=sampler, steps=steps, samples=samples,
+                   seed=seed, device=device, use_gpu=use_gpu, num_threads=omp_nthreads),
+        name="synthesize", n_procs=omp_nthreads, mem_gb=4.0,
+    )
+    synth.__desc__ = None
+    wf.__postdesc__ = _synthesis_desc(card=card, is_demo=is_demo, samples=samples, seed=seed,
+                                      sha=model_sha256)
+    psr_native = pe.Node(ToNativeGrid(), name="psr_native")
+    std_native = pe.Node(ToNativeGrid(), name="std_native")
+    psr_mosaic = pe.Node(MapMosaic(title="Synthesized PSR"), name="psr_mosaic")
+    commit = pe.Node(
+        CommitDerivatives(
+            output_dir=str(output_dir), subject=item.subject, session=item.session or "",
+            metadata=static_metadata(bids_dir=Path(bids_dir), t1w=item.t1w, flair=item.flair,
+                                     model_dir=model_dir, model_sha256=model_sha256,
+                                     is_demo=is_demo, card=card),
+        ),
+        name="commit", run_without_submitting=True,
+    )
+    lesions = pe.Node(LesionValues(), name="lesion_values")
+    if item.lesion_mask is not None:
+        lesions.inputs.lesion_mask = str(item.lesion_mask)
+
+    reportlet_names = ["registration", "brainmask", "psr"]
+    merge_reportlets = pe.Node(niu.Merge(4 if samples > 1 else 3), name="merge_reportlets",
+                               run_without_submitting=True)
+    wf.connect([
+        (inputnode, anat_wf, [("t1w", "inputnode.t1w"), ("flair", "inputnode.flair"),
+                              ("brain_mask", "inputnode.brain_mask")]),
+        (anat_wf, synth, [("outputnode.t1w_preproc", "t1w"),
+                          ("outputnode.flair_preproc", "flair"),
+                          ("outputnode.brain_mask", "brain_mask")]),
+        (synth, psr_native, [("psr", "in_file")]),
+        (anat_wf, psr_native, [("outputnode.t1w_native", "reference")]),
+        (anat_wf, psr_mosaic, [("outputnode.t1w_preproc", "background"),
+                               ("outputnode.brain_mask", "brain_mask")]),
+        (synth, psr_mosaic, [("psr", "overlay")]),
+        (psr_native, lesions, [("out_file", "psr")]),
+        (anat_wf, lesions, [("outputnode.dseg_native", "dseg")]),
+        (anat_wf, merge_reportlets, [("outputnode.t1w_flair_svg", "in1"),
+                                     ("outputnode.mask_svg", "in2")]),
+        (psr_mosaic, merge_reportlets, [("out_report", "in3")]),
+        (psr_native, commit, [("out_file", "psr")]),
+        (anat_wf, commit, [("outputnode.brain_mask_native", "brain_mask"),
+                           ("outputnode.dseg_native", "dseg"),
+                           ("outputnode.qc", "qc")]),
+        (synth, commit, [("info", "synthesis_info")]),
+        (lesions, commit, [("out_json", "lesion_values")]),
+        (merge_reportlets, commit, [("out", "reportlets")]),
+    ])
+    if samples > 1:
+        std_mosaic = pe.Node(MapMosaic(title="Uncertainty (SD across samples)", cmap="viridis"),
+                             name="std_mosaic")
+        reportlet_names.append("uncertainty")
+        wf.connect([
+            (synth, std_native, [("psr_std", "in_file")]),
+            (anat_wf, std_native, [("outputnode.t1w_native", "reference")]),
+            (std_native, commit, [("out_file", "psr_std")]),
+            (anat_wf, std_mosaic, [("outputnode.t1w_preproc", "background"),
+                                   ("outputnode.brain_mask", "brain_mask")]),
+            (synth, std_mosaic, [("psr_std", "overlay")]),
+            (std_mosaic, merge_reportlets, [("out_report", "in4")]),
+        ])
+    commit.inputs.reportlet_names = reportlet_names
+    if output_model_grid:
+        wf.connect([(synth, commit, [("psr", "psr_model")])])
+    return wf
+
+
+def _synthesis_desc(*, card: dict, is_demo: bool, samples: int, seed: int, sha: str) -> str:
+    demo = (" This was the embedded *demonstration* model, trained on synthetic phantoms only; "
+            "its maps are not suitable for research conclusions.") if is_demo else ""
+    return (
+        "\n\n#### PSR synthesis\n\n"
+        "The preprocessed T1w and FLAIR images were encoded by a 3D KL autoencoder and a "
+        "PSR latent was sampled by a frozen diffusion backbone steered by three conditioning "
+        "streams: semantic cross-attention tokens, a spatial ControlNet and adaptive low-rank "
+        "(LoRA) adapters [@demist; @ldm; @controlnet; @lora]. "
+        f"{samples} sample(s) were drawn (seed {seed}); with more than one, the per-voxel "
+        "standard deviation across samples is reported as an uncertainty map. "
+        f"Model: {card.get('name', 'demist model')} (SHA256 {sha[:12]}).{demo}\n"
+    )
