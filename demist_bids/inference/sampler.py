@@ -1,0 +1,222 @@
+"""Synthesis of a PSR map from a T1w+FLAIR pair: the participant-level inference.
+
+One call encodes the condition once, runs ``samples`` reverse-diffusion chains
+from seeded noise with any scheduler of :mod:`demist_bids.inference.schedulers`,
+decodes each chain once, and returns the voxel-wise mean and standard deviation
+(an uncertainty map) in PSR units. The networks see either the whole padded
+volume or a latent-space sliding window with Gaussian blending (as MONAI MAISI
+does), chosen from the memory available. On CUDA the networks run under bf16
+autocast with SDPA attention; on CPU in fp32 (bf16 is 3-4x slower on CPUs
+without bf16 units, REFERENCE §2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from demist_bids.inference.grid import crop_to_original, pad_to_multiple
+from demist_bids.inference.memory import InferencePlan, plan_inference
+from demist_bids.inference.schedulers import make_scheduler
+from demist_bids.models.config import ModelConfig
+from demist_bids.models.demist import DemistModel
+
+LOGGER = logging.getLogger("demist.inference")
+
+__all__ = ["SynthesisResult", "synthesize", "recommended_sampler", "resolve_device", "chain_seed"]
+
+_LATENT_OVERLAP = 0.5
+_IMAGE_OVERLAP = 0.25
+
+
+@dataclass
+class SynthesisResult:
+    """A synthesized PSR map and how it was made."""
+
+    mean: np.ndarray
+    """X x Y x Z float32 mean over samples, PSR units (``psr_scale`` applied)."""
+    std: np.ndarray | None
+    """Per-voxel standard deviation across samples (ddof=1), PSR units; None for one sample."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """sampler, steps, samples, seed, device, dtype, mode (whole/window), seconds..."""
+
+
+def recommended_sampler(config: ModelConfig) -> tuple[str, int]:
+    """The sampler and step count stored with the model (the participant-level default)."""
+    return config.sampling.sampler, int(config.sampling.steps)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def chain_seed(seed: int, sample: int) -> int:
+    """Independent, reproducible seed of chain ``sample`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, sample]).generate_state(1)[0])
+
+
+def _windowed(
+    predictor: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, roi: tuple[int, ...], overlap: float
+) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(
+        inputs, roi_size=roi, sw_batch_size=1, predictor=predictor, overlap=overlap, mode="gaussian"
+    )
+
+
+class _VolumeRunner:
+    """The three network passes of one volume, whole or windowed, under the right precision."""
+
+    def __init__(self, model: DemistModel, plan: InferencePlan, device: str) -> None:
+        self.model = model
+        self.plan = plan
+        self.latent = model.config.autoencoder.latent_channels
+        self.factor = model.config.autoencoder.downsampling
+        cuda = device.startswith("cuda")
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+        )
+
+    def encode(self, cond: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            if self.plan.whole:
+                z_c = self.model.encode_condition(cond)
+            else:
+                roi = tuple(w * self.factor for w in self.plan.latent_window)
+                z_c = _windowed(self.model.encode_condition, cond, roi, _IMAGE_OVERLAP)
+        return z_c.float()
+
+    def noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            if self.plan.whole:
+                eps = self.model.predict_noise(z_t, t, z_c)
+            else:
+                latent = self.latent
+
+                def predictor(window: torch.Tensor) -> torch.Tensor:
+                    return self.model.predict_noise(window[:, :latent], t, window[:, latent:])
+
+                eps = _windowed(predictor, torch.cat([z_t, z_c], dim=1), self.plan.latent_window, _LATENT_OVERLAP)
+        return eps.float()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            if self.plan.whole:
+                image = self.model.decode_psr(z)
+            else:
+                image = _windowed(self.model.decode_psr, z, self.plan.latent_window, _IMAGE_OVERLAP)
+        return image.float()
+
+
+@torch.no_grad()
+def synthesize(
+    model: DemistModel,
+    cond: np.ndarray,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    samples: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+    window: str | tuple[int, int, int] = "auto",
+    memory_budget_gb: float | None = None,
+) -> SynthesisResult:
+    """Synthesize a PSR map.
+
+    Args:
+        model: a trained model (moved to ``device`` here).
+        cond: 2 x X x Y x Z float32 T1w, FLAIR in [0, 1] on the 1 mm RAS grid; any size.
+        sampler: ``ddpm``, ``ddim`` or ``dpm++``.
+        steps: sampling steps.
+        samples: independent chains; more than one gives a std map.
+        seed: seeds chain k with :func:`chain_seed` ``(seed, k)``.
+        device: ``cpu``, ``cuda[:n]`` or ``auto``.
+        progress: called as ``progress(done, total)`` after every denoising step.
+        window: ``auto`` (from memory), ``whole``, or a latent window size.
+        memory_budget_gb: memory to plan against instead of the free memory.
+
+    Returns:
+        Mean and std in PSR units on the input grid, plus run information.
+    """
+    cond = np.asarray(cond, dtype=np.float32)
+    if cond.ndim != 4 or cond.shape[0] != len(model.config.input_channels):
+        raise ValueError(f"cond must be {len(model.config.input_channels)} x X x Y x Z, got {cond.shape}")
+    if not np.isfinite(cond).all():
+        raise ValueError("cond holds NaN or infinite values")
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    start = time.perf_counter()
+    device = resolve_device(device)
+    cuda = device.startswith("cuda")
+    model = model.to(device).eval()
+    model.use_sdpa(cuda)
+
+    padded, crop = pad_to_multiple(cond, model.config.size_multiple)
+    image_shape = tuple(padded.shape[1:])
+    if window == "auto":
+        budget = None if memory_budget_gb is None else int(memory_budget_gb * 1e9)
+        plan = plan_inference(model.config, image_shape, device, sdpa=cuda, budget_bytes=budget)
+    elif window == "whole":
+        plan = InferencePlan(True, None, 0.0, 0.0)
+    else:
+        plan = InferencePlan(False, tuple(int(w) for w in window), 0.0, 0.0)
+    runner = _VolumeRunner(model, plan, device)
+
+    cond_t = torch.from_numpy(padded)[None].to(device)
+    z_c = runner.encode(cond_t)
+    latent_shape = z_c.shape
+    total = samples * steps
+    done = 0
+    count, mean, m2 = 0, None, None
+    for k in range(samples):
+        scheduler = make_scheduler(sampler, model.config.schedule, steps)
+        cpu_gen = torch.Generator().manual_seed(chain_seed(seed, k))
+        step_gen = cpu_gen if not cuda else torch.Generator(device).manual_seed(chain_seed(seed, k) + 1)
+        z = torch.randn(latent_shape, generator=cpu_gen).to(device)
+        for t in scheduler.timesteps:
+            t_batch = torch.full((latent_shape[0],), int(t), device=device, dtype=torch.long)
+            eps = runner.noise(z, t_batch, z_c)
+            z, _ = scheduler.step(eps, int(t), z, generator=step_gen)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        psr01 = runner.decode(z).clamp_(0.0, 1.0)[0, 0].cpu().numpy()
+        psr01 = crop_to_original(psr01, crop).astype(np.float64)
+        count += 1  # Welford: mean and variance without keeping every sample
+        if mean is None:
+            mean, m2 = psr01.copy(), np.zeros_like(psr01)
+        else:
+            delta = psr01 - mean
+            mean += delta / count
+            m2 += delta * (psr01 - mean)
+
+    scale = model.config.psr_scale
+    std = None if samples == 1 else (np.sqrt(m2 / (samples - 1)) * scale).astype(np.float32)
+    seconds = time.perf_counter() - start
+    info = {
+        "sampler": sampler,
+        "steps": steps,
+        "samples": samples,
+        "seed": seed,
+        "device": device,
+        "dtype": "bfloat16-autocast" if cuda else "float32",
+        "mode": "whole" if plan.whole else "window",
+        "latent_window": list(plan.latent_window) if plan.latent_window else None,
+        "padded_shape": list(image_shape),
+        "psr_scale": scale,
+        "seconds": round(seconds, 3),
+    }
+    LOGGER.info("synthesized %s in %.1f s (%s x %d steps, %d samples)", cond.shape[1:], seconds, sampler, steps, samples)
+    return SynthesisResult(mean=(mean * scale).astype(np.float32), std=std, info=info)

@@ -1,0 +1,266 @@
+"""The architecture and provenance of one DEMIST model, as plain JSON-able data.
+
+A :class:`ModelConfig` is everything needed to rebuild the networks (then fill
+them from safetensors) and to use them correctly: latent scale factors, the
+cohort-wide PSR scale, the noise schedule, the sampler the model was validated
+with and the preprocessing it expects. It is written beside the weights as
+``config.json`` (see :mod:`demist_bids.models.io`). This module imports only the
+standard library, so the CLI can read a model card without loading torch.
+
+Two presets exist:
+
+``paper``
+    The published sizes: the MONAI BraTS bundle autoencoder (64/128/256, 2 res
+    blocks, no attention) and its diffusion UNet (256/256/512, attention at the
+    two deeper levels, 64-channel heads, 2 res blocks), 21 M + 189 M parameters.
+``small``
+    A network that trains and samples a whole brain on a 2-core CPU:
+    autoencoders 16/32/32 with one res block per level, UNet 32/64/64 with one
+    res block and attention only at the deepest level (latent attention over a
+    whole-brain latent at a finer level would cost more than all convolutions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PresetName = Literal["paper", "small"]
+
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "full": {"semantic": True, "spatial": True, "adaptive": True},
+    "lora": {"semantic": True, "spatial": False, "adaptive": True},
+    "controlnet": {"semantic": True, "spatial": True, "adaptive": False},
+    "ft-ldm": {"semantic": True, "spatial": False, "adaptive": False},
+    "none": {"semantic": True, "spatial": False, "adaptive": False},
+}
+"""Paper Table 1 rows as stream switches.
+
+The FT-LDM baseline still needs *some* path for the condition, so it keeps the
+semantic (cross-attention) stream, the usual LDM conditioning; ``none`` is an
+alias of ``ft-ldm`` (no DEMIST-specific stream). ``controlnet`` and ``lora``
+add one stream each, ``full`` is DEMIST.
+"""
+
+
+@dataclass
+class AutoencoderConfig:
+    """MONAI ``AutoencoderKL`` arguments shared by the PSR and conditioning autoencoders."""
+
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    """Channels per level; ``len - 1`` halvings give the 4x downsampling."""
+    num_res_blocks: int = 2
+    """Residual blocks per level."""
+    latent_channels: int = 8
+    """Channels of the latent (L in the paper)."""
+    norm_num_groups: int = 32
+    """GroupNorm groups (must divide every channel count)."""
+    norm_eps: float = 1e-6
+    """GroupNorm epsilon."""
+
+    @property
+    def downsampling(self) -> int:
+        """Image voxels per latent voxel along each axis."""
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class UNetConfig:
+    """MONAI ``DiffusionModelUNet`` arguments of the frozen backbone."""
+
+    channels: list[int] = field(default_factory=lambda: [256, 256, 512])
+    """Channels per level."""
+    attention_levels: list[bool] = field(default_factory=lambda: [False, True, True])
+    """Levels with self-attention; the semantic cross-attention sits beside these."""
+    num_head_channels: list[int] = field(default_factory=lambda: [0, 64, 64])
+    """Channels per attention head per level (ignored where there is no attention)."""
+    num_res_blocks: int = 2
+    """Residual blocks per level."""
+    norm_num_groups: int = 32
+    """GroupNorm groups."""
+    norm_eps: float = 1e-6
+    """GroupNorm epsilon."""
+
+    @property
+    def downsampling(self) -> int:
+        """Latent voxels per coarsest-level voxel along each axis."""
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class StreamsConfig:
+    """The three trainable conditioning streams and their sizes (the paper gives none)."""
+
+    semantic: bool = True
+    """Cross-attention from UNet features to pooled condition tokens."""
+    spatial: bool = True
+    """ControlNet copy of the encoder fed the conditioning latent."""
+    adaptive: bool = True
+    """LoRA on Q, K, V (peft) and O (added low-rank delta) of every self-attention."""
+    token_grid: list[int] = field(default_factory=lambda: [4, 4, 4])
+    """Pooling grid of the semantic tokens (N = product)."""
+    token_dim: int = 256
+    """Width d of the semantic tokens."""
+    cross_attention_heads: int = 4
+    """Heads of each semantic cross-attention."""
+    lora_rank: int = 8
+    """LoRA rank r."""
+    lora_alpha: float = 8.0
+    """LoRA alpha; the update is scaled by alpha / r."""
+
+    def ablation(self) -> str:
+        """The Table 1 row name of these switches (``custom`` if none matches)."""
+        switches = {"semantic": self.semantic, "spatial": self.spatial, "adaptive": self.adaptive}
+        for name, value in ABLATIONS.items():
+            if value == switches:
+                return name
+        return "custom"
+
+
+@dataclass
+class ScheduleConfig:
+    """The training noise schedule (BraTS bundle values)."""
+
+    num_train_timesteps: int = 1000
+    schedule: str = "scaled_linear_beta"
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    prediction_type: str = "epsilon"
+
+
+@dataclass
+class SamplingConfig:
+    """The sampler this model is recommended with (updated once benchmarked)."""
+
+    sampler: str = "ddim"
+    """``ddpm``, ``ddim`` or ``dpm++``."""
+    steps: int = 50
+    """Number of sampling steps."""
+    validated: bool = False
+    """True once a benchmark showed this choice within 0.3 dB of 1000-step DDPM."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything to rebuild and correctly use one DEMIST model."""
+
+    preset: str = "paper"
+    """Preset the sizes came from (``paper``, ``small`` or ``custom``)."""
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    psr_latent_scale: float = 1.0
+    """Multiplies the PSR posterior mean so latents have unit variance (computed over many patches)."""
+    cond_latent_scale: float = 1.0
+    """Same for the conditioning latent."""
+    psr_scale: float = 0.3
+    """Cohort-wide PSR value mapped to 1.0 (psr01 = PSR / psr_scale); never per subject."""
+    input_channels: list[str] = field(default_factory=lambda: ["T1w", "FLAIR"])
+    """Order of the conditioning channels."""
+    preprocessing: str = (
+        "T1w and FLAIR co-registered, RAS, 1 mm isotropic, skull-stripped and each scaled to "
+        "[0, 1] by its own 0-99.5th percentile inside the brain mask; background 0."
+    )
+    """What the inputs must look like (recorded into the derivative sidecars)."""
+    patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
+    """Training patch size; also the default sliding-window size in image voxels."""
+    card: dict[str, Any] = field(default_factory=dict)
+    """Model card: training data summary, folds, metrics, losses, intended use."""
+    demist_version: str = ""
+    """demist version that wrote this config."""
+
+    # -- derived ------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        """Image sizes must be a multiple of this (AE downsampling x UNet downsampling)."""
+        return self.autoencoder.downsampling * self.unet.downsampling
+
+    # -- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dictionary."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise, missing keys take defaults."""
+        sections = {
+            "autoencoder": AutoencoderConfig,
+            "unet": UNetConfig,
+            "streams": StreamsConfig,
+            "schedule": ScheduleConfig,
+            "sampling": SamplingConfig,
+        }
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            section = sections.get(key)
+            kwargs[key] = _section_from_dict(section, value) if section else value
+        return cls(**kwargs)
+
+
+def _section_from_dict(section: type, data: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(section)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {section.__name__} keys: {sorted(unknown)}")
+    return section(**data)
+
+
+def _small() -> ModelConfig:
+    return ModelConfig(
+        preset="small",
+        autoencoder=AutoencoderConfig(channels=[16, 32, 32], num_res_blocks=1, norm_num_groups=8),
+        unet=UNetConfig(
+            channels=[32, 64, 64],
+            attention_levels=[False, False, True],
+            num_head_channels=[0, 0, 32],
+            num_res_blocks=1,
+            norm_num_groups=8,
+        ),
+        streams=StreamsConfig(token_dim=64, cross_attention_heads=2, lora_rank=4, lora_alpha=4.0),
+        sampling=SamplingConfig(sampler="ddim", steps=10),
+        patch_size=[64, 64, 64],
+    )
+
+
+def preset(name: PresetName, *, ablation: str | None = None, **overrides: Any) -> ModelConfig:
+    """Build a configuration from a named preset.
+
+    Args:
+        name: ``paper`` or ``small``.
+        ablation: optional Table 1 row (``full``, ``lora``, ``controlnet``,
+            ``ft-ldm``/``none``) setting the three stream switches.
+        **overrides: top-level :class:`ModelConfig` fields; section fields may be
+            given as dictionaries (``streams={"lora_rank": 16}``) and are merged.
+
+    Returns:
+        A new :class:`ModelConfig`.
+    """
+    from demist_bids import __version__
+
+    if name == "paper":
+        config = ModelConfig(preset="paper")
+    elif name == "small":
+        config = _small()
+    else:
+        raise ValueError(f"unknown preset {name!r}; expected 'paper' or 'small'")
+    config.demist_version = __version__
+    if ablation is not None:
+        if ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {ablation!r}; expected one of {sorted(ABLATIONS)}")
+        config.streams = dataclasses.replace(config.streams, **ABLATIONS[ablation])
+    data = config.to_dict()
+    for key, value in overrides.items():
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if isinstance(data.get(key), dict) and isinstance(value, dict) and key != "card":
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return ModelConfig.from_dict(data)

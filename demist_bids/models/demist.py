@@ -1,0 +1,236 @@
+"""DEMIST: two autoencoders, a frozen diffusion backbone and three conditioning streams.
+
+The noise prediction is ``eps_theta(z_t, t; C(z_c))`` in the PSR latent, with
+the backbone's weights frozen and only the streams trained (semantic
+cross-attention, spatial ControlNet, adaptive LoRA). Each stream can be switched
+off in :class:`~demist_bids.models.config.StreamsConfig` for the paper's
+ablations; at initialisation every stream adds exactly zero, so the model equals
+its backbone.
+
+Training stages the API supports (the loops live in ``demist_bids.training``):
+
+1. autoencoders alone: ``model.psr_autoencoder`` / ``model.cond_autoencoder``
+   (``requires_grad_(True)`` them; they are frozen by default);
+2. an unconditional backbone where no pretrained one exists:
+   ``unfreeze_backbone()``, train :meth:`DemistModel.backbone_noise`, then
+   ``freeze_backbone()`` and ``sync_controlnet_from_backbone()``;
+3. the streams: optimise :meth:`DemistModel.trainable_stream_parameters` with
+   :meth:`DemistModel.predict_noise`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from monai.networks.nets import AutoencoderKL, ControlNet, DiffusionModelUNet
+from torch import nn
+
+from demist_bids.models.autoencoders import build_autoencoder, posterior_mean
+from demist_bids.models.config import ModelConfig
+from demist_bids.models.controlnet import build_controlnet, copy_encoder_weights
+from demist_bids.models.lora import LowRankDelta, attach_lora, lora_parameters
+from demist_bids.models.semantic import SemanticStream
+from demist_bids.models.unet import build_backbone, is_adapter_key, plain_state_dict
+
+LOGGER = logging.getLogger("demist.models")
+
+__all__ = ["DemistModel", "build_model"]
+
+
+class DemistModel(nn.Module):
+    """The DEMIST networks for one configuration.
+
+    Args:
+        config: architecture, streams and scale factors.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        latent = config.autoencoder.latent_channels
+        self.psr_autoencoder: AutoencoderKL = build_autoencoder(config.autoencoder, 1)
+        self.cond_autoencoder: AutoencoderKL = build_autoencoder(config.autoencoder, len(config.input_channels))
+        self.backbone: DiffusionModelUNet = build_backbone(config.unet, latent)
+        streams = config.streams
+        self.semantic: SemanticStream | None = None
+        if streams.semantic:
+            self.semantic = SemanticStream(
+                self.backbone,
+                latent,
+                streams.token_dim,
+                tuple(streams.token_grid),
+                streams.cross_attention_heads,
+                config.unet.norm_num_groups,
+                config.unet.norm_eps,
+            )
+        self.controlnet: ControlNet | None = None
+        if streams.spatial:
+            self.controlnet = build_controlnet(config.unet, latent)
+        if streams.adaptive:
+            attach_lora(self.backbone, streams.lora_rank, streams.lora_alpha)
+        self.sync_controlnet_from_backbone()
+        self.psr_autoencoder.requires_grad_(False)
+        self.cond_autoencoder.requires_grad_(False)
+        self.freeze_backbone()
+
+    # -- parameter groups ----------------------------------------------------
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The backbone's own weights (adapters excluded)."""
+        return [p for name, p in self.backbone.named_parameters() if not is_adapter_key(name)]
+
+    def trainable_stream_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the enabled streams: the only ones stage-2 training updates."""
+        params: list[nn.Parameter] = []
+        if self.semantic is not None:
+            params += list(self.semantic.parameters())
+        if self.controlnet is not None:
+            params += list(self.controlnet.parameters())
+        params += lora_parameters(self.backbone)
+        return params
+
+    def freeze_backbone(self) -> None:
+        """Freeze the backbone weights; make the stream parameters trainable."""
+        for param in self.backbone_parameters():
+            param.requires_grad_(False)
+        for param in self.trainable_stream_parameters():
+            param.requires_grad_(True)
+
+    def unfreeze_backbone(self) -> None:
+        """Make only the backbone weights trainable (unconditional backbone stage)."""
+        for param in self.trainable_stream_parameters():
+            param.requires_grad_(False)
+        for param in self.backbone_parameters():
+            param.requires_grad_(True)
+
+    def sync_controlnet_from_backbone(self) -> None:
+        """Copy the backbone encoder into the ControlNet (after new backbone weights)."""
+        if self.controlnet is not None:
+            copy_encoder_weights(self.controlnet, plain_state_dict(self.backbone))
+
+    # -- attention backend -----------------------------------------------------
+    def use_sdpa(self, enabled: bool = True) -> None:
+        """Switch every MONAI attention to ``torch.nn.functional.scaled_dot_product_attention``."""
+        for module in self.modules():
+            if hasattr(module, "use_flash_attention") and not getattr(module, "save_attn", False):
+                module.use_flash_attention = enabled
+
+    # -- latents ------------------------------------------------------------------
+    def encode_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """Conditioning latent.
+
+        Args:
+            cond: B x 2 x H x W x D T1w+FLAIR in [0, 1].
+
+        Returns:
+            B x L x H/4 x W/4 x D/4 scaled posterior mean.
+        """
+        return posterior_mean(self.cond_autoencoder, cond) * self.config.cond_latent_scale
+
+    def encode_psr(self, psr01: torch.Tensor) -> torch.Tensor:
+        """PSR latent.
+
+        Args:
+            psr01: B x 1 x H x W x D PSR divided by ``config.psr_scale``.
+
+        Returns:
+            B x L x H/4 x W/4 x D/4 scaled posterior mean.
+        """
+        return posterior_mean(self.psr_autoencoder, psr01) * self.config.psr_latent_scale
+
+    def decode_psr(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode a scaled PSR latent.
+
+        Args:
+            z: B x L x h x w x d.
+
+        Returns:
+            B x 1 x 4h x 4w x 4d in the [0, 1] PSR space (multiply by ``psr_scale``).
+        """
+        return self.psr_autoencoder.decode(z / self.config.psr_latent_scale)
+
+    # -- noise prediction -----------------------------------------------------------
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        """Conditional noise prediction with all enabled streams.
+
+        Args:
+            z_t: B x L x h x w x d noisy PSR latent.
+            t: B (or scalar) integer timesteps.
+            z_c: B x L x h x w x d conditioning latent.
+
+        Returns:
+            B x L x h x w x d predicted noise.
+        """
+        t = _timesteps(t, z_t)
+        down = mid = None
+        if self.controlnet is not None:
+            down, mid = self.controlnet(z_t, t, controlnet_cond=z_c)
+        context = self.semantic.conditioned(z_c) if self.semantic is not None else contextlib.nullcontext()
+        with context:
+            return self.backbone(
+                z_t, t, down_block_additional_residuals=down, mid_block_additional_residual=mid
+            )
+
+    def backbone_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The backbone alone: no condition, adapters off (unconditional stage, zero-init checks).
+
+        Args:
+            z_t: B x L x h x w x d noisy PSR latent.
+            t: B (or scalar) integer timesteps.
+
+        Returns:
+            B x L x h x w x d predicted noise.
+        """
+        with self.adapters_disabled():
+            return self.backbone(z_t, _timesteps(t, z_t))
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """Run the backbone without its LoRA adapters."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self.backbone.modules() if isinstance(m, BaseTunerLayer)]
+        deltas = [m for m in self.backbone.modules() if isinstance(m, LowRankDelta)]
+        for layer in layers:
+            layer.enable_adapters(False)
+        saved = [d.scaling for d in deltas]
+        for delta in deltas:
+            delta.scaling = 0.0
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            for delta, scaling in zip(deltas, saved):
+                delta.scaling = scaling
+
+
+def _timesteps(t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(like.shape[0])
+    return t.long()
+
+
+def build_model(config: ModelConfig) -> DemistModel:
+    """A randomly initialised model: backbone and autoencoders frozen, streams at zero-init.
+
+    Args:
+        config: e.g. ``preset("small")``.
+
+    Returns:
+        The model in eval mode (call ``.train()`` to train).
+    """
+    model = DemistModel(config)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    LOGGER.info(
+        "built DEMIST (%s, streams %s): %d parameters, %d trainable",
+        config.preset,
+        config.streams.ablation(),
+        total,
+        trainable,
+    )
+    return model.eval()

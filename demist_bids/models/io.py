@@ -1,0 +1,230 @@
+"""One model format: a directory of ``config.json`` plus per-component safetensors.
+
+Layout::
+
+    MODEL_DIR/
+      config.json                 ModelConfig (architecture, scales, schedule, sampler, card, version)
+      psr_autoencoder.safetensors
+      cond_autoencoder.safetensors
+      backbone.safetensors        plain MONAI DiffusionModelUNet keys, adapters excluded
+      streams.safetensors         semantic.*, controlnet.*, backbone.*lora_* (absent with no stream)
+
+Nothing is unpickled when loading. A directory is written to a temporary
+sibling and renamed into place, so readers never see half a model. Bundle
+(MONAI GenerativeModels) ``.pt`` weights are read with
+``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from demist_bids.models.config import ModelConfig
+from demist_bids.models.demist import DemistModel, build_model
+from demist_bids.models.unet import (
+    convert_old_state_dict,
+    is_adapter_key,
+    load_plain_state_dict,
+    plain_state_dict,
+)
+
+LOGGER = logging.getLogger("demist.models")
+
+__all__ = [
+    "save_model",
+    "load_model",
+    "model_sha256",
+    "read_model_config",
+    "load_backbone_weights",
+    "load_autoencoder_weights",
+]
+
+CONFIG_NAME = "config.json"
+_AUTOENCODERS = ("psr_autoencoder", "cond_autoencoder")
+
+
+def _component_states(model: DemistModel) -> dict[str, dict[str, torch.Tensor]]:
+    states = {name: getattr(model, name).state_dict() for name in _AUTOENCODERS}
+    states["backbone"] = plain_state_dict(model.backbone)
+    streams = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items() if is_adapter_key(k)}
+    for name in ("semantic", "controlnet"):
+        module = getattr(model, name)
+        if module is not None:
+            streams.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    if streams:
+        states["streams"] = streams
+    return states
+
+
+def save_model(model: DemistModel, directory: Path, card: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a model directory, atomically.
+
+    Args:
+        model: the model to save.
+        directory: destination; replaced if it exists.
+        card: model-card entries merged into ``config.card``.
+
+    Returns:
+        ``directory``.
+    """
+    from safetensors.torch import save_file
+
+    from demist_bids import __version__
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    config = ModelConfig.from_dict(model.config.to_dict())
+    config.card = {**config.card, **(card or {})}
+    config.demist_version = __version__
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for name, state in _component_states(model).items():
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"format": "pt", "component": name})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
+        old = None
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    LOGGER.info("saved model to %s (sha256 %s)", directory, model_sha256(directory)[:12])
+    return directory
+
+
+def read_model_config(directory: Path) -> ModelConfig:
+    """The configuration of a model directory, without loading weights or torch."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a demist model directory")
+    return ModelConfig.from_dict(json.loads(path.read_text()))
+
+
+def load_model(directory: Path, device: str = "cpu") -> DemistModel:
+    """Rebuild a model from its directory (strict: every weight must be present and used).
+
+    Args:
+        directory: a directory written by :func:`save_model`.
+        device: where to put the model.
+
+    Returns:
+        The model in eval mode, backbone frozen.
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    model = build_model(read_model_config(directory))
+    for name in _AUTOENCODERS:
+        getattr(model, name).load_state_dict(load_file(str(directory / f"{name}.safetensors")))
+    load_plain_state_dict(model.backbone, load_file(str(directory / "backbone.safetensors")))
+    streams_file = directory / "streams.safetensors"
+    streams = load_file(str(streams_file)) if streams_file.exists() else {}
+    expected = _component_states(model).get("streams", {})
+    if set(streams) != set(expected):
+        raise KeyError(
+            f"stream weights do not match the config: missing {sorted(set(expected) - set(streams))[:5]}, "
+            f"unexpected {sorted(set(streams) - set(expected))[:5]}"
+        )
+    adapters = {k.removeprefix("backbone."): v for k, v in streams.items() if k.startswith("backbone.")}
+    model.backbone.load_state_dict(adapters, strict=False)
+    for name in ("semantic", "controlnet"):
+        module = getattr(model, name)
+        if module is not None:
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in streams.items() if k.startswith(prefix)})
+    return model.to(device).eval()
+
+
+def model_sha256(directory: Path) -> str:
+    """sha256 over every file of the model directory (relative names and contents, sorted)."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for nested in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(nested), dict):
+            state = state[nested]
+    return dict(state)
+
+
+def load_backbone_weights(model: DemistModel, path: Path) -> None:
+    """Fill the backbone from a BraTS-bundle (old-key) ``.pt`` or a plain-key file, then re-seed the ControlNet.
+
+    Args:
+        model: the model to update in place.
+        path: ``model_brats_mri_generative_diffusion_v1.pt`` (or a plain
+            MONAI 1.5+ state dict as ``.pt``/``.safetensors``).
+    """
+    state = _read_state_dict(path)
+    plain_keys = set(plain_state_dict(model.backbone))
+    if set(state) != plain_keys:
+        latent = model.config.autoencoder.latent_channels
+        state = convert_old_state_dict(model.config.unet, latent, state)
+    load_plain_state_dict(model.backbone, state)
+    model.sync_controlnet_from_backbone()
+    LOGGER.info("loaded backbone weights from %s", path)
+
+
+def load_autoencoder_weights(model: DemistModel, path: Path) -> None:
+    """Start both autoencoders from one (bundle) autoencoder, widening the conditioning one.
+
+    The bundle's FLAIR autoencoder has one input/output channel; the
+    conditioning autoencoder takes T1w+FLAIR. Its first convolution gets the
+    1-channel kernel divided over the channels (so a constant image encodes as
+    before) and its last convolution repeats the single output channel.
+    """
+    from monai.networks.nets import AutoencoderKL
+
+    from demist_bids.models.autoencoders import build_autoencoder
+
+    state = _read_state_dict(path)
+    single: AutoencoderKL = build_autoencoder(model.config.autoencoder, 1)
+    if set(state) == set(single.state_dict()):
+        single.load_state_dict(state)
+    else:
+        single.load_old_state_dict(state)
+    single_state = single.state_dict()
+    model.psr_autoencoder.load_state_dict(single_state)
+    channels = len(model.config.input_channels)
+    widened = {}
+    for key, target in model.cond_autoencoder.state_dict().items():
+        value = single_state[key]
+        if value.shape != target.shape:
+            if key.startswith("encoder"):
+                value = value.repeat_interleave(channels, dim=1) / channels
+            else:
+                value = value.repeat_interleave(channels, dim=0)
+        widened[key] = value
+    model.cond_autoencoder.load_state_dict(widened)
+    LOGGER.info("initialised both autoencoders from %s", path)
