@@ -1,0 +1,361 @@
+"""Generate a synthetic MS cohort as a BIDS dataset: :func:`generate_cohort`.
+
+Layout written under ``out_dir`` (``[ses-YY]`` levels only when ``sessions > 1``)::
+
+    dataset_description.json  README  participants.tsv  participants.json
+    sub-XX/[ses-YY/]anat/sub-XX[_ses-YY]_{T1w,FLAIR}.{nii.gz,json}
+    derivatives/qmt/      .../anat/sub-XX[_ses-YY]_PSRmap.{nii.gz,json}
+    derivatives/lesions/  .../anat/sub-XX[_ses-YY]_desc-lesion_mask.{nii.gz,json}
+    derivatives/phantom/  .../anat/sub-XX[_ses-YY]_desc-brain_mask.{nii.gz,json}
+                          .../anat/sub-XX[_ses-YY]_dseg.{nii.gz,json}   dseg.tsv
+                          .../anat/sub-XX[_ses-YY]_from-FLAIR_to-T1w_mode-image_xfm.json
+
+All derivatives lie on the T1w grid. Each derivatives folder has its own
+``dataset_description.json`` (DatasetType derivative, GeneratedBy
+demist-phantom) and a ``.bidsignore`` for the names BIDS does not define.
+
+Determinism: every random draw comes from a generator seeded by
+``(seed, subject index, stream)``, so the same arguments give byte-identical
+files, and subject ``k``'s anatomy does not depend on how many subjects follow.
+Which subjects are controls depends on ``seed`` and ``subjects``.
+
+Atomicity: the dataset is built in a hidden folder beside ``out_dir`` and
+renamed into place only when complete; a failure removes it and leaves
+``out_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from demist_bids.exceptions import OutputNotWritableError, UsageError
+
+from . import bids_files as bf
+from .acquisition import HeadMotion, acquire_flair, acquire_t1w, draw_motion
+from .anatomy import subject_anatomy
+from .contrast import flair_signal, t1w_signal
+from .lesions import Lesion, draw_lesions, evolve
+from .psr import draw_myelin, measured_psr
+from .template import CanonicalHead, canonical_head
+from .warp import subject_warp
+
+LOGGER = logging.getLogger("demist.phantom")
+
+MIN_SCALE, MAX_SCALE = 0.2, 1.5
+# Independent random streams per subject.
+STREAM_WARP, STREAM_LESIONS, STREAM_MYELIN, STREAM_HEAD, STREAM_SESSION = 0, 1, 2, 3, 100
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A row of ``participants.tsv`` plus the subject's index in the cohort."""
+
+    index: int
+    label: str
+    group: str  # "MS" or "control"
+    age: int
+    sex: str
+
+
+@dataclass(frozen=True)
+class PhantomScan:
+    """One generated session: where its files are and what is in them.
+
+    Paths are absolute, inside the final ``out_dir``. ``flair_to_t1w`` is the
+    true 4x4 FLAIR-world -> T1w-world matrix (RAS+ mm; see
+    :mod:`demist_bids.phantom.acquisition`), also stored in ``transform``.
+    """
+
+    subject: str
+    session: str | None
+    group: str
+    t1w: Path
+    flair: Path
+    psr: Path
+    lesion_mask: Path
+    brain_mask: Path
+    dseg: Path
+    transform: Path
+    flair_to_t1w: np.ndarray
+    n_lesions: int
+    lesion_volume_ml: float
+    nawm_psr: float
+
+
+def plan_participants(subjects: int, seed: int, control_fraction: float) -> list[Participant]:
+    """Labels, groups (``round(subjects * control_fraction)`` controls) and demographics."""
+    rng = np.random.default_rng([seed, 2**31 - 1])
+    n_controls = int(round(subjects * control_fraction))
+    controls = set(rng.permutation(subjects)[:n_controls].tolist())
+    width = max(2, len(str(subjects)))
+    participants = []
+    for index in range(subjects):
+        control = index in controls
+        age = rng.normal(38.0, 11.0) if control else rng.normal(43.0, 10.0)
+        female = rng.uniform() < (0.6 if control else 0.7)
+        participants.append(
+            Participant(
+                index=index,
+                label=f"{index + 1:0{width}d}",
+                group="control" if control else "MS",
+                age=int(np.clip(round(age), 18, 70)),
+                sex="F" if female else "M",
+            )
+        )
+    return participants
+
+
+def _lesion_history(
+    participant: Participant, sessions: int, seed: int, head: CanonicalHead
+) -> list[list[Lesion]]:
+    """The patient's lesions at each session (empty lists for a control)."""
+    if participant.group == "control":
+        return [[] for _ in range(sessions)]
+    rng = np.random.default_rng([seed, participant.index, STREAM_LESIONS])
+    history = [draw_lesions(rng, head.zones)]
+    for _ in range(1, sessions):
+        history.append(evolve(history[-1], rng, head.zones))
+    return history
+
+
+def _canonical_load_ml(lesions: list[Lesion]) -> float:
+    return float(sum(4.0 / 3.0 * np.pi * np.prod(lesion.radii) for lesion in lesions) / 1000.0)
+
+
+def _t1w_affine(head: CanonicalHead, scale: float) -> np.ndarray:
+    """RAS 1 mm grid whose world coordinates are the canonical ones times ``scale``."""
+    affine = head.affine.copy()
+    affine[:3, 3] *= scale
+    return affine
+
+
+def _transform_sidecar(motion: HeadMotion, t1w: str, flair: str) -> dict:
+    return {
+        "FromSpace": "FLAIR",
+        "ToSpace": "T1w",
+        "Convention": (
+            "4x4 world-to-world matrix in RAS+ millimetres: for a point with world coordinates q "
+            "in the FLAIR image (from its NIfTI affine), Matrix @ [q, 1] are the world "
+            "coordinates of the same anatomical point in the T1w image. Matrix @ FLAIR_affine "
+            "aligns the FLAIR voxels with the T1w anatomy. Not the ITK/ANTs convention (LPS, "
+            "fixed-to-moving points): for ITK with the T1w fixed, use D @ inv(Matrix) @ D with "
+            "D = diag(-1, -1, 1, 1)."
+        ),
+        "Matrix": np.round(motion.flair_to_t1w(), 10).tolist(),
+        "HeadMotion": {
+            "RotationDegreesXYZ": list(motion.rotation_deg),
+            "TranslationMm": list(motion.translation_mm),
+            "CenterMm": list(motion.center),
+            "Model": "q = R (p - c) + c + t maps T1w-world p to FLAIR-world q; R = Euler 'xyz'",
+        },
+        "Sources": [f"bids:raw:{flair}", f"bids:raw:{t1w}"],
+    }
+
+
+def _write_session(
+    root: Path,
+    participant: Participant,
+    session: str | None,
+    images: dict,
+    motion: HeadMotion,
+    flair_thickness: float,
+) -> dict[str, Path]:
+    folder, stem = bf.scan_prefix(participant.label, session)
+    t1w_rel, flair_rel = folder / f"{stem}_T1w.nii.gz", folder / f"{stem}_FLAIR.nii.gz"
+    sources = [f"bids:raw:{t1w_rel}"]
+    t1w, flair = images["t1w"], images["flair"]
+    paths = {
+        "t1w": bf.write_nifti(root / t1w_rel, t1w.data, t1w.affine),
+        "flair": bf.write_nifti(root / flair_rel, flair.data, flair.affine),
+    }
+    bf.write_json(root / folder / f"{stem}_T1w.json", dict(bf.T1W_SIDECAR, SliceThickness=1.0))
+    bf.write_json(
+        root / folder / f"{stem}_FLAIR.json", dict(bf.FLAIR_SIDECAR, SliceThickness=flair_thickness)
+    )
+    derived = {
+        "psr": ("qmt", "PSRmap", {
+            "Description": (
+                "Measured-PSR stand-in: qMT pool-size ratio (macromolecular / free pool), "
+                "simulated from the subject's true tissue, myelin and lesion state with "
+                "measurement noise, on the T1w grid, zero outside the brain"
+            ),
+            "Units": "1",
+            "SkullStripped": True,
+        }),
+        "lesion_mask": ("lesions", "desc-lesion_mask", {
+            "Description": "True white-matter lesion mask on the T1w grid", "Type": "Lesion",
+        }),
+        "brain_mask": ("phantom", "desc-brain_mask", {
+            "Description": "True brain mask (grey + white matter + CSF inside the pial surface)",
+            "Type": "Brain",
+        }),
+        "dseg": ("phantom", "dseg", {
+            "Description": "True tissue labels on the T1w grid: 1 CSF, 2 GM, 3 WM (lesions as WM)",
+        }),
+    }
+    for key, (dataset, suffix, meta) in derived.items():
+        base = root / "derivatives" / dataset / folder / f"{stem}_{suffix}"
+        dtype = np.float32 if key == "psr" else np.uint8
+        paths[key] = bf.write_nifti(base.with_name(base.name + ".nii.gz"), images[key].astype(dtype), t1w.affine)
+        bf.write_json(base.with_name(base.name + ".json"), dict(meta, Sources=sources))
+    transform = root / "derivatives" / "phantom" / folder / f"{stem}_from-FLAIR_to-T1w_mode-image_xfm.json"
+    paths["transform"] = bf.write_json(transform, _transform_sidecar(motion, str(t1w_rel), str(flair_rel)))
+    return paths
+
+
+def _generate_participant(
+    root: Path, head: CanonicalHead, participant: Participant, *, seed: int, sessions: int, scale: float
+) -> list[PhantomScan]:
+    def stream(number: int) -> np.random.Generator:
+        return np.random.default_rng([seed, participant.index, number])
+
+    warp = subject_warp(head.shape, head.center, scale, stream(STREAM_WARP))
+    affine = _t1w_affine(head, scale)
+    center_world = (affine @ np.append(head.center * scale, 1.0))[:3]
+    history = _lesion_history(participant, sessions, seed, head)
+    myelin = draw_myelin(
+        warp.shape, stream(STREAM_MYELIN),
+        patient=participant.group == "MS", lesion_load=_canonical_load_ml(history[0]),
+    )
+    scans = []
+    for number, lesions in enumerate(history, start=1):
+        session = f"{number:02d}" if sessions > 1 else None
+        rng = stream(STREAM_SESSION + number)
+        anatomy = subject_anatomy(head, warp, lesions, stream(STREAM_HEAD))
+        lesion_mask = anatomy.lesion_mask
+        images = {
+            "psr": measured_psr(anatomy, myelin, rng),
+            "t1w": acquire_t1w(t1w_signal(anatomy, myelin, rng), affine, rng),
+            "lesion_mask": lesion_mask,
+            "brain_mask": anatomy.brain_mask,
+            "dseg": anatomy.dseg(),
+        }
+        motion = draw_motion(rng, center_world)
+        images["flair"] = acquire_flair(flair_signal(anatomy, rng), affine, motion, scale, rng)
+        paths = _write_session(
+            root, participant, session, images, motion, images["flair"].slice_thickness
+        )
+        nawm = (anatomy.tissue["wm"] > 0.9) & (anatomy.lesion["psr_loss"] < 0.01)
+        scans.append(
+            PhantomScan(
+                subject=participant.label,
+                session=session,
+                group=participant.group,
+                flair_to_t1w=motion.flair_to_t1w(),
+                n_lesions=len(lesions),
+                lesion_volume_ml=float(lesion_mask.sum()) / 1000.0,
+                nawm_psr=float(np.median(images["psr"][nawm])) if nawm.any() else float("nan"),
+                **paths,
+            )
+        )
+    return scans
+
+
+def _write_dataset_files(root: Path, participants: list[Participant], seed: int, sessions: int):
+    bf.write_json(root / "dataset_description.json", bf.raw_description(seed, len(participants), sessions))
+    (root / "README").write_text(bf.README)
+    bf.write_tsv(
+        root / "participants.tsv",
+        ["participant_id", "group", "age", "sex"],
+        [[f"sub-{p.label}", p.group, p.age, p.sex] for p in participants],
+    )
+    bf.write_json(root / "participants.json", bf.PARTICIPANTS_JSON)
+    derivatives = {
+        "qmt": ("demist-phantom qMT", "Measured-PSR stand-ins (qMT pool-size ratio)", "*_PSRmap.*\n"),
+        "lesions": ("demist-phantom lesions", "True lesion masks", ""),
+        "phantom": ("demist-phantom truth", "Brain masks, tissue labels, true FLAIR->T1w transforms",
+                    "*_xfm.json\n"),
+    }
+    for folder, (name, description, ignore) in derivatives.items():
+        path = root / "derivatives" / folder
+        bf.write_json(path / "dataset_description.json", bf.derivative_description(name, description))
+        if ignore:
+            (path / ".bidsignore").write_text(ignore)
+    bf.write_tsv(root / "derivatives" / "phantom" / "dseg.tsv", ["index", "name", "abbreviation"], bf.DSEG_LABELS)
+
+
+def _check_arguments(subjects: int, sessions: int, control_fraction: float, scale: float) -> None:
+    if subjects < 1:
+        raise UsageError(f"--subjects must be at least 1 (got {subjects})")
+    if sessions < 1:
+        raise UsageError(f"--sessions must be at least 1 (got {sessions})")
+    if not 0.0 <= control_fraction <= 1.0:
+        raise UsageError(f"--control-fraction must lie in [0, 1] (got {control_fraction})")
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise UsageError(f"--scale must lie in [{MIN_SCALE}, {MAX_SCALE}] (got {scale})")
+
+
+def _install(built: Path, out_dir: Path) -> None:
+    """Move the finished dataset into place, replacing what ``out_dir`` held."""
+    if out_dir.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, trash / out_dir.name)
+        os.replace(built, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(built, out_dir)
+
+
+def generate_cohort(
+    out_dir: Path,
+    *,
+    subjects: int,
+    seed: int,
+    sessions: int = 1,
+    control_fraction: float = 0.3,
+    scale: float = 1.0,
+    overwrite: bool = False,
+) -> list[PhantomScan]:
+    """Write a synthetic MS cohort as a BIDS dataset at ``out_dir``; return its scans.
+
+    Raises:
+        UsageError: bad arguments, or ``out_dir`` is not empty and ``overwrite`` is False.
+        OutputNotWritableError: the parent of ``out_dir`` cannot be written.
+    """
+    _check_arguments(subjects, sessions, control_fraction, scale)
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise UsageError(f"{out_dir} is not empty; choose another folder or pass --overwrite")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    except OSError as error:
+        raise OutputNotWritableError(f"cannot create a dataset beside {out_dir}: {error}") from error
+    try:
+        participants = plan_participants(subjects, seed, control_fraction)
+        _write_dataset_files(built, participants, seed, sessions)
+        head = canonical_head()
+        scans = []
+        for participant in participants:
+            start = time.perf_counter()
+            scans += _generate_participant(
+                built, head, participant, seed=seed, sessions=sessions, scale=scale
+            )
+            LOGGER.info(
+                "sub-%s (%s): %.1f s", participant.label, participant.group, time.perf_counter() - start
+            )
+        os.chmod(built, 0o755)
+        _install(built, out_dir)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    return [_rebased(scan, built, out_dir) for scan in scans]
+
+
+def _rebased(scan: PhantomScan, old: Path, new: Path) -> PhantomScan:
+    """The same scan with its paths moved from the build folder to ``out_dir``."""
+    fields = {
+        name: new / getattr(scan, name).relative_to(old)
+        for name in ("t1w", "flair", "psr", "lesion_mask", "brain_mask", "dseg", "transform")
+    }
+    return PhantomScan(**{**scan.__dict__, **fields})
