@@ -49,7 +49,7 @@ def resolve_device(requested: str) -> str:
 
 def _preflight(inputs):
     """Check every image before building the graph; split usable from unusable subjects."""
-    from demist_bids.preprocessing import check_image
+    from demist_bids.preprocessing.validation import check_image
 
     usable, bad = [], []
     for item in inputs:

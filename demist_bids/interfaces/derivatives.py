@@ -40,7 +40,7 @@ class ToNativeGrid(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nb
 
-        from demist_bids.preprocessing import resample_to_native
+        from demist_bids.preprocessing.grids import resample_to_native
 
         img = resample_to_native(nb.load(self.inputs.in_file), nb.load(self.inputs.reference),
                                  order=self.inputs.order)

@@ -8,13 +8,17 @@ from pathlib import Path
 
 
 def directory_sha256(directory: Path) -> str:
-    """SHA256 over the names and bytes of every file in the model directory, in sorted order."""
+    """SHA256 over the names and bytes of every file in the model directory, in sorted order.
+
+    The same digest as :func:`demist_bids.models.io.model_sha256`, without importing torch.
+    """
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
