@@ -1,0 +1,214 @@
+"""Find what the participant level left in the output directory.
+
+The group level reads whatever subset of subjects finished, so discovery is a
+plain walk of the output tree (the participant contract fixes its layout),
+not a pybids index: it is fast, needs no database, and sees half-finished
+trees exactly as they are. Subjects of the input dataset without results are
+reported with the reason taken from their crash files.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOGGER = logging.getLogger("demist.group")
+
+SYNTH_SUFFIX = "_desc-synth_PSRmap.nii.gz"
+_ENTITY = re.compile(r"(?:^|_)(sub|ses)-([a-zA-Z0-9]+)")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure)\b.*")
+
+
+@dataclass
+class ParticipantRun:
+    """One subject/session's participant outputs (paths that may be absent are None)."""
+
+    subject: str
+    session: str | None
+    prefix: str
+    """File-name stem shared by the outputs, for example ``sub-01_ses-1``."""
+    psr: Path
+    std: Path | None = None
+    brain_mask: Path | None = None
+    dseg: Path | None = None
+    sidecar: Path | None = None
+    report: Path | None = None
+
+    @property
+    def bids_name(self) -> str:
+        return self.prefix + SYNTH_SUFFIX.removesuffix(".nii.gz")
+
+
+@dataclass
+class Failure:
+    """A subject/session of the input without usable results, and why."""
+
+    subject: str
+    session: str | None
+    status: str
+    """``missing`` (no outputs) or ``failed`` (a crash file newer than any output)."""
+    reason: str
+    crash_file: Path | None = None
+    node: str | None = None
+
+
+@dataclass
+class Crash:
+    """The useful lines of one Nipype text crash file."""
+
+    path: Path
+    node: str | None
+    error: str
+    mtime: float = field(default=0.0)
+
+
+def entities(name: str) -> dict[str, str]:
+    """``sub`` and ``ses`` labels found in a BIDS file name."""
+    return {key: value for key, value in _ENTITY.findall(name)}
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def find_runs(output_dir: Path) -> list[ParticipantRun]:
+    """Every native-grid synthesized PSR map in ``output_dir`` with its companions.
+
+    Maps with a ``space-`` entity (the optional model-grid copy) are skipped:
+    tissue, masks and measured maps all live on the native T1w grid.
+    """
+    runs = []
+    patterns = (f"sub-*/anat/*{SYNTH_SUFFIX}", f"sub-*/ses-*/anat/*{SYNTH_SUFFIX}")
+    for psr in sorted(p for pattern in patterns for p in Path(output_dir).glob(pattern)):
+        if "_space-" in psr.name or psr.name.startswith("."):
+            continue
+        prefix = psr.name[: -len(SYNTH_SUFFIX)]
+        labels = entities(prefix)
+        if "sub" not in labels:
+            continue
+        anat = psr.parent
+        runs.append(
+            ParticipantRun(
+                subject=labels["sub"],
+                session=labels.get("ses"),
+                prefix=prefix,
+                psr=psr,
+                std=_existing(anat / f"{prefix}_desc-std_PSRmap.nii.gz"),
+                brain_mask=_existing(anat / f"{prefix}_desc-brain_mask.nii.gz"),
+                dseg=_existing(anat / f"{prefix}_dseg.nii.gz"),
+                sidecar=_existing(anat / psr.name.replace(".nii.gz", ".json")),
+                report=_existing(Path(output_dir) / f"sub-{labels['sub']}.html"),
+            )
+        )
+    return runs
+
+
+def read_crash(path: Path) -> Crash:
+    """The failing node and the last error line of a Nipype text crash file."""
+    lines = [line.rstrip() for line in Path(path).read_text(errors="replace").splitlines()]
+    node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")), None)
+    text = [line.strip() for line in lines if line.strip()]
+    errors = [line for line in text if _EXCEPTION_LINE.match(line)]
+    error = errors[-1] if errors else (text[-1] if text else "empty crash file")
+    return Crash(path=Path(path), node=node, error=error, mtime=Path(path).stat().st_mtime)
+
+
+def find_crashes(output_dir: Path, subject: str) -> list[Crash]:
+    """Crash files of one subject, newest last."""
+    paths = Path(output_dir).glob(f"sub-{subject}/log/*/crash-*.txt")
+    return sorted((read_crash(p) for p in paths), key=lambda crash: crash.mtime)
+
+
+def input_sessions(bids_dir: Path) -> list[tuple[str, str | None]]:
+    """(subject, session) pairs present in the input dataset; session None when unused."""
+    pairs: list[tuple[str, str | None]] = []
+    for sub_dir in sorted(Path(bids_dir).glob("sub-*")):
+        if not sub_dir.is_dir():
+            continue
+        subject = sub_dir.name[4:]
+        sessions = sorted(d.name[4:] for d in sub_dir.glob("ses-*") if d.is_dir())
+        pairs.extend((subject, ses) for ses in sessions or [None])
+    return pairs
+
+
+def _missing_reason(bids_dir: Path, subject: str, session: str | None) -> str:
+    """Why a run without outputs and without crash file has none, from the input."""
+    folder = Path(bids_dir) / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+    has = {suffix: any(folder.glob(f"*_{suffix}.nii*")) for suffix in ("T1w", "FLAIR")}
+    absent = [suffix for suffix, present in has.items() if not present]
+    if absent:
+        return f"no {' or '.join(absent)} image in the input dataset"
+    return "no participant outputs (not run, or still running)"
+
+
+def find_failures(
+    bids_dir: Path,
+    output_dir: Path,
+    runs: list[ParticipantRun],
+    *,
+    participant_label: list[str] | None = None,
+    session_label: list[str] | None = None,
+) -> list[Failure]:
+    """Input subject/sessions without results, and results that a later crash makes suspect.
+
+    A crash file counts against a subject when it is newer than that
+    subject's synthesized map (or there is no map): an older crash file was
+    left by a run that a rerun has since completed.
+    """
+    done = {(run.subject, run.session): run for run in runs}
+    wanted = [
+        (sub, ses)
+        for sub, ses in input_sessions(bids_dir)
+        if (not participant_label or sub in participant_label)
+        and (not session_label or ses in session_label)
+    ]
+    failures = []
+    for subject, session in sorted(set(wanted) | set(done), key=lambda p: (p[0], p[1] or "")):
+        run = done.get((subject, session))
+        finished = run.psr.stat().st_mtime if run else float("-inf")
+        fresh = [c for c in find_crashes(output_dir, subject) if c.mtime > finished]
+        if fresh:
+            crash = fresh[-1]
+            failures.append(
+                Failure(subject, session, "failed", crash.error, crash_file=crash.path, node=crash.node)
+            )
+        elif run is None:
+            failures.append(Failure(subject, session, "missing", _missing_reason(bids_dir, subject, session)))
+    return failures
+
+
+def find_derivative_file(
+    root: Path, subject: str, session: str | None, pattern: str, *, exclude: tuple[str, ...] = ()
+) -> list[Path]:
+    """Files of one subject/session under a derivatives root matching a glob on the name.
+
+    With a session, files naming that session are preferred and files naming no
+    session are accepted when none do; files of another session never match.
+    """
+    candidates = sorted(Path(root).glob(f"sub-{subject}/**/{pattern}"))
+    candidates = [
+        p
+        for p in candidates
+        if entities(p.name).get("sub") == subject and not any(word in p.name for word in exclude)
+    ]
+    if session is None:
+        return [p for p in candidates if "ses" not in entities(p.name)]
+    same = [p for p in candidates if entities(p.name).get("ses") == session]
+    return same or [p for p in candidates if "ses" not in entities(p.name)]
+
+
+def read_participants(bids_dir: Path):
+    """``participants.tsv`` as a DataFrame indexed by subject label (no ``sub-``), or None."""
+    import pandas as pd
+
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["n/a", ""])
+    if "participant_id" not in table.columns:
+        LOGGER.warning("%s has no participant_id column; ignoring it", path)
+        return None
+    table["participant_id"] = table["participant_id"].str.removeprefix("sub-")
+    return table.set_index("participant_id")

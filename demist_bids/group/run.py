@@ -1,0 +1,171 @@
+"""``demist BIDS_DIR OUT group``: cohort table and report from the participant outputs.
+
+The only place in :mod:`demist_bids.group` that reads the configuration; the
+modules below take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+LOGGER = logging.getLogger("demist.group")
+
+TSV_NAME = "group_PSR.tsv"
+HTML_NAME = "group_PSR.html"
+SPLIT_CANDIDATES = ("group", "diagnosis", "dx", "condition", "cohort", "status")
+"""participants.tsv columns that split the report's plots, first present wins."""
+
+
+def choose_split(participants) -> str | None:
+    """The participants.tsv column to colour plots by: a known grouping column, else a small categorical one."""
+    if participants is None:
+        return None
+    for column in SPLIT_CANDIDATES:
+        if column in participants.columns and participants[column].notna().any():
+            return column
+    import pandas as pd
+
+    for column in participants.columns:
+        values = participants[column].dropna()
+        if values.empty or pd.to_numeric(values, errors="coerce").notna().all():
+            continue
+        if 2 <= values.nunique() <= 6:
+            return column
+    return None
+
+
+def _sources(run, *, lesions_root: Path | None, psr_root: Path | None, tissue_roots: list[Path]):
+    from demist_bids.group.collect import find_derivative_file
+    from demist_bids.group.measures import RunSources
+
+    sources = RunSources()
+    if lesions_root is not None:
+        sources.lesion_masks = find_derivative_file(
+            lesions_root, run.subject, run.session, "*_mask.nii*", exclude=("desc-brain", "_space-")
+        )
+        if not sources.lesion_masks:
+            LOGGER.info("no lesion mask for %s in %s", run.prefix, lesions_root)
+    if psr_root is not None:
+        measured = find_derivative_file(
+            psr_root, run.subject, run.session, "*_PSRmap.nii*", exclude=("desc-synth", "desc-std", "_space-")
+        )
+        sources.measured = measured[0] if measured else None
+        if len(measured) > 1:
+            LOGGER.warning("several measured PSR maps for %s; using %s", run.prefix, measured[0].name)
+    for root in tissue_roots:
+        dseg = find_derivative_file(
+            root, run.subject, run.session, "*_dseg.nii*", exclude=("_space-", "desc-aseg", "desc-aparcaseg")
+        )
+        if dseg:
+            sources.tissue = dseg[0]
+            break
+    return sources
+
+
+def _missing_row(failure) -> dict[str, Any]:
+    prefix = f"sub-{failure.subject}" + (f"_ses-{failure.session}" if failure.session else "")
+    return {
+        "bids_name": f"{prefix}_desc-synth_PSRmap",
+        "subject": failure.subject,
+        "session": failure.session,
+        "status": failure.status,
+        "failure_reason": failure.reason,
+    }
+
+
+def _subtitle(bids_dir: Path, n_runs: int) -> str:
+    from demist_bids import __version__
+
+    name = Path(bids_dir).name
+    description = Path(bids_dir) / "dataset_description.json"
+    if description.exists():
+        try:
+            name = json.loads(description.read_text()).get("Name") or name
+        except (OSError, json.JSONDecodeError):
+            pass
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Dataset: {name} · {n_runs} subject/session runs · demist {__version__} · {stamp}"
+
+
+def run_group(config) -> int:
+    """Write ``group_PSR.tsv`` and ``group_PSR.html`` into the output directory; return 0.
+
+    Raises:
+        MissingInputError: the output directory holds no participant results.
+    """
+    from demist_bids.exceptions import MissingInputError
+    from demist_bids.group.collect import find_failures, find_runs, read_participants
+    from demist_bids.group.html import render_report
+    from demist_bids.group.measures import image_measures, sidecar_measures
+    from demist_bids.group.table import build_table, flag_outliers, write_tsv
+    from demist_bids.utils.atomic import atomic_write_text
+
+    execution = config.execution
+    out, bids_dir = Path(execution.output_dir), Path(execution.bids_dir)
+    labels = [label.removeprefix("sub-") for label in execution.participant_label]
+    sessions = [label.removeprefix("ses-") for label in execution.session_label]
+    runs = [
+        run
+        for run in find_runs(out)
+        if (not labels or run.subject in labels) and (not sessions or run.session in sessions)
+    ]
+    if not runs:
+        raise MissingInputError(
+            f"no participant results (*_desc-synth_PSRmap.nii.gz) in {out}: run the participant level first"
+        )
+    LOGGER.info("group level: %d subject/session runs with results in %s", len(runs), out)
+
+    derivatives = dict(execution.derivatives)
+    psr_root = config.train.psr_derivatives or derivatives.get("psr")
+    roots = {
+        "lesions_root": derivatives.get("lesions"),
+        "psr_root": Path(psr_root) if psr_root else None,
+        "tissue_roots": [Path(p) for name, p in derivatives.items() if name not in ("lesions", "psr")],
+    }
+    failures = find_failures(bids_dir, out, runs, participant_label=labels, session_label=sessions)
+    crashed = {(f.subject, f.session): f for f in failures if f.status == "failed"}
+
+    rows, thumbnails, links = [], {}, {}
+    for run in runs:
+        row: dict[str, Any] = {"bids_name": run.bids_name, "subject": run.subject, "session": run.session, "status": "ok"}
+        failure = crashed.pop((run.subject, run.session), None)
+        if failure is not None:
+            row.update(status="failed", failure_reason=failure.reason)
+        if run.report is not None:
+            links[run.bids_name] = run.report.name
+        try:
+            measures, thumbnails[run.bids_name] = image_measures(run, _sources(run, **roots))
+        except Exception as err:  # an unreadable output must not hide the rest of the cohort
+            LOGGER.error("cannot measure %s: %s", run.psr, err)
+            row.update(status="failed", failure_reason=f"unreadable outputs: {err}")
+            measures = {}
+        row.update(measures)
+        row.update(sidecar_measures(run.sidecar))
+        rows.append(row)
+    done = {(run.subject, run.session) for run in runs}
+    rows.extend(_missing_row(f) for f in failures if (f.subject, f.session) not in done)
+
+    participants = read_participants(bids_dir)
+    table = build_table(rows, participants)
+    outliers = flag_outliers(table)
+    write_tsv(table, out / TSV_NAME)
+    html = render_report(
+        table,
+        outliers=outliers,
+        failures=failures,
+        thumbnails=thumbnails,
+        split=choose_split(participants),
+        links=links,
+        title="demist group report: synthesized PSR",
+        subtitle=_subtitle(bids_dir, len(table)),
+    )
+    atomic_write_text(out / HTML_NAME, html)
+    LOGGER.info(
+        "wrote %s and %s: %d runs, %d outlier runs, %d failed or missing",
+        out / TSV_NAME, out / HTML_NAME, len(runs), int(table["outlier"].sum()), len(failures),
+    )
+    return 0
