@@ -32,6 +32,17 @@ SAMPLERS = ("ddpm", "ddim", "dpm++")
 """Names accepted by :func:`make_scheduler`."""
 
 
+def _schedule_arguments(schedule: ScheduleConfig) -> dict:
+    return dict(
+        num_train_timesteps=schedule.num_train_timesteps,
+        schedule=schedule.schedule,
+        beta_start=schedule.beta_start,
+        beta_end=schedule.beta_end,
+        prediction_type=schedule.prediction_type,
+        clip_sample=False,
+    )
+
+
 def _trailing_timesteps(num_train_timesteps: int, steps: int, device: str | torch.device | None) -> torch.Tensor:
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
@@ -49,14 +60,7 @@ class DDIMSampler(DDIMScheduler):
     """
 
     def __init__(self, schedule: ScheduleConfig, eta: float = 0.0) -> None:
-        super().__init__(
-            num_train_timesteps=schedule.num_train_timesteps,
-            schedule=schedule.schedule,
-            beta_start=schedule.beta_start,
-            beta_end=schedule.beta_end,
-            prediction_type=schedule.prediction_type,
-            clip_sample=False,
-        )
+        super().__init__(**_schedule_arguments(schedule))
         self.eta = eta
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
@@ -96,14 +100,8 @@ class DPMSolverMultistepScheduler:
     def __init__(self, schedule: ScheduleConfig) -> None:
         if schedule.prediction_type != "epsilon":
             raise ValueError("DPM-Solver++ here supports epsilon prediction only")
-        reference = DDPMScheduler(
-            num_train_timesteps=schedule.num_train_timesteps,
-            schedule=schedule.schedule,
-            beta_start=schedule.beta_start,
-            beta_end=schedule.beta_end,
-        )
         self.num_train_timesteps = schedule.num_train_timesteps
-        self.alphas_cumprod = reference.alphas_cumprod.double()
+        self.alphas_cumprod = training_scheduler(schedule).alphas_cumprod.double()
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
         self._previous_x0: torch.Tensor | None = None
@@ -196,11 +194,4 @@ def make_scheduler(name: str, schedule: ScheduleConfig, steps: int):
 
 def training_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
     """MONAI DDPM scheduler of the training schedule (``add_noise``, ``alphas_cumprod``)."""
-    return DDPMScheduler(
-        num_train_timesteps=schedule.num_train_timesteps,
-        schedule=schedule.schedule,
-        beta_start=schedule.beta_start,
-        beta_end=schedule.beta_end,
-        prediction_type=schedule.prediction_type,
-        clip_sample=False,
-    )
+    return DDPMScheduler(**_schedule_arguments(schedule))

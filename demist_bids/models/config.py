@@ -45,15 +45,13 @@ add one stream each, ``full`` is DEMIST.
 
 
 @dataclass
-class AutoencoderConfig:
-    """MONAI ``AutoencoderKL`` arguments shared by the PSR and conditioning autoencoders."""
+class _LevelSizes:
+    """Sizes shared by the autoencoders and the UNet: per-level channels, res blocks, norms."""
 
-    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
-    """Channels per level; ``len - 1`` halvings give the 4x downsampling."""
+    channels: list[int] = field(default_factory=list)
+    """Channels per level; each level after the first halves the size."""
     num_res_blocks: int = 2
     """Residual blocks per level."""
-    latent_channels: int = 8
-    """Channels of the latent (L in the paper)."""
     norm_num_groups: int = 32
     """GroupNorm groups (must divide every channel count)."""
     norm_eps: float = 1e-6
@@ -61,31 +59,28 @@ class AutoencoderConfig:
 
     @property
     def downsampling(self) -> int:
-        """Image voxels per latent voxel along each axis."""
+        """Input voxels per coarsest-level voxel along each axis."""
         return 2 ** (len(self.channels) - 1)
 
 
 @dataclass
-class UNetConfig:
+class AutoencoderConfig(_LevelSizes):
+    """MONAI ``AutoencoderKL`` arguments shared by the PSR and conditioning autoencoders."""
+
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    latent_channels: int = 8
+    """Channels of the latent (L in the paper)."""
+
+
+@dataclass
+class UNetConfig(_LevelSizes):
     """MONAI ``DiffusionModelUNet`` arguments of the frozen backbone."""
 
     channels: list[int] = field(default_factory=lambda: [256, 256, 512])
-    """Channels per level."""
     attention_levels: list[bool] = field(default_factory=lambda: [False, True, True])
     """Levels with self-attention; the semantic cross-attention sits beside these."""
     num_head_channels: list[int] = field(default_factory=lambda: [0, 64, 64])
     """Channels per attention head per level (ignored where there is no attention)."""
-    num_res_blocks: int = 2
-    """Residual blocks per level."""
-    norm_num_groups: int = 32
-    """GroupNorm groups."""
-    norm_eps: float = 1e-6
-    """GroupNorm epsilon."""
-
-    @property
-    def downsampling(self) -> int:
-        """Latent voxels per coarsest-level voxel along each axis."""
-        return 2 ** (len(self.channels) - 1)
 
 
 @dataclass

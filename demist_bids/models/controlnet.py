@@ -16,6 +16,7 @@ from monai.networks.nets import ControlNet
 from torch import nn
 
 from demist_bids.models.config import UNetConfig
+from demist_bids.models.unet import unet_arguments
 
 __all__ = ["LatentHintEmbedding", "build_controlnet", "copy_encoder_weights"]
 
@@ -49,20 +50,10 @@ def build_controlnet(config: UNetConfig, latent_channels: int) -> ControlNet:
 
     Call :func:`copy_encoder_weights` afterwards to start it from the backbone.
     """
-    levels = len(config.channels)
     controlnet = ControlNet(
-        spatial_dims=3,
-        in_channels=latent_channels,
-        channels=tuple(config.channels),
-        attention_levels=tuple(config.attention_levels),
-        num_head_channels=tuple(config.num_head_channels),
-        num_res_blocks=(config.num_res_blocks,) * levels,
-        norm_num_groups=config.norm_num_groups,
-        norm_eps=config.norm_eps,
         conditioning_embedding_in_channels=latent_channels,
         conditioning_embedding_num_channels=(config.channels[0],),
-        include_fc=False,
-        use_combined_linear=False,
+        **unet_arguments(config, latent_channels),
     )
     controlnet.controlnet_cond_embedding = LatentHintEmbedding(latent_channels, config.channels[0])
     return controlnet

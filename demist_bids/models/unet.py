@@ -24,6 +24,7 @@ from demist_bids.models.config import UNetConfig
 LOGGER = logging.getLogger("demist.models")
 
 __all__ = [
+    "unet_arguments",
     "build_backbone",
     "convert_old_state_dict",
     "is_adapter_key",
@@ -32,6 +33,22 @@ __all__ = [
 ]
 
 _BASE_LAYER = ".base_layer."
+
+
+def unet_arguments(config: UNetConfig, latent_channels: int) -> dict:
+    """Keyword arguments shared by the backbone and its ControlNet copy (bundle key layout)."""
+    return dict(
+        spatial_dims=3,
+        in_channels=latent_channels,
+        channels=tuple(config.channels),
+        attention_levels=tuple(config.attention_levels),
+        num_head_channels=tuple(config.num_head_channels),
+        num_res_blocks=(config.num_res_blocks,) * len(config.channels),
+        norm_num_groups=config.norm_num_groups,
+        norm_eps=config.norm_eps,
+        include_fc=False,
+        use_combined_linear=False,
+    )
 
 
 def build_backbone(config: UNetConfig, latent_channels: int) -> DiffusionModelUNet:
@@ -44,20 +61,7 @@ def build_backbone(config: UNetConfig, latent_channels: int) -> DiffusionModelUN
     Returns:
         MONAI ``DiffusionModelUNet`` mapping B x L x h x w x d to the same shape.
     """
-    levels = len(config.channels)
-    return DiffusionModelUNet(
-        spatial_dims=3,
-        in_channels=latent_channels,
-        out_channels=latent_channels,
-        channels=tuple(config.channels),
-        attention_levels=tuple(config.attention_levels),
-        num_head_channels=tuple(config.num_head_channels),
-        num_res_blocks=(config.num_res_blocks,) * levels,
-        norm_num_groups=config.norm_num_groups,
-        norm_eps=config.norm_eps,
-        include_fc=False,
-        use_combined_linear=False,
-    )
+    return DiffusionModelUNet(out_channels=latent_channels, **unet_arguments(config, latent_channels))
 
 
 def convert_old_state_dict(
