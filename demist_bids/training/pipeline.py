@@ -1,0 +1,370 @@
+"""The ``train`` analysis level end to end: cohort, folds, stages, evaluation, model.
+
+Output layout (``OUTPUT_DIR``)::
+
+    folds.tsv                        subject -> held-out fold (seeded, reused on resume)
+    cohort.json                      the preprocessed training files per scan
+    training/fold-<k>/<stage>/       checkpoint.pt, log.csv, done.json per stage
+    training/fold-<k>/models/<m>/    DEMIST and its ablations for fold k (model format)
+    training/all/...                 the final model's stages, trained on every subject
+    evaluation/                      TSVs, evaluation.html (Table 1, ROC curves)
+    model/                           the final model (config.json + safetensors, README.md card)
+    logs/config-<run_uuid>.toml      the settings of this run
+
+With ``--folds 1`` there is no evaluation: the model is trained on everyone.
+``--stage X`` runs stage X only, taking earlier stages from their finished
+checkpoints. Only the main rank touches BIDS, Nipype and the output tables;
+every rank trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from demist_bids.exceptions import MissingInputError, UsageError
+from demist_bids.training.recipes import METHOD_ABLATION, METHODS, STAGES, capped, recipe
+from demist_bids.training.volumes import VolumePaths
+
+LOGGER = logging.getLogger("demist.train")
+ORDER = (*STAGES, "eval")
+
+
+def selected_stages(stage: str) -> set[str]:
+    """Stages to run for ``--stage``."""
+    if stage == "all":
+        return set(ORDER)
+    if stage not in ORDER:
+        raise UsageError(f"--stage {stage} is not a training stage; choose from all, {', '.join(ORDER)}")
+    return {stage}
+
+
+def _write_manifest(paths: list[VolumePaths], dest: Path) -> None:
+    from demist_bids.utils.atomic import atomic_write_text
+
+    rows = [{k: (str(v) if v is not None else None) for k, v in asdict(p).items()} for p in paths]
+    atomic_write_text(dest, json.dumps(rows, indent=2) + "\n")
+
+
+def _read_manifest(path: Path) -> list[VolumePaths]:
+    rows = json.loads(Path(path).read_text())
+    return [
+        VolumePaths(**{k: (Path(v) if v is not None and k != "name" else v) for k, v in r.items()})
+        for r in rows
+    ]
+
+
+def fold_index(fold_dir: Path) -> int:
+    """Numeric id of a fold directory (``all`` is -1), for seeding."""
+    name = Path(fold_dir).name
+    return -1 if name == "all" else int(name.removeprefix("fold-"))
+
+
+def _subject_of(name: str) -> str:
+    return name.split("_")[0].removeprefix("sub-")
+
+
+def _dataset_summary(bids_dir: Path) -> dict:
+    """Name and provenance of the training dataset, and whether it is synthetic."""
+    description = {}
+    path = Path(bids_dir) / "dataset_description.json"
+    if path.is_file():
+        description = json.loads(path.read_text())
+    generated = [g.get("Name", "") for g in description.get("GeneratedBy", []) if isinstance(g, dict)]
+    text = " ".join([description.get("Name", ""), *generated]).lower()
+    return {
+        "name": description.get("Name", Path(bids_dir).name),
+        "generated_by": generated,
+        "synthetic": "phantom" in text or "synthetic" in text,
+    }
+
+
+def prepare_cohort(config, ctx) -> list[VolumePaths]:
+    """Find and preprocess the training scans on the main rank; every rank reads the manifest."""
+    from demist_bids.training.distributed import barrier
+
+    out_dir = Path(config.execution.output_dir)
+    manifest = out_dir / "cohort.json"
+    if ctx.is_main:
+        from demist_bids.training.cohort import find_training_scans, preprocess_cohort
+
+        bids_filter = None
+        if config.execution.bids_filter_file:
+            bids_filter = json.loads(Path(config.execution.bids_filter_file).read_text())
+        scans = find_training_scans(
+            config.execution.bids_dir,
+            work_dir=config.execution.work_dir,
+            participant_label=config.execution.participant_label,
+            session_label=config.execution.session_label,
+            bids_filter=bids_filter,
+            derivatives=config.execution.derivatives,
+            psr_derivatives=config.train.psr_derivatives,
+        )
+        nprocs = config.nipype.nprocs or 1
+        paths = preprocess_cohort(
+            scans, work_dir=Path(config.execution.work_dir) / "train_preproc",
+            omp_nthreads=config.nipype.omp_nthreads or 1, nprocs=nprocs,
+            plugin=config.nipype.plugin, plugin_args=config.nipype.plugin_args,
+        )
+        _write_manifest(paths, manifest)
+    barrier(ctx)
+    return _read_manifest(manifest)
+
+
+def run_train(config) -> int:
+    """Entry point of ``demist BIDS_DIR OUTPUT_DIR train``; returns the exit code (0)."""
+    import torch
+
+    from demist_bids.inference.sampler import resolve_device
+    from demist_bids.training.checkpoints import TerminationFlag
+    from demist_bids.training.distributed import init_distributed, shutdown_distributed
+
+    device_name = resolve_device(config.synthesis.device)
+    ctx = init_distributed("cuda" if device_name.startswith("cuda") else "cpu")
+    if device_name.startswith("cuda"):
+        device_name = f"cuda:{ctx.local_rank}"
+    flag = TerminationFlag().install()
+    try:
+        out_dir = Path(config.execution.output_dir)
+        if ctx.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            config.to_filename(out_dir / "logs" / f"config-{config.execution.run_uuid}.toml")
+        torch.manual_seed(config.seeds.master)
+        trainer = CohortTrainer(config, ctx, flag, torch.device(device_name))
+        trainer.run()
+    finally:
+        flag.uninstall()
+        shutdown_distributed(ctx)
+    return 0
+
+
+class CohortTrainer:
+    """Cross-validation and final training for one run (see the module docstring)."""
+
+    def __init__(self, config, ctx, flag, device) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.flag = flag
+        self.device = device
+        self.out_dir = Path(config.execution.output_dir)
+        self.recipe = recipe(config.train.preset)
+        self.stages = selected_stages(config.train.stage)
+        self.seed = int(config.seeds.master)
+
+    # -- data ----------------------------------------------------------------------
+    def _load(self):
+        from demist_bids.training.splits import load_or_create_folds, read_folds
+        from demist_bids.training.volumes import load_volume
+        from demist_bids.training.distributed import barrier
+
+        paths = prepare_cohort(self.config, self.ctx)
+        if not paths:
+            raise MissingInputError("no training scans")
+        self.volumes = [load_volume(p) for p in paths]
+        subjects = [_subject_of(v.name) for v in self.volumes]
+        folds_path = self.out_dir / "folds.tsv"
+        if self.ctx.is_main:
+            load_or_create_folds(folds_path, subjects, self.config.train.folds, self.seed)
+        barrier(self.ctx)
+        self.folds = read_folds(folds_path)
+
+    def _volumes_of(self, subjects) -> list:
+        keep = set(subjects)
+        return [v for v in self.volumes if _subject_of(v.name) in keep]
+
+    # -- the whole run -----------------------------------------------------------------
+    def run(self) -> None:
+        self._load()
+        n_folds = self.config.train.folds
+        evaluations = []
+        if n_folds > 1:
+            for fold in range(n_folds):
+                evaluations.append(self.train_fold(fold))
+            if "eval" in self.stages and self.ctx.is_main:
+                self._write_evaluation(evaluations)
+        if self.stages & set(STAGES):
+            models = self.train_fold(-1)
+            if self.ctx.is_main and models is not None:
+                self._export(models["demist"])
+
+    # -- one fold --------------------------------------------------------------------------
+    def _fold_dir(self, fold: int) -> Path:
+        return self.out_dir / "training" / ("all" if fold < 0 else f"fold-{fold}")
+
+    def _run_args(self, directory: Path, stage: str, sampler):
+        from demist_bids.training.stages import StageRun
+
+        steps = capped(self.recipe.steps[stage], self.config.train.max_steps)
+        return StageRun(
+            sampler=sampler, recipe=self.recipe, directory=directory, steps=steps, ctx=self.ctx,
+            flag=self.flag, resume=self.config.train.resume, seed=self.seed, device=self.device,
+        )
+
+    def _model_config(self, method: str, psr_scale: float, card: dict | None = None):
+        from demist_bids.models.config import preset
+
+        return preset(
+            self.config.train.preset, ablation=METHOD_ABLATION[method],
+            psr_scale=psr_scale, patch_size=list(self.recipe.patch_size), card=card or {},
+        )
+
+    def train_fold(self, fold: int):
+        """Stages for one fold (``-1``: every subject). Returns method -> model, or None."""
+        import torch
+
+        from demist_bids.models.demist import build_model
+        from demist_bids.training import stages as st
+        from demist_bids.training.engine import Stage, load_finished
+        from demist_bids.training.patches import PatchSampler
+        from demist_bids.training.volumes import cohort_psr_scale
+
+        fold_dir = self._fold_dir(fold)
+        train_subjects = self.folds.training(fold) if fold >= 0 else sorted(self.folds.fold_of_subject)
+        train_volumes = self._volumes_of(train_subjects)
+        psr_scale = cohort_psr_scale(train_volumes)
+        sampler = PatchSampler(train_volumes, self.recipe.patch_size, psr_scale,
+                               seed=self.seed + max(fold, 0) * 1000, rank=self.ctx.rank)
+        LOGGER.info("%s: %d training scans, psr_scale %.4f", fold_dir.name, len(train_volumes), psr_scale)
+        torch.manual_seed(self.seed + fold)
+        foundation = build_model(self._model_config("ftldm", psr_scale)).to(self.device)
+
+        def stage_or_load(name: str, train_fn, modules: dict) -> None:
+            directory = fold_dir / name
+            if name in self.stages:
+                train_fn(foundation, self._run_args(directory, name, sampler))
+                return
+            stage = Stage(name, directory, 0, 1, modules=modules)
+            load_finished(stage)
+            if name == "align":
+                foundation.config.psr_latent_scale = float(stage.extra["psr_latent_scale"])
+                foundation.config.cond_latent_scale = float(stage.extra["cond_latent_scale"])
+
+        autoencoders = {"psr_autoencoder": foundation.psr_autoencoder,
+                        "cond_autoencoder": foundation.cond_autoencoder}
+        later = self.stages - {"ae"}
+        if "ae" in self.stages or later:
+            stage_or_load("ae", st.train_autoencoders, autoencoders)
+        if "align" in self.stages or later - {"align"}:
+            stage_or_load("align", st.align_condition_encoder, autoencoders)
+        if self.config.train.backbone is not None:
+            from demist_bids.models.io import load_backbone_weights
+
+            load_backbone_weights(foundation, Path(self.config.train.backbone))
+        elif "backbone" in self.stages or later - {"align", "backbone"}:
+            stage_or_load("backbone", st.train_backbone, {"backbone": foundation.backbone})
+            foundation.freeze_backbone()
+        if not self.stages & {"diffusion", "eval"}:
+            return None
+        methods = METHODS if fold >= 0 else ("demist",)
+        models = {m: self._diffusion_model(m, foundation, fold_dir, sampler) for m in methods}
+        if fold >= 0 and "eval" in self.stages and self.ctx.is_main:
+            return self._evaluate_fold(fold, models)
+        return models
+
+    def _diffusion_model(self, method: str, foundation, fold_dir: Path, sampler):
+        """Build ``method``'s model on the fold's autoencoders and backbone; train or load its streams."""
+        import torch
+
+        from demist_bids.models.demist import build_model
+        from demist_bids.models.io import load_model, save_model
+        from demist_bids.models.unet import load_plain_state_dict, plain_state_dict
+        from demist_bids.training.stages import train_streams
+
+        model_dir = fold_dir / "models" / method
+        if "diffusion" not in self.stages:
+            if not (model_dir / "config.json").exists():
+                raise MissingInputError(f"{model_dir} is missing: run the diffusion stage first")
+            return load_model(model_dir, device=str(self.device))
+        config = self._model_config(method, foundation.config.psr_scale)
+        config.psr_latent_scale = foundation.config.psr_latent_scale
+        config.cond_latent_scale = foundation.config.cond_latent_scale
+        torch.manual_seed(self.seed + 100 * (fold_index(fold_dir) + 1) + METHODS.index(method))
+        model = build_model(config).to(self.device)
+        model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())
+        model.cond_autoencoder.load_state_dict(foundation.cond_autoencoder.state_dict())
+        load_plain_state_dict(model.backbone, plain_state_dict(foundation.backbone))
+        model.sync_controlnet_from_backbone()
+        model.freeze_backbone()
+        train_streams(model, self._run_args(fold_dir / f"diffusion-{method}", "diffusion", sampler),
+                      name=f"diffusion-{method}")
+        if self.ctx.is_main:
+            save_model(model, model_dir, card=self._card(fold_dir.name, method))
+        return model
+
+    # -- evaluation and export --------------------------------------------------------------
+    def _synthesizer(self, model):
+        from demist_bids.inference.sampler import synthesize
+
+        def run(cond):
+            result = synthesize(
+                model, cond, sampler=self.recipe.eval_sampler, steps=self.recipe.eval_steps,
+                samples=self.recipe.eval_samples, seed=self.seed, device=str(self.device),
+            )
+            return result.mean
+
+        return run
+
+    def _evaluate_fold(self, fold: int, models: dict):
+        from demist_bids.evaluation.crossval import evaluate_fold
+        from demist_bids.evaluation.linear_baseline import fit_linear_psr
+
+        train = self._volumes_of(self.folds.training(fold))
+        held_out = self._volumes_of(self.folds.held_out(fold))
+        linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
+        psr_scale = next(iter(models.values())).config.psr_scale
+        synthesizers = {m: self._synthesizer(model) for m, model in models.items()}
+        return evaluate_fold(fold, held_out, synthesizers, linear, psr_scale)
+
+    def _write_evaluation(self, evaluations) -> None:
+        import numpy as np
+        import pandas as pd
+
+        from demist_bids.evaluation.report import write_evaluation
+
+        rows = [row for ev in evaluations if ev is not None for row in ev.rows]
+        if not rows:
+            return
+        roc: dict = {}
+        for ev in evaluations:
+            for method, (pos, neg) in (ev.pooled_roc() if ev else {}).items():
+                old = roc.get(method, (np.empty(0), np.empty(0)))
+                roc[method] = (np.r_[old[0], pos], np.r_[old[1], neg])
+        notes = (f"<p>Preset {self.config.train.preset}, {self.config.train.folds} folds, seed "
+                 f"{self.seed}, sampler {self.recipe.eval_sampler} with {self.recipe.eval_steps} steps.</p>")
+        paths = write_evaluation(pd.DataFrame(rows), roc, self.out_dir / "evaluation", notes=notes)
+        LOGGER.info("Evaluation written to %s", paths["html"])
+
+    def _card(self, scope: str, method: str) -> dict:
+        summary = _dataset_summary(self.config.execution.bids_dir)
+        card = {
+            "method": method,
+            "scope": scope,
+            "training_data": {**summary, "scans": len(self.volumes),
+                              "subjects": len(self.folds.fold_of_subject)},
+            "folds": {"n_folds": self.folds.n_folds, "seed": self.folds.seed,
+                      "assignment": {f"sub-{s}": f for s, f in self.folds.fold_of_subject.items()}},
+            "recipe": self.recipe.to_dict(),
+            "seed": self.seed,
+            "max_steps": self.config.train.max_steps,
+            "backbone": str(self.config.train.backbone) if self.config.train.backbone else "trained unconditionally on the cohort's PSR latents",
+        }
+        if summary["synthetic"]:
+            card["intended_use"] = ("Demonstration and testing only. Trained on synthetic (phantom) data; "
+                                    "NOT a clinical model and not validated on real MRI.")
+        else:
+            card["intended_use"] = ("Research use on T1w+FLAIR acquired like the training cohort; "
+                                    "not a medical device.")
+        return card
+
+    def _export(self, model) -> None:
+        from demist_bids.models.io import save_model
+        from demist_bids.training.model_card import evaluation_summary, write_model_card
+
+        card = self._card("all", "demist")
+        card["cross_validation"] = evaluation_summary(self.out_dir / "evaluation")
+        target = self.out_dir / "model"
+        save_model(model, target, card=card)
+        write_model_card(target)
+        LOGGER.info("Final model written to %s", target)

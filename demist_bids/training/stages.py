@@ -1,0 +1,292 @@
+"""One function per optimisation stage of DEMIST (the paper's stage 1, backbone, stage 2).
+
+- :func:`train_autoencoders` (``ae``): both KL autoencoders, L1 + KL + Sobel
+  edge, plus a patch adversarial term once reconstructions are sensible;
+- :func:`align_condition_encoder` (``align``): the PSR encoder frozen, the
+  conditioning encoder fine-tuned so that z_c matches z_y; then both latent
+  scale factors are computed over many patches;
+- :func:`train_backbone` (``backbone``): the unconditional UNet on PSR latents,
+  only where no pretrained backbone was given (a frozen random UNet is not the
+  method);
+- :func:`train_streams` (``diffusion``): only the enabled conditioning streams,
+  noise MSE + edge on the decoded predicted clean latent + alignment.
+
+Every stage runs through :func:`~demist_bids.training.engine.run_stage`
+(checkpoints, resume, SIGTERM, logs) and averages gradients over DDP ranks
+explicitly, so ranks always hold identical weights. Nothing here knows about
+BIDS: inputs are a :class:`~demist_bids.training.patches.PatchSampler`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from demist_bids.training import losses
+from demist_bids.training.checkpoints import TerminationFlag
+from demist_bids.training.distributed import DistributedContext, average_gradients, average_scalar
+from demist_bids.training.engine import Stage, run_stage, step_generator
+from demist_bids.training.patches import PatchSampler
+from demist_bids.training.recipes import TrainingRecipe
+
+LOGGER = logging.getLogger("demist.train")
+
+
+@dataclass
+class StageRun:
+    """What every stage function needs besides the model."""
+
+    sampler: PatchSampler
+    recipe: TrainingRecipe
+    directory: Path
+    steps: int
+    ctx: DistributedContext
+    flag: TerminationFlag
+    resume: bool
+    seed: int
+    device: torch.device
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _optimizer_step(ctx, params, optimizer, loss, grad_clip: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(ctx, params)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
+def build_discriminator(in_channels: int, channels: int) -> nn.Module:
+    """MONAI patch discriminator with instance norm (no running stats to diverge across ranks)."""
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(
+        spatial_dims=3, channels=channels, in_channels=in_channels, out_channels=1,
+        num_layers_d=3, norm="INSTANCE",
+    )
+
+
+def _noise_scheduler(model):
+    from demist_bids.inference.schedulers import training_scheduler
+
+    return training_scheduler(model.config.schedule)
+
+
+# -- stage 1a: both autoencoders ------------------------------------------------------------
+
+
+def train_autoencoders(model, run: StageRun) -> None:
+    """Train the PSR and the conditioning autoencoder together (``ae`` stage)."""
+    recipe, ctx = run.recipe, run.ctx
+    width = model.config.autoencoder.channels[0]
+    pairs = {
+        "psr": (model.psr_autoencoder, build_discriminator(1, width).to(run.device), "psr01"),
+        "cond": (model.cond_autoencoder, build_discriminator(2, width).to(run.device), "cond"),
+    }
+    for ae, disc, _ in pairs.values():
+        ae.requires_grad_(True).train()
+        disc.train()
+    gen_params = {k: list(ae.parameters()) for k, (ae, _, _) in pairs.items()}
+    disc_params = {k: list(d.parameters()) for k, (_, d, _) in pairs.items()}
+    lr = recipe.learning_rate["ae"]
+    optimizers = {}
+    for key in pairs:
+        optimizers[f"{key}_ae"] = torch.optim.Adam(gen_params[key], lr=lr)
+        optimizers[f"{key}_disc"] = torch.optim.Adam(disc_params[key], lr=lr)
+    adversarial_from = int(recipe.adversarial_start * run.steps)
+
+    def step(i: int) -> dict[str, float]:
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=1), run.device)
+        use_adv = recipe.adversarial_weight > 0 and i >= adversarial_from
+        logged = {}
+        for key, (ae, disc, field) in pairs.items():
+            image = batch[field]
+            recon, z_mu, z_sigma = ae(image)
+            parts = {
+                "l1": torch.nn.functional.l1_loss(recon, image),
+                "kl": losses.kl_loss(z_mu, z_sigma),
+                "edge": losses.edge_loss(recon, image),
+            }
+            total = parts["l1"] + recipe.kl_weight * parts["kl"] + recipe.edge_weight * parts["edge"]
+            if use_adv:
+                parts["adv"] = losses.generator_adversarial_loss(disc(recon)[-1])
+                total = total + recipe.adversarial_weight * parts["adv"]
+            _optimizer_step(ctx, gen_params[key], optimizers[f"{key}_ae"], total, recipe.grad_clip)
+            if use_adv:
+                d_loss = losses.discriminator_loss(disc(image)[-1], disc(recon.detach())[-1])
+                _optimizer_step(ctx, disc_params[key], optimizers[f"{key}_disc"], d_loss, recipe.grad_clip)
+                parts["disc"] = d_loss
+            for name, value in parts.items():
+                logged[f"{key}_{name}"] = average_scalar(ctx, float(value.detach()))
+        logged["loss"] = logged["psr_l1"] + logged["cond_l1"]
+        return logged
+
+    stage = Stage(
+        "ae", run.directory, run.steps, recipe.steps_per_epoch,
+        modules={
+            "psr_autoencoder": model.psr_autoencoder, "cond_autoencoder": model.cond_autoencoder,
+            "psr_discriminator": pairs["psr"][1], "cond_discriminator": pairs["cond"][1],
+        },
+        optimizers=optimizers,
+    )
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
+    model.psr_autoencoder.requires_grad_(False).eval()
+    model.cond_autoencoder.requires_grad_(False).eval()
+
+
+# -- stage 1b: align the conditioning encoder ---------------------------------------------------
+
+
+def _encoder_parameters(autoencoder) -> list[nn.Parameter]:
+    """Encoder side of a MONAI AutoencoderKL (the decoder is not used for conditioning)."""
+    return [
+        p for name, p in autoencoder.named_parameters()
+        if name.startswith(("encoder.", "quant_conv_mu.", "quant_conv_log_sigma."))
+    ]
+
+
+def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
+    """Fine-tune E_cond towards the frozen E_PSR, then compute the latent scale factors.
+
+    Returns:
+        ``{"psr_latent_scale": ..., "cond_latent_scale": ...}``, also set on ``model.config``.
+    """
+    from demist_bids.models.autoencoders import latent_scale_factor, posterior_mean
+
+    recipe, ctx = run.recipe, run.ctx
+    model.psr_autoencoder.requires_grad_(False).eval()
+    params = _encoder_parameters(model.cond_autoencoder)
+    for p in params:
+        p.requires_grad_(True)
+    model.cond_autoencoder.train()
+    optimizer = torch.optim.Adam(params, lr=recipe.learning_rate["align"])
+
+    def step(i: int) -> dict[str, float]:
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=2), run.device)
+        with torch.no_grad():
+            z_y = posterior_mean(model.psr_autoencoder, batch["psr01"])
+        z_c = posterior_mean(model.cond_autoencoder, batch["cond"])
+        loss = losses.alignment_loss(z_c, z_y)
+        _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
+        return {"loss": average_scalar(ctx, float(loss.detach()))}
+
+    stage = Stage(
+        "align", run.directory, run.steps, recipe.steps_per_epoch,
+        modules={"cond_autoencoder": model.cond_autoencoder, "psr_autoencoder": model.psr_autoencoder},
+        optimizers={"cond_encoder": optimizer},
+    )
+
+    def scale_factors() -> None:
+        model.cond_autoencoder.eval()
+        batches = [
+            _to(b, run.device)
+            for b in run.sampler.fixed_batches(recipe.scale_factor_batches, recipe.batch_size)
+        ]
+        stage.extra["psr_latent_scale"] = latent_scale_factor(
+            model.psr_autoencoder, (b["psr01"] for b in batches))
+        stage.extra["cond_latent_scale"] = latent_scale_factor(
+            model.cond_autoencoder, (b["cond"] for b in batches))
+
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume, finalize=scale_factors)
+    model.cond_autoencoder.requires_grad_(False).eval()
+    model.config.psr_latent_scale = float(stage.extra["psr_latent_scale"])
+    model.config.cond_latent_scale = float(stage.extra["cond_latent_scale"])
+    return {k: float(stage.extra[k]) for k in ("psr_latent_scale", "cond_latent_scale")}
+
+
+# -- the unconditional backbone --------------------------------------------------------------
+
+
+def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator):
+    t = torch.randint(0, scheduler.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
+    noise = torch.randn(z0.shape, generator=generator).to(z0.device)
+    return scheduler.add_noise(z0, noise, t), noise, t
+
+
+def train_backbone(model, run: StageRun) -> None:
+    """Train the UNet unconditionally on PSR latents, then freeze it (``backbone`` stage)."""
+    recipe, ctx = run.recipe, run.ctx
+    scheduler = _noise_scheduler(model)
+    model.unfreeze_backbone()
+    model.backbone.train()
+    params = model.backbone_parameters()
+    optimizer = torch.optim.Adam(params, lr=recipe.learning_rate["backbone"])
+
+    def step(i: int) -> dict[str, float]:
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=3), run.device)
+        gen = step_generator(run.seed, ctx.rank, "backbone", i)
+        with torch.no_grad():
+            z0 = model.encode_psr(batch["psr01"])
+        z_t, noise, t = _noisy(model, scheduler, z0, gen)
+        loss = losses.noise_loss(model.backbone_noise(z_t, t), noise)
+        _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
+        return {"loss": average_scalar(ctx, float(loss.detach()))}
+
+    stage = Stage(
+        "backbone", run.directory, run.steps, recipe.steps_per_epoch,
+        modules={"backbone": model.backbone}, optimizers={"backbone": optimizer},
+    )
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
+    model.freeze_backbone()
+    model.sync_controlnet_from_backbone()
+    model.backbone.eval()
+
+
+# -- stage 2: the conditioning streams ---------------------------------------------------------
+
+
+def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
+    """Train only the enabled streams (``diffusion`` stage; one call per Table 1 method)."""
+    recipe, ctx = run.recipe, run.ctx
+    scheduler = _noise_scheduler(model)
+    model.freeze_backbone()
+    params = model.trainable_stream_parameters()
+    if recipe.cond_encoder_in_diffusion:
+        encoder = _encoder_parameters(model.cond_autoencoder)
+        for p in encoder:
+            p.requires_grad_(True)
+        params = params + encoder
+    model.train()
+    optimizer = torch.optim.Adam(params, lr=recipe.learning_rate["diffusion"])
+    alphas_cumprod = scheduler.alphas_cumprod.to(run.device)
+
+    def step(i: int) -> dict[str, float]:
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=4), run.device)
+        gen = step_generator(run.seed, ctx.rank, name, i)
+        with torch.no_grad():
+            z_y = model.encode_psr(batch["psr01"])
+        z_c = model.encode_condition(batch["cond"])
+        z_t, noise, t = _noisy(model, scheduler, z_y, gen)
+        eps = model.predict_noise(z_t, t, z_c)
+        parts = {
+            "mse": losses.noise_loss(eps, noise),
+            "align": losses.alignment_loss(z_c, z_y),
+            "edge": torch.zeros((), device=run.device),
+        }
+        total = parts["mse"] + recipe.align_weight * parts["align"]
+        if recipe.edge_weight > 0:
+            z0_hat = losses.predicted_clean_latent(z_t, eps, t, alphas_cumprod)
+            weight = (t < recipe.edge_timestep_max).float()
+            if weight.any():
+                decoded = model.decode_psr(z0_hat[weight > 0])
+                parts["edge"] = losses.edge_loss(decoded, batch["psr01"][weight > 0])
+                total = total + recipe.edge_weight * parts["edge"] * weight.mean()
+        _optimizer_step(ctx, params, optimizer, total, recipe.grad_clip)
+        logged = {k: average_scalar(ctx, float(v.detach())) for k, v in parts.items()}
+        logged["loss"] = average_scalar(ctx, float(total.detach()))
+        return logged
+
+    modules = {"model": model}
+    stage = Stage(name, run.directory, run.steps, recipe.steps_per_epoch,
+                  modules=modules, optimizers={"streams": optimizer})
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
+    model.eval()
+    model.cond_autoencoder.requires_grad_(False)

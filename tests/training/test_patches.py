@@ -1,0 +1,46 @@
+"""Patches: reproducible per (seed, rank, step), inside the brain, PSR scaled by the cohort constant only."""
+
+import numpy as np
+
+from demist_bids.training.patches import Augmentation, PatchSampler
+from demist_bids.training.volumes import TrainingVolume, cohort_psr_scale
+
+
+def _volume(name, level, shape=(20, 24, 18)):
+    rng = np.random.default_rng(len(name))
+    brain = np.zeros(shape, bool)
+    brain[4:16, 5:19, 3:15] = True
+    psr = np.where(brain, level, 0).astype(np.float32)
+    cond = rng.random((2, *shape)).astype(np.float32) * brain
+    return TrainingVolume(name, cond, psr, brain)
+
+
+def test_cohort_scale_keeps_subject_differences():
+    volumes = [_volume("a", 0.1), _volume("bb", 0.2)]
+    scale = cohort_psr_scale(volumes)
+    assert np.isclose(scale, 0.2)
+    sampler = PatchSampler(volumes, (8, 8, 8), scale, seed=0, augmentation=Augmentation(enabled=False))
+    batch = sampler.batch(0, 16)
+    assert batch["cond"].shape == (16, 2, 8, 8, 8) and batch["psr01"].shape == (16, 1, 8, 8, 8)
+    centre = batch["psr01"][:, 0, 4, 4, 4].numpy()
+    assert set(np.round(centre, 4)) <= {0.5, 1.0}  # the low-PSR subject stays at half, never rescaled
+    assert (batch["brain"][:, 0, 4, 4, 4] == 1).all()  # centres lie in the brain
+
+
+def test_reproducible_per_step_and_rank():
+    volumes = [_volume("a", 0.1), _volume("bb", 0.2)]
+    a = PatchSampler(volumes, (8, 8, 8), 0.2, seed=3)
+    b = PatchSampler(volumes, (8, 8, 8), 0.2, seed=3)
+    other_rank = PatchSampler(volumes, (8, 8, 8), 0.2, seed=3, rank=1)
+    assert all((a.batch(5, 2)[k] == b.batch(5, 2)[k]).all() for k in ("cond", "psr01"))
+    assert not (a.batch(5, 2)["cond"] == other_rank.batch(5, 2)["cond"]).all()
+    assert not (a.batch(5, 2)["cond"] == a.batch(6, 2)["cond"]).all()
+
+
+def test_patch_at_volume_edge_is_zero_padded():
+    volume = _volume("a", 0.1)
+    volume.brain[:] = False
+    volume.brain[0, 0, 0] = True
+    sampler = PatchSampler([volume], (8, 8, 8), 0.1, seed=0, augmentation=Augmentation(enabled=False))
+    batch = sampler.batch(0, 1)
+    assert batch["cond"][0, :, :4].abs().sum() == 0  # the half outside the volume
