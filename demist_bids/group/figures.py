@@ -10,6 +10,7 @@ import base64
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -95,63 +96,74 @@ def measure_strip(table, column: str, title: str, unit: str, style: Styling) -> 
     return strip_plot(groups, title=title, y_label=unit) if groups else None
 
 
+def _pairs(rows, measured: str, synthesized: str) -> list[tuple[Any, float, float]]:
+    """(row, measured value, synthesized value) for rows where both are finite."""
+    pairs = [(row, _value(row, measured), _value(row, synthesized)) for row in rows]
+    return [(row, m, s) for row, m, s in pairs if math.isfinite(m) and math.isfinite(s)]
+
+
+def _versus(pairs, style: Styling, *, title: str, unit: str) -> str:
+    """Synthesized against measured with the identity line."""
+    return scatter_plot(
+        [style.mark(row, m, s, f"measured {m:.4g}, synthesized {s:.4g}") for row, m, s in pairs],
+        title=title,
+        x_label=f"measured {unit}",
+        y_label=f"synthesized {unit}",
+        identity=True,
+    )
+
+
+def _bland_altman_of_medians(pairs, style: Styling) -> str:
+    """Cohort Bland-Altman: per-run WM medians, bias and 95% limits across runs."""
+    means = [(m + s) / 2 for _, m, s in pairs]
+    diffs = [s - m for _, m, s in pairs]
+    bias = float(np.mean(diffs))
+    lines = [(bias, f"bias {bias:+.4f}")]
+    if len(diffs) > 1:
+        sd = float(np.std(diffs, ddof=1))
+        lines += [(bias - 1.96 * sd, "-1.96 SD"), (bias + 1.96 * sd, "+1.96 SD")]
+    marks = [
+        style.mark(row, x, d, f"mean {x:.4g}, difference {d:+.4g}")
+        for (row, _, _), x, d in zip(pairs, means, diffs)
+    ]
+    return scatter_plot(
+        marks,
+        title="Bland-Altman of WM medians",
+        x_label="mean of synthesized and measured",
+        y_label="synthesized - measured",
+        hlines=lines,
+    )
+
+
 def agreement_figures(table, style: Styling) -> list[str]:
-    """Synthesized vs measured: scatter of WM medians, Bland-Altman of the medians, per-run voxel intervals, AUCs."""
+    """Synthesized vs measured: WM medians, their Bland-Altman, per-run voxel-wise limits, lesion AUCs."""
     if "agree_psnr" not in table.columns:
         return []
     rows = [row for _, row in table.iterrows() if math.isfinite(_value(row, "agree_psnr"))]
     figures = []
-    medians = [
-        (row, _value(row, "psr_median_wm_measured"), _value(row, "psr_median_wm")) for row in rows
-    ]
-    medians = [(row, m, s) for row, m, s in medians if math.isfinite(m) and math.isfinite(s)]
+    medians = _pairs(rows, "psr_median_wm_measured", "psr_median_wm")
     if medians:
-        figures.append(
-            scatter_plot(
-                [style.mark(row, m, s, f"measured {m:.4g}, synthesized {s:.4g}") for row, m, s in medians],
-                title="WM median PSR",
-                x_label="measured PSR",
-                y_label="synthesized PSR",
-                identity=True,
-            )
-        )
-        means = [(m + s) / 2 for _, m, s in medians]
-        diffs = [s - m for _, m, s in medians]
-        bias = float(np.mean(diffs))
-        lines = [(bias, f"bias {bias:+.4f}")]
-        if len(diffs) > 1:
-            sd = float(np.std(diffs, ddof=1))
-            lines += [(bias - 1.96 * sd, "-1.96 SD"), (bias + 1.96 * sd, "+1.96 SD")]
-        figures.append(
-            scatter_plot(
-                [style.mark(row, x, d, f"mean {x:.4g}, difference {d:+.4g}") for (row, _, _), x, d in zip(medians, means, diffs)],
-                title="Bland-Altman of WM medians",
-                x_label="mean of synthesized and measured",
-                y_label="synthesized - measured",
-                hlines=lines,
-            )
-        )
+        figures.append(_versus(medians, style, title="WM median PSR", unit="PSR"))
+        figures.append(_bland_altman_of_medians(medians, style))
     intervals = [
-        (style.mark(row, _value(row, "ba_wm_bias"), 0, f"bias {_value(row, 'ba_wm_bias'):+.4g}"),
-         _value(row, "ba_wm_loa_low"), _value(row, "ba_wm_loa_high"))
+        (
+            style.mark(row, _value(row, "ba_wm_bias"), 0, f"bias {_value(row, 'ba_wm_bias'):+.4g}"),
+            _value(row, "ba_wm_loa_low"),
+            _value(row, "ba_wm_loa_high"),
+        )
         for row in rows
     ]
     if any(math.isfinite(mark.x) for mark, _, _ in intervals):
         figures.append(
-            interval_plot(intervals, title="Voxel-wise Bland-Altman in WM (bias, 95% limits)", x_label="synthesized - measured PSR")
-        )
-    aucs = [(row, _value(row, "lesion_auc_combined_measured"), _value(row, "lesion_auc_combined")) for row in rows]
-    aucs = [(row, m, s) for row, m, s in aucs if math.isfinite(m) and math.isfinite(s)]
-    if aucs:
-        figures.append(
-            scatter_plot(
-                [style.mark(row, m, s, f"measured {m:.3f}, synthesized {s:.3f}") for row, m, s in aucs],
-                title="Lesion vs NAWM AUC (combined)",
-                x_label="AUC of measured PSR",
-                y_label="AUC of synthesized PSR",
-                identity=True,
+            interval_plot(
+                intervals,
+                title="Voxel-wise Bland-Altman in WM (bias, 95% limits)",
+                x_label="synthesized - measured PSR",
             )
         )
+    aucs = _pairs(rows, "lesion_auc_combined_measured", "lesion_auc_combined")
+    if aucs:
+        figures.append(_versus(aucs, style, title="Lesion vs NAWM AUC (combined)", unit="AUC"))
     return figures
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ THUMBNAIL_RANGE = (0.0, PSR_DATA_RANGE)
 class RunSources:
     """Optional inputs found for one run outside its own outputs."""
 
-    lesion_masks: list[Path] = field(default_factory=list)
+    lesion_mask: Path | None = None
     tissue: Path | None = None
     """A ``dseg`` from ``-d`` derivatives, used instead of the participant level's."""
     measured: Path | None = None
@@ -111,8 +111,8 @@ def image_measures(
     """PSR statistics (and agreement) for one run, plus a thumbnail slice.
 
     Regions: brain (the participant brain mask, else finite non-zero PSR), WM
-    and GM (``dseg`` labels inside the brain), lesions (union of the given
-    masks) and NAWM (WM minus lesions).
+    and GM (``dseg`` labels inside the brain), lesions (the given
+    mask) and NAWM (WM minus lesions).
     """
     import nibabel as nib
 
@@ -139,12 +139,9 @@ def image_measures(
         measures.update(_robust_summary(psr[brain & (dseg == labels["gm"])], "gm"))
 
     lesion = None
-    if sources.lesion_masks:
-        lesion = np.zeros_like(brain)
-        for path in sources.lesion_masks:
-            lesion |= _load_on_grid(path, psr_img, labels=True) > 0
-        lesion &= finite
-        measures["lesion_masks"] = ";".join(p.name for p in sources.lesion_masks)
+    if sources.lesion_mask is not None:
+        lesion = (_load_on_grid(sources.lesion_mask, psr_img, labels=True) > 0) & finite
+        measures["lesion_mask"] = sources.lesion_mask.name
         measures["lesion_volume_ml"] = float(lesion.sum() * _voxel_ml(psr_img))
         measures.update(_robust_summary(psr[lesion], "lesion"))
         measures.update(_robust_summary(psr[wm & ~lesion], "nawm"))

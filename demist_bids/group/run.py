@@ -44,11 +44,12 @@ def _sources(run, *, lesions_root: Path | None, psr_root: Path | None, tissue_ro
 
     sources = RunSources()
     if lesions_root is not None:
-        sources.lesion_masks = find_derivative_file(
+        masks = find_derivative_file(
             lesions_root, run.subject, run.session, "*_mask.nii*", exclude=("desc-brain", "_space-")
         )
-        if not sources.lesion_masks:
-            LOGGER.info("no lesion mask for %s in %s", run.prefix, lesions_root)
+        sources.lesion_mask = masks[0] if masks else None
+        if len(masks) > 1:
+            LOGGER.warning("several lesion masks for %s; using %s", run.prefix, masks[0].name)
     if psr_root is not None:
         measured = find_derivative_file(
             psr_root, run.subject, run.session, "*_PSRmap.nii*", exclude=("desc-synth", "desc-std", "_space-")
@@ -64,6 +65,45 @@ def _sources(run, *, lesions_root: Path | None, psr_root: Path | None, tissue_ro
             sources.tissue = dseg[0]
             break
     return sources
+
+
+def _default_psr_root(bids_dir: Path, output_dir: Path) -> Path | None:
+    """The first dataset in BIDS_DIR/derivatives holding measured PSR maps (as the participant level looks)."""
+    root = Path(bids_dir) / "derivatives"
+    if not root.is_dir():
+        return None
+    for candidate in sorted(p for p in root.iterdir() if p.is_dir()):
+        if candidate.resolve() == Path(output_dir).resolve():
+            continue
+        if (candidate / "dataset_description.json").is_file() and any(
+            "desc-synth" not in p.name and "desc-std" not in p.name for p in candidate.rglob("*_PSRmap.nii*")
+        ):
+            return candidate
+    return None
+
+
+def _derivative_roots(config) -> dict[str, Any]:
+    """Lesion, measured-PSR and tissue derivatives, with the participant level's defaults.
+
+    Lesions: ``-d lesions=PATH``, else ``BIDS_DIR/derivatives/lesions``. Measured
+    PSR: ``--psr-derivatives``, else ``-d psr=PATH``, else the first derivatives
+    dataset of the input holding ``*_PSRmap`` images. Tissue: any other ``-d``.
+    """
+    execution = config.execution
+    derivatives = dict(execution.derivatives)
+    lesions = derivatives.get("lesions")
+    default_lesions = Path(execution.bids_dir) / "derivatives" / "lesions"
+    if lesions is None and default_lesions.is_dir():
+        lesions = default_lesions
+    psr = config.train.psr_derivatives or derivatives.get("psr")
+    psr = Path(psr) if psr else _default_psr_root(execution.bids_dir, execution.output_dir)
+    if psr is not None:
+        LOGGER.info("measured PSR maps from %s", psr)
+    return {
+        "lesions_root": Path(lesions) if lesions else None,
+        "psr_root": psr,
+        "tissue_roots": [Path(p) for name, p in derivatives.items() if name not in ("lesions", "psr")],
+    }
 
 
 def _missing_row(failure) -> dict[str, Any]:
@@ -119,13 +159,7 @@ def run_group(config) -> int:
         )
     LOGGER.info("group level: %d subject/session runs with results in %s", len(runs), out)
 
-    derivatives = dict(execution.derivatives)
-    psr_root = config.train.psr_derivatives or derivatives.get("psr")
-    roots = {
-        "lesions_root": derivatives.get("lesions"),
-        "psr_root": Path(psr_root) if psr_root else None,
-        "tissue_roots": [Path(p) for name, p in derivatives.items() if name not in ("lesions", "psr")],
-    }
+    roots = _derivative_roots(config)
     failures = find_failures(bids_dir, out, runs, participant_label=labels, session_label=sessions)
     crashed = {(f.subject, f.session): f for f in failures if f.status == "failed"}
 
