@@ -116,6 +116,8 @@ class TrainConfig:
     """Run one stage alone."""
     max_steps: int = 0
     """Cap on optimisation steps per stage (0: the preset's default)."""
+    recipe: Path | None = None
+    """TOML overriding the preset's training recipe (steps, learning rates, loss weights)."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from demist_bids.exceptions import MissingInputError, UsageError
-from demist_bids.training.recipes import METHOD_ABLATION, METHODS, STAGES, capped, recipe
+from demist_bids.training.recipes import METHOD_ABLATION, METHODS, STAGES, capped, load_recipe
 from demist_bids.training.volumes import VolumePaths
 
 LOGGER = logging.getLogger("demist.train")
@@ -149,7 +149,7 @@ class CohortTrainer:
         self.flag = flag
         self.device = device
         self.out_dir = Path(config.execution.output_dir)
-        self.recipe = recipe(config.train.preset)
+        self.recipe = load_recipe(config.train.preset, config.train.recipe)
         self.stages = selected_stages(config.train.stage)
         self.seed = int(config.seeds.master)
 

@@ -84,6 +84,35 @@ def recipe(preset: str) -> TrainingRecipe:
     raise ValueError(f"unknown preset {preset!r}")
 
 
+def load_recipe(preset: str, path=None) -> TrainingRecipe:
+    """The preset's recipe with the entries of a TOML file (``--train-recipe``) laid over it.
+
+    Tables (``steps``, ``learning_rate``) are merged key by key; unknown keys
+    are an error, so a typo cannot silently train with defaults.
+    """
+    import tomllib
+    from pathlib import Path
+
+    base = recipe(preset)
+    if path is None:
+        return base
+    with open(Path(path), "rb") as fh:
+        overrides = tomllib.load(fh)
+    data = base.to_dict()
+    unknown = set(overrides) - set(data)
+    if unknown:
+        raise ValueError(f"unknown training recipe keys in {path}: {sorted(unknown)}")
+    for key, value in overrides.items():
+        if isinstance(data[key], dict):
+            extra = set(value) - set(data[key])
+            if extra:
+                raise ValueError(f"unknown {key} entries in {path}: {sorted(extra)}")
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return TrainingRecipe(**data)
+
+
 def capped(steps: int, max_steps: int) -> int:
     """``steps`` limited by ``--max-steps`` (0: no limit)."""
     return min(steps, max_steps) if max_steps > 0 else steps
