@@ -90,7 +90,9 @@ def save_model(model: DemistModel, directory: Path, card: dict[str, Any] | None 
     try:
         for name, state in _component_states(model).items():
             tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"format": "pt", "component": name})
+            # one metadata entry only: safetensors writes a map's keys in random order,
+            # and the directory checksum must not change between identical saves
+            save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
         old = None
