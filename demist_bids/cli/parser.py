@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run one training stage alone")
     g.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=0,
                    help="cap on optimisation steps per stage (0: the preset's default)")
+    g.add_argument("--train-recipe", "--train_recipe", dest="train_recipe", type=Path,
+                   metavar="FILE", help="TOML overriding the preset's training recipe")
     return parser
 
 
@@ -265,6 +267,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     tr.folds, tr.preset, tr.resume, tr.stage = opts.folds, opts.preset, opts.resume, opts.stage
     tr.backbone = opts.backbone and opts.backbone.absolute()
     tr.max_steps = opts.max_steps
+    if opts.train_recipe is not None:
+        if not opts.train_recipe.is_file():
+            raise UsageError(f"--train-recipe {opts.train_recipe}: no such file")
+        tr.recipe = opts.train_recipe.absolute()
     config.seeds.master = opts.seed
     return config
 
