@@ -1,0 +1,181 @@
+"""Checks and fixes that make a raw anatomical image usable, or refuse it.
+
+:func:`check_image` reads only what it needs and says which fixes an image will
+get (so the command line can refuse bad data with exit 65 *before* building a
+workflow); :func:`load_validated` applies exactly those fixes. Both share one
+list of rules so that what is announced is what is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..exceptions import BadDataError
+
+LOGGER = logging.getLogger("demist.preprocessing")
+
+MIN_VOXELS_PER_AXIS = 8
+"""Fewer voxels than this along any spatial axis is a 2D image (or a localizer)."""
+MIN_EXTENT_MM = 30.0
+"""Fewer millimetres than this along any axis cannot hold a brain."""
+MIN_FLAIR_COVERAGE = 0.5
+"""Smallest fraction of the T1w brain (head before registration) the FLAIR must cover."""
+
+
+def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[str]]:
+    """Return the 3D shape and the fixes a 4D/5D image needs; raise when it has several volumes."""
+    fixes: list[str] = []
+    if len(shape) < 3 or any(s <= 1 for s in shape[:3]):
+        raise BadDataError(f"{path}: a 2D image (shape {shape}); a 3D volume is needed")
+    extra = shape[3:]
+    if any(s > 1 for s in extra):
+        raise BadDataError(
+            f"{path}: a 4D image with {int(np.prod(extra))} volumes (shape {shape}); "
+            "give one 3D volume"
+        )
+    if extra:
+        fixes.append(f"squeezed a {len(shape)}D image with one volume to 3D")
+    return tuple(shape[:3]), fixes
+
+
+def _header_fixes(img: nib.Nifti1Image) -> tuple[np.ndarray, list[str]]:
+    """Pick the affine to trust (sform, then qform, then base) and say what was repaired.
+
+    Follows the logic of niworkflows' ``ValidateImage``: a valid sform wins; a
+    qform alone is copied to the sform; neither means the voxel sizes alone.
+    """
+    hdr = img.header
+    fixes: list[str] = []
+    sform, scode = img.get_sform(coded=True)
+    qform, qcode = img.get_qform(coded=True)
+    if scode and sform is not None and np.all(np.isfinite(sform)):
+        affine = sform
+        if not qcode or qform is None or not np.allclose(qform, sform, atol=1e-4):
+            fixes.append("qform did not match the sform: rewrote the qform from the sform")
+    elif qcode and qform is not None and np.all(np.isfinite(qform)):
+        affine = qform
+        fixes.append("no valid sform: copied the qform to the sform")
+    else:
+        zooms = np.array(hdr.get_zooms()[:3], dtype=float)
+        affine = np.diag([*zooms, 1.0])
+        fixes.append("neither qform nor sform set: assumed a RAS grid from the voxel sizes")
+    rot = affine[:3, :3]
+    if not np.all(np.isfinite(rot)) or abs(np.linalg.det(rot)) < 1e-8:
+        raise BadDataError("the affine is singular")
+    # qform cannot hold shear; replace a sheared affine with the nearest one without shear
+    zooms = np.linalg.norm(rot, axis=0)
+    u, _, vt = np.linalg.svd(rot / zooms)
+    ortho = u @ vt
+    if not np.allclose(ortho * zooms, rot, atol=1e-4):
+        fixes.append("affine had shear: replaced by the nearest rotation (voxel sizes kept)")
+        affine = affine.copy()
+        affine[:3, :3] = ortho * zooms
+    return affine, fixes
+
+
+def _grid_notes(affine: np.ndarray, shape: tuple[int, ...]) -> list[str]:
+    """Human-readable notes on orientation, obliquity and anisotropy (resampled later)."""
+    notes = []
+    codes = "".join(nib.aff2axcodes(affine))
+    if codes != "RAS":
+        notes.append(f"reoriented {codes} to RAS")
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    cosines = np.abs(affine[:3, :3] / zooms).max(axis=0)
+    oblique = bool(np.any(cosines < 1 - 1e-3))
+    if oblique:
+        angle = float(np.degrees(np.arccos(min(cosines.min(), 1.0))))
+        notes.append(f"oblique grid ({angle:.1f} deg) resampled to the 1 mm RAS grid")
+    if not np.allclose(zooms, 1.0, atol=1e-3) and not oblique:
+        size = "x".join(f"{z:.2f}" for z in zooms)
+        notes.append(f"{size} mm voxels resampled to 1 mm isotropic")
+    extent = zooms * np.asarray(shape[:3])
+    if np.any(extent < MIN_EXTENT_MM):
+        raise BadDataError(f"field of view {extent.round(1).tolist()} mm is too small for a brain")
+    if min(shape[:3]) < MIN_VOXELS_PER_AXIS:
+        raise BadDataError(f"only {min(shape[:3])} voxels along one axis: a 2D or slab image")
+    return notes
+
+
+def _data_fixes(data: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Replace non-finite values and negative values with 0; refuse empty images."""
+    fixes: list[str] = []
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data = np.where(bad, 0.0, data)
+        fixes.append(f"replaced {int(bad.sum())} NaN/Inf voxels with 0")
+    if not np.any(data):
+        raise BadDataError("all voxels are zero")
+    if float(data.max()) == float(data.min()):
+        raise BadDataError("the image is constant")
+    negative = data < 0
+    if negative.any():
+        fixes.append(
+            f"clipped {int(negative.sum())} negative voxels (min {float(data.min()):.3g}) to 0"
+        )
+        data = np.where(negative, 0.0, data)
+        if not np.any(data):
+            raise BadDataError("no positive voxels")
+    return data, fixes
+
+
+def _load(path: str | Path) -> nib.Nifti1Image:
+    path = Path(path)
+    if not path.is_file():
+        raise BadDataError(f"{path}: file not found")
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise BadDataError(f"{path}: cannot be read as an image ({exc})") from exc
+
+
+def load_validated(path: str | Path) -> tuple[nib.Nifti1Image, list[str]]:
+    """Load an anatomical image as a clean 3D float32 NIfTI on its own voxel grid.
+
+    Args:
+        path: the raw image.
+
+    Returns:
+        The image (qform == sform, code 1 when unset; no NaN, no negatives;
+        original voxel order) and the human-readable list of fixes and notes.
+
+    Raises:
+        BadDataError: naming ``path``, when the image cannot be used.
+    """
+    path = Path(path)
+    img = _load(path)
+    try:
+        shape, fixes = _spatial_shape(path, img.shape)
+        affine, header_fixes = _header_fixes(img)
+        notes = _grid_notes(affine, shape)
+        data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(shape)
+        data, data_fixes = _data_fixes(data)
+    except BadDataError as exc:
+        message = str(exc)
+        raise BadDataError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+    out = nib.Nifti1Image(data.astype(np.float32), affine)
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=1)
+    out.header.set_xyzt_units("mm")
+    return out, fixes + header_fixes + data_fixes + notes
+
+
+def check_image(path: str | Path) -> list[str]:
+    """Say which fixes an anatomical image will need; raise when it is unusable.
+
+    Cheap enough to call for every input before a workflow is built.
+
+    Args:
+        path: the raw image.
+
+    Returns:
+        The fixes/notes, exactly as :func:`load_validated` will record them.
+
+    Raises:
+        BadDataError: ``"<path>: <what>"`` for 2D images, several volumes, all-zero
+            or constant images, unreadable files and singular affines.
+    """
+    return load_validated(path)[1]
