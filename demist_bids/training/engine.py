@@ -109,6 +109,18 @@ def load_finished(stage: Stage) -> None:
     stage.extra.update(json.loads(state.get("extra", "{}")))
 
 
+def weights_digest(modules: dict[str, nn.Module]) -> str:
+    """sha256 over every parameter and buffer, in a fixed order (compares ranks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        for key, value in sorted(modules[name].state_dict().items()):
+            digest.update(f"{name}.{key}".encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _stop_requested(ctx: DistributedContext, flag: TerminationFlag) -> bool:
     if not ctx.enabled:
         return flag.requested
@@ -179,4 +191,7 @@ def run_stage(
     if ctx.is_main:
         save_checkpoint(directory, _payload(stage, stage.total_steps))
         atomic_write_text(stage.done_path, json.dumps({"steps": stage.total_steps, **stage.extra}))
+    if ctx.enabled:  # each rank records what it ends with: ranks must agree bit for bit
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / f"weights-rank{ctx.rank}.sha256", weights_digest(stage.modules) + "\n")
     barrier(ctx)

@@ -53,6 +53,9 @@ class StageLog:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
+        if step == 0:  # a fresh start: the old log describes another run
+            self.path.unlink()
+            return
         with open(self.path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         if rows:

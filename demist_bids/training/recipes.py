@@ -42,8 +42,9 @@ class TrainingRecipe:
     )
     """Adam learning rate per stage (the discriminator uses the ``ae`` rate)."""
     kl_weight: float = 1e-6
-    edge_weight: float = 0.1
-    """Sobel edge term, autoencoders and diffusion alike."""
+    edge_weight: float = 1.0
+    """Sobel edge term, autoencoders and diffusion alike (the Sobel operator is normalized to
+    unit slope, so on [0, 1] images the term is of the order of the L1 term)."""
     adversarial_weight: float = 0.01
     adversarial_start: float = 0.5
     """Fraction of the ``ae`` steps after which the patch discriminator joins."""

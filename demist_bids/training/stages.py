@@ -64,13 +64,17 @@ def _optimizer_step(ctx, params, optimizer, loss, grad_clip: float) -> None:
     optimizer.step()
 
 
-def build_discriminator(in_channels: int, channels: int) -> nn.Module:
-    """MONAI patch discriminator with instance norm (no running stats to diverge across ranks)."""
+def build_discriminator(in_channels: int, channels: int, patch_size) -> nn.Module:
+    """MONAI patch discriminator with instance norm (no running stats to diverge across ranks).
+
+    Three layers (as in MONAI's tutorials) from 32^3 patches on, two below, so
+    the last feature map keeps more than one voxel.
+    """
     from monai.networks.nets import PatchDiscriminator
 
     return PatchDiscriminator(
         spatial_dims=3, channels=channels, in_channels=in_channels, out_channels=1,
-        num_layers_d=3, norm="INSTANCE",
+        num_layers_d=3 if min(patch_size) >= 32 else 2, norm="INSTANCE",
     )
 
 
@@ -88,8 +92,8 @@ def train_autoencoders(model, run: StageRun) -> None:
     recipe, ctx = run.recipe, run.ctx
     width = model.config.autoencoder.channels[0]
     pairs = {
-        "psr": (model.psr_autoencoder, build_discriminator(1, width).to(run.device), "psr01"),
-        "cond": (model.cond_autoencoder, build_discriminator(2, width).to(run.device), "cond"),
+        "psr": (model.psr_autoencoder, build_discriminator(1, width, recipe.patch_size).to(run.device), "psr01"),
+        "cond": (model.cond_autoencoder, build_discriminator(2, width, recipe.patch_size).to(run.device), "cond"),
     }
     for ae, disc, _ in pairs.values():
         ae.requires_grad_(True).train()
@@ -110,20 +114,20 @@ def train_autoencoders(model, run: StageRun) -> None:
         for key, (ae, disc, field) in pairs.items():
             image = batch[field]
             recon, z_mu, z_sigma = ae(image)
-            parts = {
-                "l1": torch.nn.functional.l1_loss(recon, image),
-                "kl": losses.kl_loss(z_mu, z_sigma),
-                "edge": losses.edge_loss(recon, image),
-            }
-            total = parts["l1"] + recipe.kl_weight * parts["kl"] + recipe.edge_weight * parts["edge"]
-            if use_adv:
-                parts["adv"] = losses.generator_adversarial_loss(disc(recon)[-1])
-                total = total + recipe.adversarial_weight * parts["adv"]
+            parts = losses.autoencoder_loss(
+                recon, image, z_mu, z_sigma, kl_weight=recipe.kl_weight, edge_weight=recipe.edge_weight,
+                adversarial_weight=recipe.adversarial_weight,
+                fake_logits=disc(recon)[-1] if use_adv else None,
+            )
+            total = parts.pop("total")
             _optimizer_step(ctx, gen_params[key], optimizers[f"{key}_ae"], total, recipe.grad_clip)
             if use_adv:
                 d_loss = losses.discriminator_loss(disc(image)[-1], disc(recon.detach())[-1])
                 _optimizer_step(ctx, disc_params[key], optimizers[f"{key}_disc"], d_loss, recipe.grad_clip)
                 parts["disc"] = d_loss
+            zero = torch.zeros((), device=run.device)
+            parts.setdefault("adv", zero)
+            parts.setdefault("disc", zero)
             for name, value in parts.items():
                 logged[f"{key}_{name}"] = average_scalar(ctx, float(value.detach()))
         logged["loss"] = logged["psr_l1"] + logged["cond_l1"]

@@ -1,0 +1,90 @@
+"""Each stage updates exactly what it should: AEs, then E_cond only, then the backbone, then streams only."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from demist_bids.models.config import preset
+from demist_bids.models.demist import build_model
+from demist_bids.training import stages as st
+from demist_bids.training.checkpoints import TerminationFlag
+from demist_bids.training.distributed import DistributedContext
+from demist_bids.training.patches import PatchSampler
+from demist_bids.training.recipes import recipe
+from demist_bids.training.volumes import TrainingVolume
+
+
+def _blob_volume(name, seed, shape=(24, 24, 24)):
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0))
+    brain = radius < 0.9
+    wm = radius < 0.5 + 0.05 * rng.random()
+    psr = np.where(wm, 0.18, np.where(brain, 0.07, 0)).astype(np.float32)
+    t1w = np.where(wm, 0.9, np.where(brain, 0.6, 0)) + 0.02 * rng.standard_normal(shape)
+    flair = np.where(wm, 0.5, np.where(brain, 0.7, 0)) + 0.02 * rng.standard_normal(shape)
+    cond = (np.stack([t1w, flair]) * brain).astype(np.float32)
+    return TrainingVolume(name, cond, psr, brain)
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    torch.manual_seed(0)
+    volumes = [_blob_volume("a", 0), _blob_volume("b", 1)]
+    rec = recipe("small")
+    rec.patch_size = [16, 16, 16]
+    rec.batch_size = 1
+    rec.adversarial_start = 0.0
+    rec.edge_timestep_max = 1000  # exercise the decoded edge term on every step
+    sampler = PatchSampler(volumes, rec.patch_size, 0.2, seed=0)
+    model = build_model(preset("small", ablation="full", psr_scale=0.2))
+    root = tmp_path_factory.mktemp("stages")
+
+    def run(name, steps=2):
+        return st.StageRun(sampler, rec, Path(root) / name, steps, DistributedContext(),
+                           TerminationFlag(), False, 0, torch.device("cpu"))
+
+    return model, run
+
+
+def test_stages_update_only_their_parameters(setting):
+    model, run = setting
+    before = {n: _snapshot(getattr(model, n)) for n in ("psr_autoencoder", "cond_autoencoder", "backbone")}
+    st.train_autoencoders(model, run("ae"))
+    after_ae = {n: _snapshot(getattr(model, n)) for n in before}
+    assert not _same(before["psr_autoencoder"], after_ae["psr_autoencoder"])
+    assert not _same(before["cond_autoencoder"], after_ae["cond_autoencoder"])
+    assert _same(before["backbone"], after_ae["backbone"])
+
+    scales = st.align_condition_encoder(model, run("align"))
+    after_align = {n: _snapshot(getattr(model, n)) for n in before}
+    assert _same(after_ae["psr_autoencoder"], after_align["psr_autoencoder"])
+    changed = [k for k in after_ae["cond_autoencoder"]
+               if not torch.equal(after_ae["cond_autoencoder"][k], after_align["cond_autoencoder"][k])]
+    assert changed and all(k.startswith(("encoder.", "quant_conv_mu", "quant_conv_log_sigma")) for k in changed)
+    assert scales["psr_latent_scale"] > 0 and model.config.psr_latent_scale == scales["psr_latent_scale"]
+
+    st.train_backbone(model, run("backbone"))
+    after_backbone = {n: _snapshot(getattr(model, n)) for n in before}
+    assert not _same(after_align["backbone"], after_backbone["backbone"])
+    assert not any(p.requires_grad for p in model.backbone_parameters())
+
+    streams_before = [p.detach().clone() for p in model.trainable_stream_parameters()]
+    st.train_streams(model, run("diffusion"))
+    after = {n: _snapshot(getattr(model, n)) for n in before}
+    for name in before:  # backbone and both autoencoders stay bit-identical (LoRA keys excluded)
+        frozen = {k: v for k, v in after_backbone[name].items() if "lora_" not in k and "out_proj" not in k}
+        assert _same(frozen, after[name]), name
+    assert any(not torch.equal(a, b) for a, b in zip(streams_before, model.trainable_stream_parameters()))
+    log = (Path(run("diffusion").directory) / "log.csv").read_text().splitlines()
+    assert log[0].split(",")[:2] == ["step", "time_s"] and "edge" in log[0] and len(log) == 3
