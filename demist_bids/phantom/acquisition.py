@@ -64,8 +64,11 @@ class HeadMotion:
 
 
 def slice_thickness(scale: float) -> float:
-    """FLAIR slice thickness: 3 mm for a full-size head, thinner for a shrunken one."""
-    return float(max(1.0, round(6.0 * scale) / 2.0))
+    """FLAIR slice thickness: 3 mm for a full-size head, thinner for a shrunken one.
+
+    Never below 1.5 mm, so the FLAIR stays anisotropic at every scale.
+    """
+    return float(max(1.5, round(6.0 * scale) / 2.0))
 
 
 def draw_motion(rng: np.random.Generator, center: np.ndarray) -> HeadMotion:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fields import smooth_field
-from .lesions import MAP_NAMES, Lesion, render
+from .lesions import Lesion, render, size_factor
 from .template import COARSE_MM, CanonicalHead
 from .warp import SubjectWarp
 
@@ -29,8 +29,8 @@ HEAD_LAYERS = {
     "outer_table": (6.5, 8.0),
     "scalp": (8.0, 14.0),
 }
-#: Minimum white-matter fraction for a voxel to count as lesion in the mask.
-LESION_WM_FRACTION = 0.4
+#: A voxel is lesion in the truth mask when at least this fraction of it is lesioned WM.
+LESION_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ class SubjectAnatomy:
 
     @property
     def lesion_mask(self) -> np.ndarray:
-        """Lesion core in white matter: the truth a segmentation is scored against."""
-        return (self.lesion["extent"] >= 0.5) & (self.tissue["wm"] >= LESION_WM_FRACTION)
+        """Voxels at least half lesioned white matter: the truth segmentations are scored on."""
+        return self.lesion["extent"] * self.tissue["wm"] >= LESION_FRACTION
 
     def dseg(self) -> np.ndarray:
         """Hard labels in the brain mask: 1 CSF, 2 GM, 3 WM (lesions count as WM)."""
@@ -92,15 +92,20 @@ def subject_anatomy(
     warp: SubjectWarp,
     lesions: list[Lesion],
     rng: np.random.Generator,
+    *,
+    scale: float,
 ) -> SubjectAnatomy:
     """Resample the canonical head and the subject's lesions onto its grid."""
-    tissue = {name: warp.sample(getattr(head, name)) for name in ("gm", "wm", "csf")}
+    box = head.brain_box
+    maps = warp.sample(
+        {name: getattr(head, name)[box] for name in ("gm", "wm", "csf", "texture")},
+        origin=[b.start for b in box],
+    )
+    texture = maps.pop("texture")
+    tissue = maps
     brain = tissue["gm"] + tissue["wm"] + tissue["csf"]
     distance = warp.sample_coarse(head.distance_outside, COARSE_MM)
     tissue.update(head_layers(distance, brain, rng))
-    if lesions:
-        canonical = render(lesions, head.shape)
-        lesion = {name: warp.sample(canonical[name]) for name in MAP_NAMES}
-    else:
-        lesion = {name: np.zeros(warp.shape, dtype=np.float32) for name in MAP_NAMES}
-    return SubjectAnatomy(tissue=tissue, texture=warp.sample(head.texture), lesion=lesion)
+    canonical, origin = render(lesions, head.shape, inflate=size_factor(scale))
+    lesion = warp.sample(canonical, origin, sparse=True)
+    return SubjectAnatomy(tissue=tissue, texture=texture, lesion=lesion)

@@ -36,7 +36,7 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
+    path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=4, mtime=0))
     return path
 
 

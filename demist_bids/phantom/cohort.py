@@ -229,7 +229,7 @@ def _generate_participant(
     for number, lesions in enumerate(history, start=1):
         session = f"{number:02d}" if sessions > 1 else None
         rng = stream(STREAM_SESSION + number)
-        anatomy = subject_anatomy(head, warp, lesions, stream(STREAM_HEAD))
+        anatomy = subject_anatomy(head, warp, lesions, stream(STREAM_HEAD), scale=scale)
         lesion_mask = anatomy.lesion_mask
         images = {
             "psr": measured_psr(anatomy, myelin, rng),

@@ -16,7 +16,7 @@ scalp       0.80  0.65
 
 So T1w has WM > GM > CSF and FLAIR GM > WM with dark CSF. In lesions the
 white-matter signal darkens on T1w by the lesion's ``t1_loss`` and brightens on
-FLAIR by ``1.2 * flair_gain`` (lesion/NAWM 1.6-2.2). White-matter T1w also
+FLAIR by ``1.5 * flair_gain`` (lesion/NAWM 1.9-2.5, brighter than cortex). White-matter T1w also
 follows part (40 %) of the subject's myelin field and the template texture, so
 T1w carries some, not all, of the information in the PSR map.
 """
@@ -37,7 +37,7 @@ FLAIR_SIGNAL = {
     "inner_table": 0.03, "diploe": 0.45, "outer_table": 0.03, "scalp": 0.65,
 }
 MYELIN_COUPLING_T1W = 0.4
-FLAIR_LESION_GAIN = 1.2
+FLAIR_LESION_GAIN = 1.5
 
 
 def _jittered(signal: dict[str, float], rng: np.random.Generator) -> dict[str, float]:

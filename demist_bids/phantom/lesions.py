@@ -84,7 +84,7 @@ def draw_lesion(rng: np.random.Generator, zones: dict[str, np.ndarray]) -> Lesio
         rotation=tuple(float(a) for a in rng.uniform(-180.0, 180.0, size=3)),
         psr_loss=float(psr_loss),
         t1_loss=t1_loss,
-        flair_gain=float(rng.uniform(0.55, 1.0)),
+        flair_gain=float(rng.uniform(0.6, 1.0)),
     )
 
 
@@ -111,29 +111,56 @@ def _logistic(x: np.ndarray, width: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.clip(x / width, -50.0, 50.0)))
 
 
-def render(lesions: list[Lesion], shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """Rasterize lesions on the canonical grid; overlapping lesions take the maximum."""
-    maps = {name: np.zeros(shape, dtype=np.float32) for name in MAP_NAMES}
-    for lesion in lesions:
-        radii = np.asarray(lesion.radii)
-        reach = radii.max() * (1.0 + 4 * RIM_WIDTH) + HALO_MM * 2
-        center = np.asarray(lesion.center)
-        low = np.maximum(np.floor(center - reach).astype(int), 0)
-        high = np.minimum(np.ceil(center + reach).astype(int) + 1, shape)
-        if np.any(high <= low):
-            continue
-        box = tuple(slice(lo, hi) for lo, hi in zip(low, high))
-        grid = np.stack(
-            np.meshgrid(*[np.arange(lo, hi) for lo, hi in zip(low, high)], indexing="ij"), -1
-        ).astype(np.float32) - center.astype(np.float32)
+def size_factor(scale: float) -> float:
+    """How much to inflate canonical lesion radii for a head shrunk by ``scale``.
+
+    Shrinking lesions with the head would leave sub-voxel dots at small scales,
+    invisible on FLAIR and meaningless as truth; with ``1/sqrt(scale)`` a
+    lesion's size in voxels shrinks only with ``sqrt(scale)`` (0.71 at 0.5).
+    """
+    return float(1.0 / np.sqrt(scale))
+
+
+def _box(lesion: Lesion, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel bounds (low, high) that hold the lesion, its rim and its halo."""
+    reach = max(lesion.radii) * (1.0 + 4 * RIM_WIDTH) + 2 * HALO_MM
+    center = np.asarray(lesion.center)
+    low = np.clip(np.floor(center - reach).astype(int), 0, shape)
+    high = np.clip(np.ceil(center + reach).astype(int) + 1, 0, shape)
+    return low, high
+
+
+def render(
+    lesions: list[Lesion], shape: tuple[int, int, int], *, inflate: float = 1.0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rasterize lesions on the canonical grid, cropped to where they are.
+
+    Returns the maps (``MAP_NAMES``, one shape) and the canonical voxel at
+    their origin; overlapping lesions take the maximum. Without lesions the
+    maps are a single zero voxel. ``inflate`` multiplies every radius (see
+    :func:`size_factor`).
+    """
+    lesions = [replace(lesion, radii=tuple(r * inflate for r in lesion.radii)) for lesion in lesions]
+    boxes = [_box(lesion, shape) for lesion in lesions]
+    boxes = [(lo, hi) for lo, hi in boxes if np.all(hi > lo)]
+    if not boxes:
+        return {name: np.zeros((1, 1, 1), np.float32) for name in MAP_NAMES}, np.zeros(3, int)
+    origin = np.min([lo for lo, _ in boxes], axis=0)
+    size = np.max([hi for _, hi in boxes], axis=0) - origin
+    maps = {name: np.zeros(tuple(size), dtype=np.float32) for name in MAP_NAMES}
+    for lesion, (low, high) in zip(lesions, boxes):
+        radii = np.asarray(lesion.radii, dtype=np.float32)
+        axes = [np.arange(lo, hi, dtype=np.float32) - c for lo, hi, c in zip(low, high, lesion.center)]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
         rotation = Rotation.from_euler("xyz", lesion.rotation, degrees=True).as_matrix()
         local = grid @ rotation.astype(np.float32)  # coordinates in the lesion's axes
-        r = np.sqrt(np.sum((local / radii.astype(np.float32)) ** 2, axis=-1)) - 1.0
+        r = np.sqrt(np.sum((local / radii) ** 2, axis=-1)) - 1.0
         extent = _logistic(r, EDGE_WIDTH)
         outside_mm = np.maximum(r, 0.0) * float(radii.mean())
         psr = lesion.psr_loss * (
             _logistic(r, RIM_WIDTH) + HALO_SHARE * np.exp(-((outside_mm / HALO_MM) ** 2))
         )
+        box = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(low, high, origin))
         for name, values in (
             ("extent", extent),
             ("t1_loss", lesion.t1_loss * extent),
@@ -141,4 +168,4 @@ def render(lesions: list[Lesion], shape: tuple[int, int, int]) -> dict[str, np.n
             ("psr_loss", np.minimum(psr, lesion.psr_loss)),
         ):
             np.maximum(maps[name][box], values, out=maps[name][box])
-    return maps
+    return maps, origin

@@ -9,7 +9,7 @@ is built from the *underlying* state, never from the T1w/FLAIR intensities:
 
 - ``f_*``: the subject's tissue fractions (partial volume at every boundary);
 - ``PSR_WM``, ``PSR_GM``: the subject's global levels. Controls draw NAWM PSR
-  from N(0.178, 0.007); patients lose 3-10 % more with higher lesion load
+  from N(0.185, 0.007); patients lose 3-10 % more with higher lesion load
   (diffuse normal-appearing-WM damage), grey matter less;
 - ``m(x)``: a smooth within-subject myelin field (+-5 %), shared only partly
   with the T1w contrast, so it is only partly visible to a synthesis model;
@@ -50,7 +50,7 @@ def draw_myelin(
     shape: tuple[int, int, int], rng: np.random.Generator, *, patient: bool, lesion_load: float
 ) -> MyelinState:
     """Draw global levels and the within-subject field (``lesion_load`` in mL)."""
-    wm_psr = rng.normal(0.178, 0.007)
+    wm_psr = rng.normal(0.185, 0.007)
     gm_psr = rng.normal(0.076, 0.004)
     if patient:
         diffuse = rng.uniform(0.02, 0.05) + 0.02 * min(lesion_load / 10.0, 2.5)

@@ -51,7 +51,9 @@ class CanonicalHead:
     ``texture`` is the unexplained template-T1 contrast (WM intensity = 1);
     ``distance_outside`` is the distance (mm) from the brain on the coarse grid;
     ``zones`` maps a lesion zone name to candidate centres (N x 3, voxel
-    coordinates on the 1 mm grid); ``center`` is the brain's centroid (voxels).
+    coordinates on the 1 mm grid); ``center`` is the brain's centroid (voxels);
+    ``brain_box`` the slices of the brain's bounding box, outside which the
+    tissue maps and texture are zero.
     """
 
     gm: np.ndarray
@@ -62,6 +64,7 @@ class CanonicalHead:
     zones: dict[str, np.ndarray]
     center: np.ndarray
     affine: np.ndarray
+    brain_box: tuple[slice, slice, slice]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -145,10 +148,14 @@ def canonical_head() -> CanonicalHead:
     coarse_brain = brain[(slice(None, None, COARSE_MM),) * 3]
     distance_outside = (ndi.distance_transform_edt(~coarse_brain) * COARSE_MM).astype(np.float32)
     zones = _lesion_zones(gm, wm, csf, brain)
-    center = np.argwhere(brain).mean(0)
+    index = np.argwhere(brain)
+    center = index.mean(0)
+    brain_box = tuple(slice(lo, hi + 1) for lo, hi in zip(index.min(0), index.max(0)))
     LOGGER.debug(
         "canonical head %s, zones %s", gm.shape, {k: len(v) for k, v in zones.items()}
     )
     for array in (gm, wm, csf, texture, distance_outside):
         array.setflags(write=False)
-    return CanonicalHead(gm, wm, csf, texture, distance_outside, zones, center, affine)
+    return CanonicalHead(
+        gm, wm, csf, texture, distance_outside, zones, center, affine, brain_box
+    )
