@@ -161,4 +161,8 @@ FLAIR. Nothing here was acquired from a person: every image is simulated.
 """
 
 #: Rows of ``dseg.tsv`` (index, name, abbreviation).
-DSEG_LABELS = [[1, "cerebrospinal fluid", "CSF"], [2, "grey matter", "GM"], [3, "white matter", "WM"]]
+DSEG_LABELS = [
+    [1, "cerebrospinal fluid", "CSF"],
+    [2, "grey matter", "GM"],
+    [3, "white matter", "WM"],
+]

@@ -26,13 +26,22 @@ app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 def generate(
     out_dir: Path = typer.Argument(..., help="Folder for the new BIDS dataset (must be empty)."),
     subjects: int = typer.Option(..., "--subjects", "-n", min=1, help="Number of subjects."),
-    seed: int = typer.Option(..., "--seed", help="Random seed; the same seed gives the same bytes."),
+    seed: int = typer.Option(
+        ..., "--seed", help="Random seed; the same seed gives the same bytes."
+    ),
     sessions: int = typer.Option(1, "--sessions", min=1, help="Sessions per subject."),
     control_fraction: float = typer.Option(
-        0.3, "--control-fraction", min=0.0, max=1.0, help="Fraction of healthy controls (no lesions)."
+        0.3,
+        "--control-fraction",
+        min=0.0,
+        max=1.0,
+        help="Fraction of healthy controls (no lesions).",
     ),
     scale: float = typer.Option(
-        1.0, "--scale", min=0.2, max=1.5,
+        1.0,
+        "--scale",
+        min=0.2,
+        max=1.5,
         help="Head size relative to MNI152, at 1 mm voxels (0.5: about 92x110x92 voxels).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT_DIR."),
@@ -46,16 +55,20 @@ def generate(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     try:
         scans = generate_cohort(
-            out_dir, subjects=subjects, seed=seed, sessions=sessions,
-            control_fraction=control_fraction, scale=scale, overwrite=overwrite,
+            out_dir,
+            subjects=subjects,
+            seed=seed,
+            sessions=sessions,
+            control_fraction=control_fraction,
+            scale=scale,
+            overwrite=overwrite,
         )
     except DemistError as error:
         typer.echo(f"demist-phantom: {error}", err=True)
         raise typer.Exit(error.exit_code) from error
     patients = len({scan.subject for scan in scans if scan.group == "MS"})
-    typer.echo(
-        f"wrote {len(scans)} scans of {subjects} subjects ({patients} MS) to {Path(out_dir).absolute()}"
-    )
+    where = Path(out_dir).absolute()
+    typer.echo(f"wrote {len(scans)} scans of {subjects} subjects ({patients} MS) to {where}")
 
 
 def main(argv: list[str] | None = None) -> None:

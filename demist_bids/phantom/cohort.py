@@ -1,18 +1,8 @@
 """Generate a synthetic MS cohort as a BIDS dataset: :func:`generate_cohort`.
 
-Layout written under ``out_dir`` (``[ses-YY]`` levels only when ``sessions > 1``)::
-
-    dataset_description.json  README  participants.tsv  participants.json
-    sub-XX/[ses-YY/]anat/sub-XX[_ses-YY]_{T1w,FLAIR}.{nii.gz,json}
-    derivatives/qmt/      .../anat/sub-XX[_ses-YY]_PSRmap.{nii.gz,json}
-    derivatives/lesions/  .../anat/sub-XX[_ses-YY]_desc-lesion_mask.{nii.gz,json}
-    derivatives/phantom/  .../anat/sub-XX[_ses-YY]_desc-brain_mask.{nii.gz,json}
-                          .../anat/sub-XX[_ses-YY]_dseg.{nii.gz,json}   dseg.tsv
-                          .../anat/sub-XX[_ses-YY]_from-FLAIR_to-T1w_mode-image_xfm.json
-
-All derivatives lie on the T1w grid. Each derivatives folder has its own
-``dataset_description.json`` (DatasetType derivative, GeneratedBy
-demist-phantom) and a ``.bidsignore`` for the names BIDS does not define.
+The layout (raw T1w and FLAIR, ``derivatives/qmt`` PSR maps,
+``derivatives/lesions`` lesion masks, ``derivatives/phantom`` truth) is
+described in :mod:`demist_bids.phantom.dataset`.
 
 Determinism: every random draw comes from a generator seeded by
 ``(seed, subject index, stream)``, so the same arguments give byte-identical
@@ -38,10 +28,10 @@ import numpy as np
 
 from demist_bids.exceptions import OutputNotWritableError, UsageError
 
-from . import bids_files as bf
-from .acquisition import HeadMotion, acquire_flair, acquire_t1w, draw_motion
+from .acquisition import acquire_flair, acquire_t1w, draw_motion
 from .anatomy import subject_anatomy
 from .contrast import flair_signal, t1w_signal
+from .dataset import write_dataset_files, write_session
 from .lesions import Lesion, draw_lesions, evolve
 from .psr import draw_myelin, measured_psr
 from .template import CanonicalHead, canonical_head
@@ -137,82 +127,14 @@ def _t1w_affine(head: CanonicalHead, scale: float) -> np.ndarray:
     return affine
 
 
-def _transform_sidecar(motion: HeadMotion, t1w: str, flair: str) -> dict:
-    return {
-        "FromSpace": "FLAIR",
-        "ToSpace": "T1w",
-        "Convention": (
-            "4x4 world-to-world matrix in RAS+ millimetres: for a point with world coordinates q "
-            "in the FLAIR image (from its NIfTI affine), Matrix @ [q, 1] are the world "
-            "coordinates of the same anatomical point in the T1w image. Matrix @ FLAIR_affine "
-            "aligns the FLAIR voxels with the T1w anatomy. Not the ITK/ANTs convention (LPS, "
-            "fixed-to-moving points): for ITK with the T1w fixed, use D @ inv(Matrix) @ D with "
-            "D = diag(-1, -1, 1, 1)."
-        ),
-        "Matrix": np.round(motion.flair_to_t1w(), 10).tolist(),
-        "HeadMotion": {
-            "RotationDegreesXYZ": list(motion.rotation_deg),
-            "TranslationMm": list(motion.translation_mm),
-            "CenterMm": list(motion.center),
-            "Model": "q = R (p - c) + c + t maps T1w-world p to FLAIR-world q; R = Euler 'xyz'",
-        },
-        "Sources": [f"bids:raw:{flair}", f"bids:raw:{t1w}"],
-    }
-
-
-def _write_session(
-    root: Path,
-    participant: Participant,
-    session: str | None,
-    images: dict,
-    motion: HeadMotion,
-    flair_thickness: float,
-) -> dict[str, Path]:
-    folder, stem = bf.scan_prefix(participant.label, session)
-    t1w_rel, flair_rel = folder / f"{stem}_T1w.nii.gz", folder / f"{stem}_FLAIR.nii.gz"
-    sources = [f"bids:raw:{t1w_rel}"]
-    t1w, flair = images["t1w"], images["flair"]
-    paths = {
-        "t1w": bf.write_nifti(root / t1w_rel, t1w.data, t1w.affine),
-        "flair": bf.write_nifti(root / flair_rel, flair.data, flair.affine),
-    }
-    bf.write_json(root / folder / f"{stem}_T1w.json", dict(bf.T1W_SIDECAR, SliceThickness=1.0))
-    bf.write_json(
-        root / folder / f"{stem}_FLAIR.json", dict(bf.FLAIR_SIDECAR, SliceThickness=flair_thickness)
-    )
-    derived = {
-        "psr": ("qmt", "PSRmap", {
-            "Description": (
-                "Measured-PSR stand-in: qMT pool-size ratio (macromolecular / free pool), "
-                "simulated from the subject's true tissue, myelin and lesion state with "
-                "measurement noise, on the T1w grid, zero outside the brain"
-            ),
-            "Units": "1",
-            "SkullStripped": True,
-        }),
-        "lesion_mask": ("lesions", "desc-lesion_mask", {
-            "Description": "True white-matter lesion mask on the T1w grid", "Type": "Lesion",
-        }),
-        "brain_mask": ("phantom", "desc-brain_mask", {
-            "Description": "True brain mask (grey + white matter + CSF inside the pial surface)",
-            "Type": "Brain",
-        }),
-        "dseg": ("phantom", "dseg", {
-            "Description": "True tissue labels on the T1w grid: 1 CSF, 2 GM, 3 WM (lesions as WM)",
-        }),
-    }
-    for key, (dataset, suffix, meta) in derived.items():
-        base = root / "derivatives" / dataset / folder / f"{stem}_{suffix}"
-        dtype = np.float32 if key == "psr" else np.uint8
-        paths[key] = bf.write_nifti(base.with_name(base.name + ".nii.gz"), images[key].astype(dtype), t1w.affine)
-        bf.write_json(base.with_name(base.name + ".json"), dict(meta, Sources=sources))
-    transform = root / "derivatives" / "phantom" / folder / f"{stem}_from-FLAIR_to-T1w_mode-image_xfm.json"
-    paths["transform"] = bf.write_json(transform, _transform_sidecar(motion, str(t1w_rel), str(flair_rel)))
-    return paths
-
-
 def _generate_participant(
-    root: Path, head: CanonicalHead, participant: Participant, *, seed: int, sessions: int, scale: float
+    root: Path,
+    head: CanonicalHead,
+    participant: Participant,
+    *,
+    seed: int,
+    sessions: int,
+    scale: float,
 ) -> list[PhantomScan]:
     def stream(number: int) -> np.random.Generator:
         return np.random.default_rng([seed, participant.index, number])
@@ -222,8 +144,10 @@ def _generate_participant(
     center_world = (affine @ np.append(head.center * scale, 1.0))[:3]
     history = _lesion_history(participant, sessions, seed, head)
     myelin = draw_myelin(
-        warp.shape, stream(STREAM_MYELIN),
-        patient=participant.group == "MS", lesion_load=_canonical_load_ml(history[0]),
+        warp.shape,
+        stream(STREAM_MYELIN),
+        patient=participant.group == "MS",
+        lesion_load=_canonical_load_ml(history[0]),
     )
     scans = []
     for number, lesions in enumerate(history, start=1):
@@ -240,9 +164,7 @@ def _generate_participant(
         }
         motion = draw_motion(rng, center_world)
         images["flair"] = acquire_flair(flair_signal(anatomy, rng), affine, motion, scale, rng)
-        paths = _write_session(
-            root, participant, session, images, motion, images["flair"].slice_thickness
-        )
+        paths = write_session(root, participant.label, session, images, motion)
         nawm = (anatomy.tissue["wm"] > 0.9) & (anatomy.lesion["psr_loss"] < 0.01)
         scans.append(
             PhantomScan(
@@ -259,29 +181,6 @@ def _generate_participant(
     return scans
 
 
-def _write_dataset_files(root: Path, participants: list[Participant], seed: int, sessions: int):
-    bf.write_json(root / "dataset_description.json", bf.raw_description(seed, len(participants), sessions))
-    (root / "README").write_text(bf.README)
-    bf.write_tsv(
-        root / "participants.tsv",
-        ["participant_id", "group", "age", "sex"],
-        [[f"sub-{p.label}", p.group, p.age, p.sex] for p in participants],
-    )
-    bf.write_json(root / "participants.json", bf.PARTICIPANTS_JSON)
-    derivatives = {
-        "qmt": ("demist-phantom qMT", "Measured-PSR stand-ins (qMT pool-size ratio)", "*_PSRmap.*\n"),
-        "lesions": ("demist-phantom lesions", "True lesion masks", ""),
-        "phantom": ("demist-phantom truth", "Brain masks, tissue labels, true FLAIR->T1w transforms",
-                    "*_xfm.json\n"),
-    }
-    for folder, (name, description, ignore) in derivatives.items():
-        path = root / "derivatives" / folder
-        bf.write_json(path / "dataset_description.json", bf.derivative_description(name, description))
-        if ignore:
-            (path / ".bidsignore").write_text(ignore)
-    bf.write_tsv(root / "derivatives" / "phantom" / "dseg.tsv", ["index", "name", "abbreviation"], bf.DSEG_LABELS)
-
-
 def _check_arguments(subjects: int, sessions: int, control_fraction: float, scale: float) -> None:
     if subjects < 1:
         raise UsageError(f"--subjects must be at least 1 (got {subjects})")
@@ -296,7 +195,9 @@ def _check_arguments(subjects: int, sessions: int, control_fraction: float, scal
 def _install(built: Path, out_dir: Path) -> None:
     """Move the finished dataset into place, replacing what ``out_dir`` held."""
     if out_dir.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        trash = Path(
+            tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
+        )
         os.replace(out_dir, trash / out_dir.name)
         os.replace(built, out_dir)
         shutil.rmtree(trash, ignore_errors=True)
@@ -328,12 +229,21 @@ def generate_cohort(
         raise UsageError(f"{out_dir} is not empty; choose another folder or pass --overwrite")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        built = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        built = Path(
+            tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
+        )
     except OSError as error:
-        raise OutputNotWritableError(f"cannot create a dataset beside {out_dir}: {error}") from error
+        raise OutputNotWritableError(
+            f"cannot create a dataset beside {out_dir}: {error}"
+        ) from error
     try:
         participants = plan_participants(subjects, seed, control_fraction)
-        _write_dataset_files(built, participants, seed, sessions)
+        write_dataset_files(
+            built,
+            [[f"sub-{p.label}", p.group, p.age, p.sex] for p in participants],
+            seed=seed,
+            sessions=sessions,
+        )
         head = canonical_head()
         scans = []
         for participant in participants:
@@ -342,7 +252,10 @@ def generate_cohort(
                 built, head, participant, seed=seed, sessions=sessions, scale=scale
             )
             LOGGER.info(
-                "sub-%s (%s): %.1f s", participant.label, participant.group, time.perf_counter() - start
+                "sub-%s (%s): %.1f s",
+                participant.label,
+                participant.group,
+                time.perf_counter() - start,
             )
         os.chmod(built, 0o755)
         _install(built, out_dir)

@@ -29,12 +29,24 @@ from .anatomy import SubjectAnatomy
 from .psr import MyelinState
 
 T1W_SIGNAL = {
-    "wm": 1.0, "gm": 0.62, "csf": 0.16, "csf_rim": 0.16,
-    "inner_table": 0.04, "diploe": 0.70, "outer_table": 0.04, "scalp": 0.80,
+    "wm": 1.0,
+    "gm": 0.62,
+    "csf": 0.16,
+    "csf_rim": 0.16,
+    "inner_table": 0.04,
+    "diploe": 0.70,
+    "outer_table": 0.04,
+    "scalp": 0.80,
 }
 FLAIR_SIGNAL = {
-    "wm": 0.52, "gm": 0.72, "csf": 0.05, "csf_rim": 0.05,
-    "inner_table": 0.03, "diploe": 0.45, "outer_table": 0.03, "scalp": 0.65,
+    "wm": 0.52,
+    "gm": 0.72,
+    "csf": 0.05,
+    "csf_rim": 0.05,
+    "inner_table": 0.03,
+    "diploe": 0.45,
+    "outer_table": 0.03,
+    "scalp": 0.65,
 }
 MYELIN_COUPLING_T1W = 0.4
 FLAIR_LESION_GAIN = 1.5

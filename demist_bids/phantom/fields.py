@@ -52,9 +52,7 @@ def bias_field(
     return np.exp(np.float32(strength) * smooth_field(shape, rng, max_cycles=1.2, n_terms=6))
 
 
-def add_rician_noise(
-    signal: np.ndarray, sigma: float, rng: np.random.Generator
-) -> np.ndarray:
+def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise: Rician-distributed.
 
     Background (zero signal) becomes Rayleigh noise, as in real magnitude images.

@@ -140,7 +140,9 @@ def render(
     maps are a single zero voxel. ``inflate`` multiplies every radius (see
     :func:`size_factor`).
     """
-    lesions = [replace(lesion, radii=tuple(r * inflate for r in lesion.radii)) for lesion in lesions]
+    lesions = [
+        replace(lesion, radii=tuple(r * inflate for r in lesion.radii)) for lesion in lesions
+    ]
     boxes = [_box(lesion, shape) for lesion in lesions]
     boxes = [(lo, hi) for lo, hi in boxes if np.all(hi > lo)]
     if not boxes:
@@ -150,7 +152,9 @@ def render(
     maps = {name: np.zeros(tuple(size), dtype=np.float32) for name in MAP_NAMES}
     for lesion, (low, high) in zip(lesions, boxes):
         radii = np.asarray(lesion.radii, dtype=np.float32)
-        axes = [np.arange(lo, hi, dtype=np.float32) - c for lo, hi, c in zip(low, high, lesion.center)]
+        axes = [
+            np.arange(lo, hi, dtype=np.float32) - c for lo, hi, c in zip(low, high, lesion.center)
+        ]
         grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
         rotation = Rotation.from_euler("xyz", lesion.rotation, degrees=True).as_matrix()
         local = grid @ rotation.astype(np.float32)  # coordinates in the lesion's axes

@@ -66,9 +66,14 @@ def measured_psr(
     """The PSR map as a qMT acquisition would deliver it on the T1w grid (float32)."""
     tissue, loss = anatomy.tissue, anatomy.lesion["psr_loss"]
     modulation = myelin.field * (1.0 + TEXTURE_GAIN * anatomy.texture)
-    psr = modulation * (
-        tissue["wm"] * myelin.wm_psr * (1.0 - loss) + tissue["gm"] * myelin.gm_psr * (1.0 - 0.5 * loss)
-    ) + tissue["csf"] * PSR_CSF
+    psr = (
+        modulation
+        * (
+            tissue["wm"] * myelin.wm_psr * (1.0 - loss)
+            + tissue["gm"] * myelin.gm_psr * (1.0 - 0.5 * loss)
+        )
+        + tissue["csf"] * PSR_CSF
+    )
     psr = psr + rng.normal(0.0, NOISE_SIGMA, size=psr.shape).astype(np.float32)
     psr = ndi.gaussian_filter(psr, sigma=0.5)
     psr[~anatomy.brain_mask] = 0.0

@@ -151,11 +151,7 @@ def canonical_head() -> CanonicalHead:
     index = np.argwhere(brain)
     center = index.mean(0)
     brain_box = tuple(slice(lo, hi + 1) for lo, hi in zip(index.min(0), index.max(0)))
-    LOGGER.debug(
-        "canonical head %s, zones %s", gm.shape, {k: len(v) for k, v in zones.items()}
-    )
+    LOGGER.debug("canonical head %s, zones %s", gm.shape, {k: len(v) for k, v in zones.items()})
     for array in (gm, wm, csf, texture, distance_outside):
         array.setflags(write=False)
-    return CanonicalHead(
-        gm, wm, csf, texture, distance_outside, zones, center, affine, brain_box
-    )
+    return CanonicalHead(gm, wm, csf, texture, distance_outside, zones, center, affine, brain_box)

@@ -55,7 +55,11 @@ def test_cli_writes_then_refuses_non_empty_dir_unless_overwrite(tmp_path, capsys
 
 @pytest.mark.parametrize(
     "extra",
-    [["--subjects", "0", "--seed", "1"], ["--seed", "1"], ["--subjects", "1", "--seed", "1", "--scale", "9"]],
+    [
+        ["--subjects", "0", "--seed", "1"],
+        ["--seed", "1"],
+        ["--subjects", "1", "--seed", "1", "--scale", "9"],
+    ],
 )
 def test_cli_usage_errors_exit_64(tmp_path, extra):
     with pytest.raises(SystemExit) as done:
@@ -69,7 +73,9 @@ def test_console_script_help_is_light():
         "import sys; from demist_bids.phantom.cli import app; "
         "print(sorted(m for m in ('numpy', 'scipy', 'nibabel', 'torch') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 

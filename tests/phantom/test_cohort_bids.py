@@ -19,8 +19,15 @@ def test_returned_scans_point_at_existing_files(cohort):
         (sub, ses) for sub in ("01", "02", "03") for ses in ("01", "02")
     }
     for scan in scans:
-        for path in (scan.t1w, scan.flair, scan.psr, scan.lesion_mask, scan.brain_mask, scan.dseg,
-                     scan.transform):
+        for path in (
+            scan.t1w,
+            scan.flair,
+            scan.psr,
+            scan.lesion_mask,
+            scan.brain_mask,
+            scan.dseg,
+            scan.transform,
+        ):
             assert path.is_file() and root in path.parents
     assert not list(root.parent.glob(".bids.*")), "the build folder was not cleaned up"
 
@@ -56,12 +63,19 @@ def test_geometry_t1w_ras_1mm_flair_lps_thick_slices(cohort):
 
 def test_sidecars_and_derivative_descriptions(cohort):
     root, scans = cohort
-    psr_meta = json.loads(scans[0].psr.with_name(scans[0].psr.name.replace(".nii.gz", ".json")).read_text())
-    assert psr_meta["Units"] == "1" and "PSR" in psr_meta["Description"] or "pool-size" in psr_meta["Description"]
-    flair_meta = json.loads(scans[0].flair.with_name(scans[0].flair.name.replace(".nii.gz", ".json")).read_text())
+    psr_meta = json.loads(
+        scans[0].psr.with_name(scans[0].psr.name.replace(".nii.gz", ".json")).read_text()
+    )
+    assert psr_meta["Units"] == "1"
+    assert "pool-size ratio" in psr_meta["Description"]
+    flair_meta = json.loads(
+        scans[0].flair.with_name(scans[0].flair.name.replace(".nii.gz", ".json")).read_text()
+    )
     assert flair_meta["SliceThickness"] == nib.load(scans[0].flair).header.get_zooms()[2]
     for name in ("qmt", "lesions", "phantom"):
-        description = json.loads((root / "derivatives" / name / "dataset_description.json").read_text())
+        description = json.loads(
+            (root / "derivatives" / name / "dataset_description.json").read_text()
+        )
         assert description["DatasetType"] == "derivative"
         assert description["GeneratedBy"][0]["Name"] == "demist-phantom"
     transform = json.loads(scans[0].transform.read_text())
@@ -69,13 +83,17 @@ def test_sidecars_and_derivative_descriptions(cohort):
     assert "world" in transform["Convention"]
 
 
-@pytest.mark.skipif(shutil.which("bids-validator-deno") is None, reason="bids-validator-deno missing")
+@pytest.mark.skipif(
+    shutil.which("bids-validator-deno") is None, reason="bids-validator-deno missing"
+)
 def test_bids_validator_accepts_raw_and_every_derivative(cohort):
     root, _ = cohort
     for dataset in (root, *(root / "derivatives").iterdir()):
         result = subprocess.run(
             ["bids-validator-deno", "--ignoreWarnings", str(dataset)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, f"{dataset}:\n{result.stdout[-3000:]}"
 

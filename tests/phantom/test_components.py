@@ -27,11 +27,14 @@ def test_rician_noise_is_rayleigh_in_background_and_unbiased_at_high_snr():
 
 
 def test_flair_to_t1w_matrix_inverts_the_head_motion():
-    motion = HeadMotion(rotation_deg=(3.0, -2.0, 1.0), translation_mm=(2.0, -4.0, 1.0),
-                        center=(5.0, -10.0, 20.0))
+    motion = HeadMotion(
+        rotation_deg=(3.0, -2.0, 1.0), translation_mm=(2.0, -4.0, 1.0), center=(5.0, -10.0, 20.0)
+    )
     rotation = Rotation.from_euler("xyz", motion.rotation_deg, degrees=True).as_matrix()
     p = np.array([30.0, -12.0, 41.0])  # a point of the anatomy in T1w world
-    q = rotation @ (p - motion.center) + motion.center + motion.translation_mm  # same point in FLAIR world
+    q = (
+        rotation @ (p - motion.center) + motion.center + motion.translation_mm
+    )  # same point in FLAIR world
     matrix = motion.flair_to_t1w()
     assert np.allclose(matrix @ np.append(q, 1.0), np.append(p, 1.0))
     assert np.allclose(matrix[:3, :3] @ matrix[:3, :3].T, np.eye(3))  # rigid
@@ -51,8 +54,15 @@ def test_slice_thickness_scales_but_stays_anisotropic():
 
 
 def test_lesion_render_volume_matches_the_ellipsoid_and_rim_is_graded():
-    lesion = Lesion(zone="deep", center=(20.0, 20.0, 20.0), radii=(6.0, 4.0, 3.0),
-                    rotation=(10.0, 20.0, 30.0), psr_loss=0.5, t1_loss=0.3, flair_gain=0.8)
+    lesion = Lesion(
+        zone="deep",
+        center=(20.0, 20.0, 20.0),
+        radii=(6.0, 4.0, 3.0),
+        rotation=(10.0, 20.0, 30.0),
+        psr_loss=0.5,
+        t1_loss=0.3,
+        flair_gain=0.8,
+    )
     maps, origin = render([lesion], (40, 40, 40))
     volume = np.sum(maps["extent"] >= 0.5)
     assert abs(volume - 4 / 3 * np.pi * 6 * 4 * 3) / volume < 0.1
@@ -63,3 +73,20 @@ def test_lesion_render_volume_matches_the_ellipsoid_and_rim_is_graded():
     assert np.all(maps["psr_loss"][edge] > 0.05) and np.all(maps["psr_loss"][edge] < 0.5)
     inflated, _ = render([lesion], (40, 40, 40), inflate=1.2)
     assert np.sum(inflated["extent"] >= 0.5) > 1.5 * volume
+
+
+def test_patients_nawm_psr_lower_than_controls_on_average():
+    from demist_bids.phantom.psr import draw_myelin
+
+    def levels(patient):
+        draws = [
+            draw_myelin((4, 4, 4), np.random.default_rng(seed), patient=patient, lesion_load=5.0)
+            for seed in range(200)
+        ]
+        return np.array([d.wm_psr for d in draws]), np.array([d.gm_psr for d in draws])
+
+    control_wm, control_gm = levels(False)
+    patient_wm, patient_gm = levels(True)
+    assert 0.17 < control_wm.mean() < 0.20 and 0.065 < control_gm.mean() < 0.085
+    assert patient_wm.mean() < control_wm.mean() - 0.005  # diffuse NAWM damage
+    assert control_wm.std() > 0.004  # subjects differ
