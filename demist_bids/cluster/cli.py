@@ -8,12 +8,14 @@ for free, and nothing heavier than the standard library loads.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
-from demist_bids.cluster.scripts import Plan, Resources, group_script, participant_script, submit_commands
-from demist_bids.cluster.submit import SubmissionError, submit
+from demist_bids.cluster.scripts import (Plan, Resources, group_script, participant_script,
+                                         submit_commands, train_script)
+from demist_bids.cluster.submit import SubmissionError, sbatch, submit
 from demist_bids.cluster.tasks import find_tasks
 
 
@@ -27,6 +29,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset")
     p.add_argument("output_dir", type=Path, help="root of the output derivatives dataset")
     p.add_argument("--dry-run", action="store_true", help="print the scripts; submit nothing")
+    p.add_argument("--train", action="store_true",
+                   help="submit one multi-process training job (demist train under srun) instead "
+                   "of the participant array and group job")
 
     g = p.add_argument_group("What to run")
     g.add_argument("--participant-label", "--participant_label", nargs="+", default=[],
@@ -48,6 +53,17 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gres", default="", help="generic resources, e.g. gpu:1 (default: none)")
     g.add_argument("--max-parallel", type=int, default=0,
                    help="at most this many tasks at once (default: no limit)")
+
+    g = p.add_argument_group("Training job (--train); --time, --cpus-per-task, --mem, --gres are per node")
+    g.add_argument("--nodes", type=int, default=1, help="nodes (default: %(default)s)")
+    g.add_argument("--ntasks-per-node", type=int, default=1,
+                   help="training processes per node, one per GPU (default: %(default)s)")
+    g.add_argument("--signal-before", type=int, default=300, metavar="SECONDS",
+                   help="SIGUSR1 this long before the time limit, so training saves a checkpoint "
+                   "(default: %(default)s)")
+    g.add_argument("--no-requeue", dest="requeue", action="store_false",
+                   help="do not requeue a training job stopped by a signal (default: requeue; "
+                   "it resumes from its checkpoint)")
 
     g = p.add_argument_group("Scheduler")
     g.add_argument("--partition", default="")
@@ -83,6 +99,8 @@ def plan_from_args(opts: argparse.Namespace, demist_args: list[str]) -> Plan:
     tasks = find_tasks(bids_dir, opts.participant_label, opts.session_label, opts.per_session)
     if opts.session_label and not opts.per_session:
         demist_args = ["--session-label", *opts.session_label, *demist_args]
+    if opts.train and opts.participant_label:
+        demist_args = ["--participant-label", *opts.participant_label, *demist_args]
     runtime = opts.runtime or ("apptainer" if shutil.which("apptainer") else "singularity")
     return Plan(
         bids_dir=bids_dir,
@@ -91,6 +109,9 @@ def plan_from_args(opts: argparse.Namespace, demist_args: list[str]) -> Plan:
         log_dir=(opts.log_dir or output_dir / "logs" / "slurm").expanduser().absolute(),
         tasks=tasks,
         participant=Resources(opts.time, opts.cpus_per_task, opts.mem, opts.gres),
+        train=Resources(opts.time, opts.cpus_per_task, opts.mem, opts.gres),
+        nodes=opts.nodes, ntasks_per_node=opts.ntasks_per_node,
+        signal_before=opts.signal_before, requeue=opts.requeue,
         group=Resources(opts.group_time, 1, opts.group_mem),
         partition=opts.partition, account=opts.account, qos=opts.qos,
         max_parallel=opts.max_parallel, sbatch_args=opts.sbatch_arg,
@@ -113,20 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_from_args(opts, demist_args)
     except ValueError as exc:
         parser.error(str(exc))
+    if plan.work_dir == plan.output_dir or plan.output_dir in plan.work_dir.parents:
+        parser.error(f"the work directory {plan.work_dir} must not be inside {plan.output_dir}")
+    if opts.train:
+        return _train(opts, plan)
     scripts = {
         plan.log_dir / "demist_participant.sbatch": participant_script(plan),
         plan.log_dir / "demist_group.sbatch": group_script(plan),
     }
     participant, group = scripts
     if opts.dry_run:
-        for path, text in scripts.items():
-            print(f"# ===== {path} =====\n{text}")
-        print(f"# ===== submit =====\n{submit_commands(participant, group, opts.dependency)}")
+        _print(scripts, submit_commands(participant, group, opts.dependency))
         return 0
-    plan.status_dir.mkdir(parents=True, exist_ok=True)  # SLURM needs the log folder to exist
-    plan.work_dir.mkdir(parents=True, exist_ok=True)
-    for path, text in scripts.items():
-        path.write_text(text)
+    _write(plan, scripts)
     try:
         array_id, group_id = submit(participant, group, opts.dependency)
     except SubmissionError as exc:
@@ -136,6 +156,35 @@ def main(argv: list[str] | None = None) -> int:
           f"group job {group_id} runs after it ({opts.dependency}).")
     print(f"Logs: {plan.log_dir}")
     return 0
+
+
+def _train(opts: argparse.Namespace, plan: Plan) -> int:
+    path = plan.log_dir / "demist_train.sbatch"
+    if opts.dry_run:
+        _print({path: train_script(plan)}, f"sbatch {shlex.quote(str(path))}\n")
+        return 0
+    _write(plan, {path: train_script(plan)})
+    try:
+        job_id = sbatch(path)
+    except SubmissionError as exc:
+        print(f"demist-slurm: {exc}", file=sys.stderr)
+        return 1
+    print(f"Submitted training job {job_id} ({plan.nodes} node(s) x {plan.ntasks_per_node} "
+          f"process(es)); log: {plan.log_dir}/train_{job_id}.log")
+    return 0
+
+
+def _print(scripts: dict[Path, str], commands: str) -> None:
+    for path, text in scripts.items():
+        print(f"# ===== {path} =====\n{text}")
+    print(f"# ===== submit =====\n{commands}")
+
+
+def _write(plan: Plan, scripts: dict[Path, str]) -> None:
+    plan.status_dir.mkdir(parents=True, exist_ok=True)  # SLURM needs the log folder to exist
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in scripts.items():
+        path.write_text(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

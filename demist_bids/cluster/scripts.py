@@ -57,10 +57,23 @@ class Plan:
     demist_args: list[str] = field(default_factory=list)
     """Further demist options for both levels (container paths in container mode)."""
     job_name: str = "demist"
+    train: Resources = field(default_factory=lambda: Resources("24:00:00", 4, "32G"))
+    """Resources per node of the training job."""
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    """Training processes per node: one per GPU (or a few on CPUs)."""
+    signal_before: int = 300
+    """Seconds before the time limit at which SLURM sends SIGUSR1 (training checkpoints)."""
+    requeue: bool = True
+    """A training job stopped by a signal requeues itself and resumes from its checkpoint."""
 
     @property
     def use_nv(self) -> bool:
         return self.nv if self.nv is not None else "gpu" in self.participant.gres
+
+    @property
+    def use_nv_train(self) -> bool:
+        return self.nv if self.nv is not None else "gpu" in self.train.gres
 
     @property
     def status_dir(self) -> Path:
@@ -77,11 +90,9 @@ def _bash_array(name: str, items: list[str], one_per_line: bool = True) -> str:
     return f"{name}=(\n" + "".join(f"  {_q(i)}\n" for i in items) + ")"
 
 
-def _sbatch_lines(plan: Plan, res: Resources, name: str, output: str, array: str = "") -> list[str]:
+def _sbatch_lines(plan: Plan, res: Resources, name: str, output: str, extra: list[str]) -> list[str]:
     opts = [f"--job-name={name}", f"--output={output}", f"--time={res.time}",
-            f"--cpus-per-task={res.cpus}", f"--mem={res.mem}", "--ntasks=1"]
-    if array:
-        opts.append(f"--array={array}")
+            f"--cpus-per-task={res.cpus}", f"--mem={res.mem}", *extra]
     opts += [f"--{key}={value}" for key, value in
              (("partition", plan.partition), ("account", plan.account), ("qos", plan.qos),
               ("gres", res.gres)) if value]
@@ -89,42 +100,52 @@ def _sbatch_lines(plan: Plan, res: Resources, name: str, output: str, array: str
     return [f"#SBATCH {opt}" for opt in opts]
 
 
-def _runner(plan: Plan, gpu: bool) -> str:
+# Run inside each task: --cleanenv keeps the host environment out of the container, so
+# the few variables a task needs from SLURM (its GPUs, its rank) are passed in by name.
+_FORWARD = "\n".join([
+    "for v in CUDA_VISIBLE_DEVICES SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_ADDR MASTER_PORT; do",
+    '  if [ -n "${!v:-}" ]; then export "APPTAINERENV_$v=${!v}" "SINGULARITYENV_$v=${!v}"; fi',
+    "done",
+    'exec "$@"',
+])
+
+
+def _runner(plan: Plan, gpu: bool, launch: list[str]) -> str:
     """A bash function ``run_demist WORK_DIR LEVEL [ARGS...]`` for bare or container mode.
 
-    ``gpu`` adds ``--nv``, which makes the host's NVIDIA driver visible in the container.
+    ``launch`` prefixes the command (``srun`` for one process per task); ``gpu``
+    adds ``--nv``, which makes the host's NVIDIA driver visible in the container.
     """
+    lines = [_bash_array("LAUNCH", launch, one_per_line=False)]
     if plan.container is None:
         return "\n".join([
-            f"DEMIST=({' '.join(_q(w) for w in shlex.split(plan.command))})",
+            *lines,
+            _bash_array("DEMIST", shlex.split(plan.command), one_per_line=False),
             "run_demist() {  # run_demist WORK_DIR LEVEL [ARGS...]",
             '  local work="$1" level="$2"; shift 2',
-            '  "${DEMIST[@]}" "$BIDS_DIR" "$OUTPUT_DIR" "$level" -w "$work" "$@"',
+            '  ${LAUNCH[@]+"${LAUNCH[@]}"} "${DEMIST[@]}" "$BIDS_DIR" "$OUTPUT_DIR" "$level" -w "$work" "$@"',
             "}",
         ])
     binds = ['-B "$BIDS_DIR:/data:ro"', '-B "$OUTPUT_DIR:/out"', '-B "$work:/work"']
     binds += [f"-B {_q(b)}" for b in plan.binds]
     flags = "--cleanenv" + (" --nv" if gpu else "")
     return "\n".join([
+        *lines,
         f"IMAGE={_q(plan.container)}",
         f"RUNTIME={_q(plan.runtime)}",
+        f"FORWARD='{_FORWARD}'",
         "run_demist() {  # run_demist WORK_DIR LEVEL [ARGS...]",
         '  local work="$1" level="$2"; shift 2',
-        "  # --cleanenv drops the host environment; pass on the GPUs SLURM gave this job.",
-        '  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then',
-        '    export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"',
-        '    export SINGULARITYENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"',
-        "  fi",
-        f'  "$RUNTIME" run {flags} \\',
+        '  ${LAUNCH[@]+"${LAUNCH[@]}"} bash -c "$FORWARD" forward \\',
+        f'    "$RUNTIME" run {flags} \\',
         *(f"    {b} \\" for b in binds),
         '    "$IMAGE" /data /out "$level" -w /work "$@"',
         "}",
     ])
 
 
-def _header(plan: Plan, sbatch: list[str], purpose: str, gpu: bool) -> str:
-    tasks = [t.subject + (f" {t.session}" if t.session else "") for t in plan.tasks]
-    return "\n".join([
+def _header(plan: Plan, sbatch: list[str], purpose: str, runner: str, tasks: bool = True) -> str:
+    lines = [
         "#!/bin/bash",
         *sbatch,
         f"# {purpose}",
@@ -134,12 +155,19 @@ def _header(plan: Plan, sbatch: list[str], purpose: str, gpu: bool) -> str:
         f"OUTPUT_DIR={_q(plan.output_dir)}",
         f"WORK_DIR={_q(plan.work_dir)}",
         f"LOG_DIR={_q(plan.log_dir)}",
-        f"STATUS_DIR={_q(plan.status_dir)}",
-        "# One array task per line: participant label [session label]",
-        _bash_array("TASKS", tasks),
-        "# Further demist options for both levels",
+    ]
+    if tasks:
+        labels = [t.subject + (f" {t.session}" if t.session else "") for t in plan.tasks]
+        lines += [
+            f"STATUS_DIR={_q(plan.status_dir)}",
+            "# One array task per line: participant label [session label]",
+            _bash_array("TASKS", labels),
+        ]
+    return "\n".join([
+        *lines,
+        "# Further demist options",
         _bash_array("DEMIST_ARGS", plan.demist_args, one_per_line=False),
-        _runner(plan, gpu),
+        runner,
         "",
     ])
 
@@ -162,6 +190,30 @@ run_demist "$TASK_WORK" participant "${ARGS[@]}" ${DEMIST_ARGS[@]+"${DEMIST_ARGS
 rc=$?
 echo "$rc" > "${STATUS}/${NAME}.rc.part" && mv "${STATUS}/${NAME}.rc.part" "${STATUS}/${NAME}.rc"
 echo "demist-slurm: ${NAME} finished with exit code ${rc}"
+exit "$rc"
+"""
+
+_TRAIN_BODY = r"""
+set -uo pipefail
+export NIPYPE_NO_ET=1
+# Rank 0 listens on the first node of the allocation; the port follows from the job id.
+MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+MASTER_PORT="$((20000 + SLURM_JOB_ID % 20000))"
+export MASTER_ADDR MASTER_PORT
+TRAIN_WORK="${WORK_DIR}/train"
+mkdir -p "$TRAIN_WORK"
+CPUS="${SLURM_CPUS_PER_TASK:-1}"
+export SRUN_CPUS_PER_TASK="$CPUS"  # srun does not inherit --cpus-per-task from sbatch
+echo "demist-slurm: train job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}), ${SLURM_NTASKS} processes, rendezvous ${MASTER_ADDR}:${MASTER_PORT}"
+# --resume: a requeued or resubmitted job continues from the last checkpoint.
+run_demist "$TRAIN_WORK" train --resume --nprocs "$CPUS" --omp-nthreads "$CPUS" ${DEMIST_ARGS[@]+"${DEMIST_ARGS[@]}"}
+rc=$?
+echo "demist-slurm: train finished with exit code ${rc}"
+# 75: a signal (time limit, preemption, scancel --signal) stopped training after a checkpoint.
+if [ "$rc" -eq 75 ] && [ "$REQUEUE" -eq 1 ]; then
+  echo "demist-slurm: requeueing job ${SLURM_JOB_ID}; it will resume from the checkpoint"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
 exit "$rc"
 """
 
@@ -200,17 +252,32 @@ def participant_script(plan: Plan) -> str:
     """The array script: task ``i`` runs the participant level for ``plan.tasks[i]``."""
     array = f"0-{len(plan.tasks) - 1}" + (f"%{plan.max_parallel}" if plan.max_parallel else "")
     sbatch = _sbatch_lines(plan, plan.participant, f"{plan.job_name}-participant",
-                           f"{plan.log_dir}/participant_%A_%a.log", array)
+                           f"{plan.log_dir}/participant_%A_%a.log", ["--ntasks=1", f"--array={array}"])
     purpose = f"demist participant level, one array task per line of TASKS ({len(plan.tasks)})."
-    return _header(plan, sbatch, purpose, plan.use_nv) + _PARTICIPANT_BODY
+    return _header(plan, sbatch, purpose, _runner(plan, plan.use_nv, [])) + _PARTICIPANT_BODY
 
 
 def group_script(plan: Plan) -> str:
     """The group job: runs after the array and reports which participant tasks failed."""
     sbatch = _sbatch_lines(plan, plan.group, f"{plan.job_name}-group",
-                           f"{plan.log_dir}/group_%j.log")
+                           f"{plan.log_dir}/group_%j.log", ["--ntasks=1"])
     purpose = "demist group level; submit it dependent on the participant array."
-    return _header(plan, sbatch, purpose, "gpu" in plan.group.gres) + _GROUP_BODY
+    runner = _runner(plan, "gpu" in plan.group.gres, [])
+    return _header(plan, sbatch, purpose, runner) + _GROUP_BODY
+
+
+def train_script(plan: Plan) -> str:
+    """One training job: ``srun`` starts one DDP process per task on every node."""
+    res = plan.train
+    extra = [f"--nodes={plan.nodes}", f"--ntasks-per-node={plan.ntasks_per_node}",
+             f"--signal=USR1@{plan.signal_before}", "--open-mode=append"]
+    extra += ["--requeue"] if plan.requeue else ["--no-requeue"]
+    sbatch = _sbatch_lines(plan, res, f"{plan.job_name}-train", f"{plan.log_dir}/train_%j.log", extra)
+    purpose = (f"demist train: {plan.nodes} node(s) x {plan.ntasks_per_node} process(es), "
+               "PyTorch DDP (NCCL on GPUs, gloo on CPUs).")
+    launch = ["srun", "--kill-on-bad-exit=1"]
+    header = _header(plan, sbatch, purpose, _runner(plan, plan.use_nv_train, launch), tasks=False)
+    return header + f"REQUEUE={int(plan.requeue)}\n" + _TRAIN_BODY
 
 
 def submit_commands(participant: Path, group: Path, dependency: str = "afterany") -> str:

@@ -63,7 +63,8 @@ class LocalSlurm:
     root: Path
     cpus: int = 4
     """CPUs the node advertises (more than the hardware has, so small jobs share it)."""
-    node: str = "demistnode"
+    node: str = field(default_factory=socket.gethostname)
+    """The node's name; the host name, so that jobs can resolve it (MASTER_ADDR for DDP)."""
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property

@@ -47,6 +47,12 @@ def test_unknown_participant_is_a_usage_error(dataset, capsys):
     assert "09" in capsys.readouterr().err
 
 
+def test_work_dir_inside_output_is_refused(dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--dry-run", str(dataset), str(tmp_path / "out"), "-w", str(tmp_path / "out" / "work")])
+    assert exc.value.code == 2 and "must not be inside" in capsys.readouterr().err
+
+
 def test_bare_scripts(dataset, tmp_path, capsys):
     out = tmp_path / "out"
     parts = _dry_run(
@@ -85,3 +91,54 @@ def test_container_scripts(dataset, tmp_path, capsys):
     assert "--kill-on-invalid-dep=yes" in parts["submit"]
     for script in (array, group):
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_train_script(dataset, tmp_path, capsys):
+    parts = _dry_run(
+        capsys, "--train", str(dataset), str(tmp_path / "out"), "--nodes", "2",
+        "--ntasks-per-node", "4", "--gres", "gpu:4", "--time", "24:00:00",
+        "--container", "/images/demist.sif", "--", "--preset", "paper",
+    )
+    script = parts["demist_train.sbatch"]
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--signal=USR1@300",
+                 "--requeue", "--open-mode=append", "--time=24:00:00"):
+        assert f"#SBATCH {line}\n" in script
+    assert "LAUNCH=(srun --kill-on-bad-exit=1)" in script
+    assert '"$RUNTIME" run --cleanenv --nv' in script
+    assert 'bash -c "$FORWARD" forward' in script and "SLURM_PROCID" in script
+    assert 'run_demist "$TRAIN_WORK" train --resume' in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in script
+    assert parts["submit"].strip().startswith("sbatch ")
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_forwarded_environment_reaches_the_command(tmp_path, capsys, dataset):
+    """The container wrapper exports each task's rank and GPUs under the runtime's prefixes."""
+    from demist_bids.cluster.scripts import _FORWARD
+
+    env = {"PATH": "/usr/bin:/bin", "SLURM_PROCID": "3", "CUDA_VISIBLE_DEVICES": "1,2"}
+    res = subprocess.run(["bash", "-c", _FORWARD, "forward", "env"], env=env,
+                         capture_output=True, text=True, check=True)
+    seen = dict(line.split("=", 1) for line in res.stdout.splitlines())
+    assert seen["APPTAINERENV_SLURM_PROCID"] == "3" and seen["SINGULARITYENV_SLURM_PROCID"] == "3"
+    assert seen["APPTAINERENV_CUDA_VISIBLE_DEVICES"] == "1,2"
+    assert "APPTAINERENV_MASTER_ADDR" not in seen
+
+
+def test_documented_example_is_what_the_tool_writes(tmp_path, capsys):
+    """docs/slurm.md shows a generated script: regenerate it and compare, so the docs cannot drift."""
+    project = tmp_path / "project"
+    for sub in ("01", "02", "03"):
+        (project / "bids" / f"sub-{sub}" / "anat").mkdir(parents=True)
+    parts = _dry_run(
+        capsys, str(project / "bids"), str(project / "derivatives" / "demist"),
+        "-w", "/scratch/demist-work", "--container", str(project / "containers" / "demist-0.1.0.sif"),
+        "--runtime", "apptainer", "--partition", "gpu", "--gres", "gpu:1", "--time", "02:00:00",
+        "--cpus-per-task", "8", "--mem", "32G", "--max-parallel", "20",
+    )
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "slurm.md").read_text()
+    documented = docs.split("<!-- demist-slurm example: participant -->\n```bash\n")[1].split("```")[0]
+    generated = parts["demist_participant.sbatch"].replace(str(tmp_path), "").rstrip("\n") + "\n"
+    assert documented == generated
+    submit = parts["submit"].replace(str(tmp_path), "").strip()
+    assert submit in docs
