@@ -22,3 +22,13 @@ def slurm(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory):
+    """A 3-subject demist-phantom cohort (the demo's settings) with measured PSR derivatives."""
+    from demist_bids.phantom import generate_cohort
+
+    bids = tmp_path_factory.mktemp("cohort") / "bids"
+    generate_cohort(bids, subjects=3, seed=2024, scale=0.6)
+    return bids
