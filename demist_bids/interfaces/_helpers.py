@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 
 
-def out_path(cwd: str, in_file: str, suffix: str, ext: str = ".nii.gz") -> str:
-    """``<cwd>/<input stem><suffix><ext>``: outputs named after their input, inside the node."""
+def out_path(cwd: str, in_file: str, suffix: str, ext: str = ".nii") -> str:
+    """``<cwd>/<input stem><suffix><ext>``: outputs named after their input, inside the node.
+
+    Intermediate images are uncompressed: gzip costs ~2 s per 1 mm float volume
+    and the derivatives sinks compress what is kept.
+    """
     base = os.path.basename(in_file)
     for known in (".nii.gz", ".nii", ".tfm", ".txt"):
         if base.endswith(known):

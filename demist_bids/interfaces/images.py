@@ -92,7 +92,7 @@ class ResampleToGrid(SimpleInterface):
         ones = nib.Nifti1Image(np.ones(img.shape[:3], np.uint8), img.affine)
         fov = resample(ones, affine, shape, order=0, transform=xfm, dtype=np.uint8)
         self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, "_grid")
-        self._results["fov_mask"] = out_path(runtime.cwd, self.inputs.in_file, "_fov")
+        self._results["fov_mask"] = out_path(runtime.cwd, self.inputs.in_file, "_fov", ".nii.gz")
         nib.save(out, self._results["out_file"])
         nib.save(fov, self._results["fov_mask"])
         return runtime
@@ -122,7 +122,7 @@ class ResampleToNative(SimpleInterface):
         order = {"nearest": 0, "linear": 1, "bspline": 3}[self.inputs.interpolation]
         out = resample_to_native(nib.load(self.inputs.in_file), nib.load(self.inputs.reference),
                                  order=order)
-        self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, "_native")
+        self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, "_native", ".nii.gz")
         nib.save(out, self._results["out_file"])
         return runtime
 

@@ -62,7 +62,7 @@ class BrainMask(SimpleInterface):
             data &= np.asanyarray(nib.load(self.inputs.fov_mask).dataobj) > 0
         out = nib.Nifti1Image(data.astype(np.uint8), t1w.affine)
         out.set_data_dtype(np.uint8)
-        self._results["out_mask"] = out_path(runtime.cwd, self.inputs.in_file, "_brainmask")
+        self._results["out_mask"] = out_path(runtime.cwd, self.inputs.in_file, "_brainmask", ".nii.gz")
         nib.save(out, self._results["out_mask"])
         self._results["template"] = source
         self._results["skull_stripped"] = bool(stripped)
@@ -92,6 +92,6 @@ class TissueSegmentation(SimpleInterface):
 
         dseg = segment_tissues(nib.load(self.inputs.in_file), nib.load(self.inputs.brain_mask),
                                seed=self.inputs.seed)
-        self._results["out_dseg"] = out_path(runtime.cwd, self.inputs.in_file, "_dseg")
+        self._results["out_dseg"] = out_path(runtime.cwd, self.inputs.in_file, "_dseg", ".nii.gz")
         nib.save(dseg, self._results["out_dseg"])
         return runtime

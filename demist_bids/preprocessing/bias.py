@@ -18,12 +18,11 @@ LOGGER = logging.getLogger("demist.preprocessing")
 
 
 def head_mask(image):
-    """Otsu foreground of a SimpleITK image: where the object is, for N4's fit."""
+    """Otsu foreground of a (shrunk) SimpleITK image, closed: where N4 fits the field."""
     import SimpleITK as sitk
 
     mask = sitk.OtsuThreshold(image, 0, 1, 200)
-    mask = sitk.BinaryMorphologicalClosing(mask, [2, 2, 2])
-    return mask
+    return sitk.BinaryMorphologicalClosing(mask, [1, 1, 1])
 
 
 def n4_correct(
@@ -31,6 +30,7 @@ def n4_correct(
     *,
     shrink_mm: float = 8.0,
     iterations: tuple[int, ...] = (50, 50, 30),
+    convergence: float = 1e-3,
     spline_distance_mm: float = 100.0,
 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """Correct the intensity non-uniformity of ``img``.
@@ -40,6 +40,9 @@ def n4_correct(
         shrink_mm: voxel size (mm) at which the field is fitted; each axis is
             shrunk by ``round(shrink_mm / spacing)``, so anisotropic data stay sane.
         iterations: iterations per fitting level (one level per entry).
+        convergence: stop a level when the field's coefficient of variation changes less
+            (1e-3, SimpleITK's default; 1e-6 doubles the time and changes the
+            field by 1.5 % rms on the phantom).
         spline_distance_mm: B-spline control point spacing of the field.
 
     Returns:
@@ -50,17 +53,16 @@ def n4_correct(
     image = to_sitk(img)
     # N4 takes logs: keep strictly positive values inside the fitted region
     image = sitk.Maximum(image, 0.0)
-    mask = head_mask(image)
     shrink = [max(1, int(round(shrink_mm / s))) for s in image.GetSpacing()]
     small = sitk.Shrink(image, shrink)
-    small_mask = sitk.Shrink(mask, shrink)
+    small_mask = head_mask(small)
     extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
     control_points = [max(4, int(np.ceil(e / spline_distance_mm)) + 3) for e in extent]
 
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations([int(i) for i in iterations])
     n4.SetNumberOfControlPoints(control_points)
-    n4.SetConvergenceThreshold(1e-6)
+    n4.SetConvergenceThreshold(convergence)
     # small positive offset: N4 ignores voxels with value <= 0 inside the mask
     n4.Execute(small + 1e-3, small_mask)
     log_field = n4.GetLogBiasFieldAsImage(image)

@@ -62,11 +62,12 @@ def mosaic_svg(
     for row, axis in enumerate((0, 1, 2)):
         for col, index in enumerate(_cuts(where > 0, axis, n_cuts)):
             ax = axes[row, col]
-            take = lambda a: np.take(a, index, axis=axis).T  # noqa: E731 - rows = superior up
+            plane_of = (slice(None),) * axis + (index,)
+            take = lambda a: np.asarray(a[plane_of]).T  # noqa: E731 - a 2D view, superior up
             ax.imshow(take(data), cmap="gray", vmin=vmin, vmax=vmax, origin="lower",
                       interpolation="nearest")
             for mask, colour in contours:
-                plane = take(mask.astype(np.float32))
+                plane = take(mask).astype(np.float32)
                 if plane.any() and not plane.all():
                     ax.contour(plane, levels=[0.5], colors=colour, linewidths=0.6)
             ax.set_axis_off()
@@ -81,8 +82,7 @@ def mosaic_svg(
 def mask_reportlet(t1w, brain_mask, out_file: str) -> str:
     """T1w with the brain mask's outline in red."""
     mask = np.asanyarray(brain_mask.dataobj) > 0
-    extent = _dilated(mask)
-    svg = mosaic_svg(t1w, contours=[(mask, "red")], extent_mask=extent)
+    svg = mosaic_svg(t1w, contours=[(mask, "red")], extent_mask=mask)
     with open(out_file, "w") as stream:
         stream.write(svg)
     return out_file
@@ -100,8 +100,3 @@ def registration_reportlet(t1w, flair, dseg, out_file: str, wm_label: int = 3) -
     after = mosaic_svg(flair, contours=contours, extent_mask=brain)
     return compose_view([fromstring(before)], [fromstring(after)], out_file=out_file)
 
-
-def _dilated(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage as ndi
-
-    return ndi.binary_dilation(mask, iterations=3) if mask.any() else mask

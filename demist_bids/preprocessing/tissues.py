@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 CSF, GM, WM = 1, 2, 3
-MAX_FIT_SAMPLES = 200_000
+MAX_FIT_SAMPLES = 50_000
 """Voxels used to fit the mixture (sampled evenly); every brain voxel is then labelled."""
 
 
@@ -46,7 +46,7 @@ def segment_tissues(
     values = np.clip(values / scale, 0, 1.5).reshape(-1, 1)
     step = max(1, values.shape[0] // MAX_FIT_SAMPLES)
     means = np.percentile(values, [10, 50, 90]).reshape(-1, 1)
-    gmm = GaussianMixture(3, means_init=means, random_state=seed, max_iter=200, tol=1e-4)
+    gmm = GaussianMixture(3, means_init=means, random_state=seed, max_iter=100, tol=1e-3)
     gmm.fit(values[::step])
     order = np.argsort(gmm.means_.ravel())  # component index sorted by mean: CSF, GM, WM
     rank = np.empty(3, dtype=np.uint8)
