@@ -250,7 +250,8 @@ def robust_z(values) -> np.ndarray:
     normal data but is not dragged by the outliers it is meant to find. When
     more than half the values are equal (MAD 0) the mean absolute deviation
     scaled by 1.2533 is used instead (Iglewicz & Hoaglin); when all are equal
-    every z is 0. ``nan`` inputs are ignored and stay ``nan``. With fewer than
+    every z is 0. Spreads below 1e-6 of the median count as zero: they are the
+    float32 rounding noise of values that are equal (images are stored as float32). ``nan`` inputs are ignored and stay ``nan``. With fewer than
     three finite values no value can be told apart from the rest: all z are 0.
     """
     x = np.asarray(values, dtype=np.float64)
@@ -261,8 +262,10 @@ def robust_z(values) -> np.ndarray:
         return z
     median = np.median(x[finite])
     deviation = np.abs(x[finite] - median)
+    # Spreads below this are float32 rounding noise of equal values, not variation.
+    negligible = 1e-6 * abs(median)
     scale = 1.4826 * np.median(deviation)
-    if scale == 0:
+    if scale <= negligible:
         scale = 1.2533 * np.mean(deviation)
-    z[finite] = 0.0 if scale == 0 else (x[finite] - median) / scale
+    z[finite] = 0.0 if scale <= negligible else (x[finite] - median) / scale
     return z

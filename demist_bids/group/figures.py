@@ -45,6 +45,11 @@ AGREEMENT_MEASURES = {
 }
 
 
+def run_label(bids_name: str) -> str:
+    """The short display name of a run: ``sub-01_ses-1`` for ``sub-01_ses-1_desc-synth_PSRmap``."""
+    return bids_name.removesuffix("_desc-synth_PSRmap")
+
+
 @dataclass
 class Styling:
     """How runs are drawn: group colour, outlier ring, link target."""
@@ -63,7 +68,7 @@ class Styling:
         return Mark(
             x=x,
             y=y,
-            label=f"{row['bids_name']}: {text}",
+            label=f"{run_label(row['bids_name'])}: {text}",
             href=self.links.get(row["bids_name"]),
             color=self.colors.get(self.group_of(row), PALETTE[0]),
             flagged=bool(row.get("outlier", False)),
@@ -73,7 +78,8 @@ class Styling:
 def styling_for(table, split: str | None, links: dict[str, str]) -> Styling:
     """Fix one colour per group so every figure and the legend agree."""
     style = Styling(split=split, links=links)
-    groups = sorted({style.group_of(row) for _, row in table.iterrows()})
+    with_map = table[table["psr_median_brain"].notna()] if "psr_median_brain" in table.columns else table
+    groups = sorted({style.group_of(row) for _, row in with_map.iterrows()})
     style.colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(groups)}
     return style
 
@@ -91,7 +97,7 @@ def measure_strip(table, column: str, title: str, unit: str, style: Styling) -> 
     for _, row in table.iterrows():
         value = _value(row, column)
         if math.isfinite(value):
-            groups[style.group_of(row)].append(style.mark(row, 0, value, f"{value:.4g}"))
+            groups.setdefault(style.group_of(row), []).append(style.mark(row, 0, value, f"{value:.4g}"))
     groups = {name: marks for name, marks in groups.items() if marks}
     return strip_plot(groups, title=title, y_label=unit) if groups else None
 
@@ -137,9 +143,9 @@ def _bland_altman_of_medians(pairs, style: Styling) -> str:
 
 def agreement_figures(table, style: Styling) -> list[str]:
     """Synthesized vs measured: WM medians, their Bland-Altman, per-run voxel-wise limits, lesion AUCs."""
-    if "agree_psnr" not in table.columns:
+    if "agree_mse" not in table.columns:
         return []
-    rows = [row for _, row in table.iterrows() if math.isfinite(_value(row, "agree_psnr"))]
+    rows = [row for _, row in table.iterrows() if math.isfinite(_value(row, "agree_mse"))]
     figures = []
     medians = _pairs(rows, "psr_median_wm_measured", "psr_median_wm")
     if medians:

@@ -103,6 +103,7 @@ th { background:#f0f3f6; cursor:pointer; user-select:none; white-space:nowrap; }
 th[aria-sort="ascending"]::after { content:" \\25B2"; }
 th[aria-sort="descending"]::after { content:" \\25BC"; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
+td:first-child { white-space:nowrap; }
 .scroll { overflow-x:auto; }
 .strips { display:flex; flex-direction:column; gap:6px; }
 .strip { display:flex; align-items:center; gap:14px; border:1px solid var(--line); border-radius:6px; padding:6px 10px; }
@@ -110,7 +111,7 @@ td.num { text-align:right; font-variant-numeric:tabular-nums; }
 .strip.failed, .strip.missing { background:#fbf1f1; }
 .strip img { height:84px; width:auto; image-rendering:pixelated; background:#111; border-radius:3px; }
 .strip .thumb-empty { width:84px; height:84px; background:#ddd; border-radius:3px; display:flex; align-items:center; justify-content:center; color:#777; font-size:11px; }
-.strip .name { min-width:230px; }
+.strip .name { min-width:170px; }
 .strip .name a { font-weight:600; color:var(--accent); }
 .chips { display:flex; flex-wrap:wrap; gap:6px; }
 .chip { border:1px solid var(--line); border-radius:12px; padding:1px 9px; font-size:12.5px; background:#fafbfc; }
@@ -214,12 +215,19 @@ def _summary(table, failures: list[Failure]) -> str:
     return f'<div class="cards">{html}</div>'
 
 
+def _setting_text(value: Any) -> str:
+    """Integers that pandas turned into floats (4.0 steps) printed as integers."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _settings(table) -> str:
     rows = []
     for column, label in SETTINGS_COLUMNS.items():
         if column not in table.columns:
             continue
-        counts = table[column].dropna().astype(str).value_counts()
+        counts = table[column].dropna().map(_setting_text).value_counts()
         if counts.empty:
             continue
         text = "; ".join(f"{escape(value)} ({count})" for value, count in counts.items())
@@ -260,7 +268,7 @@ def _outlier_table(outliers: list[Outlier], links: dict[str, str]) -> str:
     if not outliers:
         return "<p>No run is an outlier.</p>"
     rows = [
-        [_link(o.bids_name, links.get(o.bids_name)), escape(o.measure), _fmt(o.value), _fmt(o.cohort_median), f"{o.z:+.2f}"]
+        [_link(figures.run_label(o.bids_name), links.get(o.bids_name)), escape(o.measure), _fmt(o.value), _fmt(o.cohort_median), f"{o.z:+.2f}"]
         for o in sorted(outliers, key=lambda o: -abs(o.z))
     ]
     return _table(["Run", "Measure", "Value", "Cohort median", "Robust z"], rows, numeric=[False, False, True, True, True])
@@ -291,7 +299,8 @@ def _agreement(table, style: figures.Styling) -> str:
     if measured.empty:
         return ""
     rows = [
-        [_link(row["bids_name"], style.links.get(row["bids_name"]))] + [_fmt(row.get(c)) for c in columns]
+        [_link(figures.run_label(row["bids_name"]), style.links.get(row["bids_name"]))]
+        + [_fmt(row.get(c)) for c in columns]
         for _, row in measured.iterrows()
     ]
     strips = [
@@ -335,7 +344,7 @@ def _strips(table, thumbnails: dict[str, np.ndarray], style: figures.Styling) ->
         flagged = " flagged" if row.get("outlier") else ""
         items.append(
             f'<div class="strip {escape(status)}{flagged}">{image}'
-            f'<div class="name">{_link(name, style.links.get(name))}<br>'
+            f'<div class="name">{_link(figures.run_label(name), style.links.get(name))}<br>'
             f'<span class="status {escape(status)}">{escape(status)}</span>{group}</div>'
             f'<div class="chips">{chips}</div></div>'
         )

@@ -38,13 +38,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count - 1, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step - 1e-9) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+    return [round(k * step, 12) for k in range(first, min(last, first + 4 * count) + 1)]
 
 
 def _tick_label(value: float) -> str:
@@ -56,7 +51,8 @@ def _padded_range(values: Iterable[float]) -> tuple[float, float]:
     if not finite:
         return 0.0, 1.0
     low, high = min(finite), max(finite)
-    pad = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
+    # At least +-2% of the magnitude, so near-identical values do not blow float noise up.
+    pad = max((high - low) * 0.08, 0.02 * max(abs(low), abs(high))) or 1.0
     return low - pad, high + pad
 
 
@@ -122,7 +118,7 @@ def _jitter(label: str) -> float:
     return (zlib.crc32(label.encode()) % 1000) / 500.0 - 1.0
 
 
-def strip_plot(groups: dict[str, list[Mark]], *, title: str, y_label: str, width: int = 250, height: int = 250) -> str:
+def strip_plot(groups: dict[str, list[Mark]], *, title: str, y_label: str, width: int = 270, height: int = 250) -> str:
     """One column per group: the interquartile box, the median line and every run as a dot."""
     names = list(groups)
     values = [m.y for marks in groups.values() for m in marks]

@@ -156,3 +156,9 @@ def test_robust_z_by_hand():
     with_nan = robust_z([1, np.nan, 2, 3, 4, 100])
     assert math.isnan(with_nan[1]) and with_nan[-1] == pytest.approx(97 / 1.4826)
     assert np.array_equal(robust_z([1.0, 9.0]), [0, 0])
+
+
+def test_robust_z_ignores_rounding_noise():
+    equal_but_noisy = np.array([0.1, 0.1 + 1e-16, 0.1 - 1e-16, 0.1, 0.3])
+    z = robust_z(equal_but_noisy)
+    assert np.allclose(z[:4], 0, atol=1e-12) and z[-1] == pytest.approx(0.2 / (1.2533 * 0.04))
