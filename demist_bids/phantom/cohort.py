@@ -41,7 +41,8 @@ LOGGER = logging.getLogger("demist.phantom")
 
 MIN_SCALE, MAX_SCALE = 0.2, 1.5
 # Independent random streams per subject.
-STREAM_WARP, STREAM_LESIONS, STREAM_MYELIN, STREAM_HEAD, STREAM_SESSION = 0, 1, 2, 3, 100
+STREAM_WARP, STREAM_LESIONS, STREAM_MYELIN, STREAM_HEAD, STREAM_ATROPHY = 0, 1, 2, 3, 4
+STREAM_SESSION = 100
 
 
 @dataclass(frozen=True)
@@ -139,14 +140,24 @@ def _generate_participant(
     def stream(number: int) -> np.random.Generator:
         return np.random.default_rng([seed, participant.index, number])
 
-    warp = subject_warp(head.shape, head.center, scale, stream(STREAM_WARP))
+    patient = participant.group == "MS"
+    atrophy = stream(STREAM_ATROPHY).uniform(0.04, 0.15) if patient else 0.0
+    atrophy += stream(STREAM_ATROPHY + 1).uniform(0.0, 0.04)  # ageing, everyone
+    warp = subject_warp(
+        head.shape,
+        head.center,
+        scale,
+        stream(STREAM_WARP),
+        atrophy=atrophy,
+        atrophy_center=head.ventricle_center,
+    )
     affine = _t1w_affine(head, scale)
     center_world = (affine @ np.append(head.center * scale, 1.0))[:3]
     history = _lesion_history(participant, sessions, seed, head)
     myelin = draw_myelin(
         warp.shape,
         stream(STREAM_MYELIN),
-        patient=participant.group == "MS",
+        patient=patient,
         lesion_load=_canonical_load_ml(history[0]),
     )
     scans = []

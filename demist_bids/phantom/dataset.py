@@ -130,7 +130,7 @@ def write_session(
         paths[key] = bf.write_nifti(
             base.with_suffix(".nii.gz"), images[key].astype(dtype), t1w.affine
         )
-        bf.write_json(base.with_suffix(".json"), dict(meta, Sources=[f"bids:raw:{t1w_uri}"]))
+        bf.write_json(base.with_suffix(".json"), dict(meta, SpatialReference=f"bids:raw:{t1w_uri}"))
     transform = (
         root / "derivatives" / "phantom" / folder / f"{stem}_from-FLAIR_to-T1w_mode-image_xfm"
     )

@@ -53,7 +53,8 @@ class CanonicalHead:
     ``zones`` maps a lesion zone name to candidate centres (N x 3, voxel
     coordinates on the 1 mm grid); ``center`` is the brain's centroid (voxels);
     ``brain_box`` the slices of the brain's bounding box, outside which the
-    tissue maps and texture are zero.
+    tissue maps and texture are zero; ``ventricle_center`` the lateral
+    ventricles' centroid (voxels), the centre of atrophy.
     """
 
     gm: np.ndarray
@@ -65,6 +66,7 @@ class CanonicalHead:
     center: np.ndarray
     affine: np.ndarray
     brain_box: tuple[slice, slice, slice]
+    ventricle_center: np.ndarray
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -106,7 +108,7 @@ def _texture(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, br
 
 
 def _lesion_zones(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, brain: np.ndarray):
-    """Candidate lesion centres per zone, from distances on the coarse grid."""
+    """Candidate lesion centres per zone and the lateral ventricles' centroid (voxels)."""
     step = COARSE_MM
     sub = (slice(None, None, step),) * 3
     brain_c, wm_c, gm_c, csf_c = brain[sub], wm[sub] > 0.6, gm[sub] > 0.5, csf[sub]
@@ -123,7 +125,8 @@ def _lesion_zones(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, brain: np.nda
         "juxtacortical": wm_c & (to_grey >= 1.0) & (to_grey <= 3.0) & (depth < 20),
         "deep": wm_c & (to_ventricle > 9.0) & (to_grey > 4.0),
     }
-    return {name: (np.argwhere(mask) * step).astype(np.float32) for name, mask in zones.items()}
+    centres = {name: (np.argwhere(mask) * step).astype(np.float32) for name, mask in zones.items()}
+    return centres, np.argwhere(ventricles).mean(0) * step
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,11 +150,13 @@ def canonical_head() -> CanonicalHead:
     texture = _texture(t1, gm, wm, csf, brain)
     coarse_brain = brain[(slice(None, None, COARSE_MM),) * 3]
     distance_outside = (ndi.distance_transform_edt(~coarse_brain) * COARSE_MM).astype(np.float32)
-    zones = _lesion_zones(gm, wm, csf, brain)
+    zones, ventricle_center = _lesion_zones(gm, wm, csf, brain)
     index = np.argwhere(brain)
     center = index.mean(0)
     brain_box = tuple(slice(lo, hi + 1) for lo, hi in zip(index.min(0), index.max(0)))
     LOGGER.debug("canonical head %s, zones %s", gm.shape, {k: len(v) for k, v in zones.items()})
     for array in (gm, wm, csf, texture, distance_outside):
         array.setflags(write=False)
-    return CanonicalHead(gm, wm, csf, texture, distance_outside, zones, center, affine, brain_box)
+    return CanonicalHead(
+        gm, wm, csf, texture, distance_outside, zones, center, affine, brain_box, ventricle_center
+    )

@@ -8,7 +8,13 @@ Each subject voxel ``x`` looks up the canonical head at
 
 where ``G`` is a small random affine (global size, anisotropic scaling, a few
 degrees of rotation and shear about the brain centre) and ``u`` a smooth random
-displacement field of a few millimetres. Both differ per subject, so every
+displacement field of a few millimetres. Atrophy then enlarges the ventricles:
+lookups near the ventricles' centre ``v`` are pulled towards it,
+
+    c <- c - a * exp(-|c - v|^2 / (2 * 20 mm^2)) * (c - v),
+
+so the central structures grow by up to ``1 / (1 - a)`` and the map stays
+one-to-one for ``a < 1`` (``a`` about 0.04-0.15 in MS, 0-0.04 in controls). Both differ per subject, so every
 subject has its own brain shape, size and gyral positions; the map is the same
 for all sessions of a subject.
 """
@@ -22,6 +28,9 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from .fields import smooth_field
+
+#: Reach (canonical mm) of the ventricular enlargement that models atrophy.
+ATROPHY_RADIUS_MM = 20.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ def subject_warp(
     rng: np.random.Generator,
     *,
     displacement_mm: float = 3.0,
+    atrophy: float = 0.0,
+    atrophy_center: np.ndarray | None = None,
 ) -> SubjectWarp:
     """Draw one subject's deformation and return its sampling coordinates."""
     shape = tuple(max(8, int(round(n * scale))) for n in canonical_shape)
@@ -105,4 +116,8 @@ def subject_warp(
             view[col] = slice(None)
             field += matrix[row, col] * axis[tuple(view)]
         coordinates[row] = field + center[row]
+    if atrophy > 0.0 and atrophy_center is not None:
+        offset = coordinates - atrophy_center.astype(np.float32)[:, None, None, None]
+        pull = np.exp(-np.sum(offset**2, axis=0) / np.float32(2 * ATROPHY_RADIUS_MM**2))
+        coordinates -= np.float32(atrophy) * pull * offset
     return SubjectWarp(coordinates)

@@ -90,3 +90,29 @@ def test_patients_nawm_psr_lower_than_controls_on_average():
     assert 0.17 < control_wm.mean() < 0.20 and 0.065 < control_gm.mean() < 0.085
     assert patient_wm.mean() < control_wm.mean() - 0.005  # diffuse NAWM damage
     assert control_wm.std() > 0.004  # subjects differ
+
+
+def test_atrophy_enlarges_the_ventricles_only_near_them():
+    from demist_bids.phantom.template import canonical_head
+    from demist_bids.phantom.warp import subject_warp
+
+    head = canonical_head()
+
+    def ventricular_csf(atrophy):
+        warp = subject_warp(
+            head.shape,
+            head.center,
+            0.3,
+            np.random.default_rng(5),
+            atrophy=atrophy,
+            atrophy_center=head.ventricle_center,
+        )
+        near = np.linalg.norm(warp.coordinates - head.ventricle_center[:, None, None, None], axis=0)
+        csf = warp.sample({"csf": head.csf})["csf"]
+        return csf[near < 15].sum(), warp.coordinates
+
+    plain, plain_coords = ventricular_csf(0.0)
+    atrophic, atrophic_coords = ventricular_csf(0.12)
+    assert atrophic > 1.1 * plain
+    far = np.linalg.norm(plain_coords - head.ventricle_center[:, None, None, None], axis=0) > 80
+    assert np.abs(atrophic_coords - plain_coords)[:, far].max() < 0.05
