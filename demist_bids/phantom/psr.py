@@ -9,7 +9,7 @@ is built from the *underlying* state, never from the T1w/FLAIR intensities:
 
 - ``f_*``: the subject's tissue fractions (partial volume at every boundary);
 - ``PSR_WM``, ``PSR_GM``: the subject's global levels. Controls draw NAWM PSR
-  from N(0.185, 0.007); patients lose 3-10 % more with higher lesion load
+  from N(0.185, 0.007); patients lose 2-10 %, more with higher lesion load
   (diffuse normal-appearing-WM damage), grey matter less;
 - ``m(x)``: a smooth within-subject myelin field (+-5 %), shared only partly
   with the T1w contrast, so it is only partly visible to a synthesis model;

@@ -4,19 +4,21 @@ A subject's T1w grid is the canonical grid shrunk by ``scale`` (still 1 mm
 voxels, so ``scale=0.5`` gives a half-size brain in an eighth of the voxels).
 Each subject voxel ``x`` looks up the canonical head at
 
-    c = center + G @ (x / scale - center) + u(x) / scale
+    c = center + G @ (x / scale - center) + u(x)
 
 where ``G`` is a small random affine (global size, anisotropic scaling, a few
 degrees of rotation and shear about the brain centre) and ``u`` a smooth random
-displacement field of a few millimetres. Atrophy then enlarges the ventricles:
-lookups near the ventricles' centre ``v`` are pulled towards it,
-
-    c <- c - a * exp(-|c - v|^2 / (2 * 20 mm^2)) * (c - v),
-
-so the central structures grow by up to ``1 / (1 - a)`` and the map stays
-one-to-one for ``a < 1`` (``a`` about 0.04-0.15 in MS, 0-0.04 in controls). Both differ per subject, so every
+displacement field of a few (canonical) millimetres. Both differ per subject, so every
 subject has its own brain shape, size and gyral positions; the map is the same
 for all sessions of a subject.
+
+Atrophy then enlarges the ventricles: lookups near the ventricles' centre
+``v`` are pulled towards it,
+
+    c <- c - a * exp(-|c - v|^2 / (2 * (20 mm)^2)) * (c - v),
+
+so the central structures grow by up to ``1 / (1 - a)`` while the map stays
+one-to-one for ``a < 1`` (``a`` is 0-0.04 for ageing, plus 0.04-0.15 in MS).
 """
 
 from __future__ import annotations
