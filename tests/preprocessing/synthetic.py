@@ -119,7 +119,11 @@ def make_pair(
         xyz = (aff[:3, :3] @ ijk.T).T + aff[:3, 3]
         field = np.exp(bias * np.sin(xyz[:, 0] / 80.0) * np.cos(xyz[:, 2] / 90.0)).reshape(shape)
         img = img * field
-        img = img + noise * rng.standard_normal(shape) * (img > 0)
+        if skull:  # Rician noise everywhere, as in a raw magnitude image
+            real = img + noise * rng.standard_normal(shape)
+            img = np.hypot(real, noise * rng.standard_normal(shape))
+        else:  # skull-stripped look: exact zeros outside the brain
+            img = img + noise * rng.standard_normal(shape) * (img > 0)
         return np.clip(img, 0, None).astype(np.float32)
 
     t1_aff, t1_shape = grid(voxel_mm)
@@ -156,3 +160,21 @@ def make_pair(
         img.set_sform(img.affine, 1)
         nib.save(img, path)
     return paths
+
+
+# Session-wide pairs shared by the preprocessing, interface and workflow tests
+# (import the fixture into a test module to use it).
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def head_pair(tmp_path_factory) -> SyntheticPair:
+    """3 mm T1w with skull and noise; 3 mm FLAIR moved by 4-5 degrees and 3-4 mm."""
+    motion = rigid_matrix((4.0, -3.0, 5.0), (3.0, -4.0, 2.0), center=(0.0, -18.0, 18.0))
+    return make_pair(tmp_path_factory.mktemp("head"), flair_to_t1w=motion, seed=1)
+
+
+@pytest.fixture(scope="session")
+def stripped_pair(tmp_path_factory) -> SyntheticPair:
+    """3 mm skull-stripped T1w/FLAIR (zeros outside the brain), FLAIR aligned."""
+    return make_pair(tmp_path_factory.mktemp("stripped"), skull=False, seed=2)
