@@ -211,35 +211,62 @@ def nawm_regions(
     if not lesion.any():
         empty = np.zeros(lesion.shape, dtype=bool)
         return {name: empty.copy() for name in REGION_NAMES}
-    distance = distance_transform_edt(~lesion, sampling=_voxel_size(affine, voxel_size))
-    proximal = nawm & (distance > low) & (distance <= high)
+    spacing = _voxel_size(affine, voxel_size)
+    # Distances only matter up to ``high``: work in the lesions' bounding box grown by
+    # that much (exact, and far cheaper than a whole-volume distance transform).
+    coords = np.nonzero(lesion)
+    box = tuple(
+        slice(max(int(c.min()) - reach, 0), int(c.max()) + reach + 1)
+        for c, reach in zip(coords, (int(np.ceil(high / s)) + 1 for s in spacing))
+    )
+    distance = distance_transform_edt(~lesion[box], sampling=spacing)
+    near = np.zeros(lesion.shape, dtype=bool)
+    near[box] = distance <= high
+    proximal = np.zeros(lesion.shape, dtype=bool)
+    proximal[box] = nawm[box] & (distance > low) & (distance <= high)
     mirrored = mirror_left_right(lesion, wm_mask, axis=_left_right_axis(affine))
-    distal = mirrored & nawm & (distance > high)
+    distal = mirrored & nawm & ~near
     return {"proximal": proximal, "distal": distal, "combined": proximal | distal}
 
 
 def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney probability P(pos > neg) + P(pos == neg) / 2.
+
+    Identical to scikit-learn's ``roc_auc_score`` but computed by one sort and
+    binary searches, which is much faster on the ~10^5-10^6 white-matter voxels.
+    """
     if positive.size == 0 or negative.size == 0:
         return math.nan
-    from sklearn.metrics import roc_auc_score
+    ordered = np.sort(positive)
+    below_or_equal = np.searchsorted(ordered, negative, side="right")
+    below = np.searchsorted(ordered, negative, side="left")
+    greater = positive.size - below_or_equal
+    ties = below_or_equal - below
+    return float((greater.sum() + 0.5 * ties.sum()) / (positive.size * negative.size))
 
-    labels = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
-    return float(roc_auc_score(labels, np.concatenate([positive, negative])))
 
-
-def lesion_auc(psr: np.ndarray, lesion_mask: np.ndarray, wm_mask: np.ndarray, **kw) -> dict[str, float]:
+def lesion_auc(
+    psr: np.ndarray,
+    lesion_mask: np.ndarray,
+    wm_mask: np.ndarray,
+    *,
+    regions: dict[str, np.ndarray] | None = None,
+    **kw,
+) -> dict[str, float]:
     """ROC AUC of PSR separating NAWM (positive class) from lesion voxels.
 
     One value per :func:`nawm_regions` region (``auc_proximal``,
     ``auc_distal``, ``auc_combined``); keyword arguments go to
-    :func:`nawm_regions`. NAWM is the positive class because demyelinated
+    :func:`nawm_regions`, or ``regions`` passes its result when several maps
+    share one lesion mask. NAWM is the positive class because demyelinated
     lesions have the lower PSR: 1 means every NAWM voxel is above every lesion
     voxel, 0.5 chance. ``nan`` when there is no lesion or the region is empty.
     """
     _check_same_shape(psr, lesion_mask)
     psr = np.asarray(psr, dtype=np.float64)
     lesion_values = psr[_as_mask(lesion_mask)]
-    regions = nawm_regions(lesion_mask, wm_mask, **kw)
+    if regions is None:
+        regions = nawm_regions(lesion_mask, wm_mask, **kw)
     return {f"auc_{name}": _auc(psr[regions[name]], lesion_values) for name in REGION_NAMES}
 
 

@@ -111,7 +111,7 @@ td:first-child { white-space:nowrap; }
 .strip.failed, .strip.missing { background:#fbf1f1; }
 .strip img { height:84px; width:auto; image-rendering:pixelated; background:#111; border-radius:3px; }
 .strip .thumb-empty { width:84px; height:84px; background:#ddd; border-radius:3px; display:flex; align-items:center; justify-content:center; color:#777; font-size:11px; }
-.strip .name { min-width:170px; }
+.strip .name { flex:none; width:220px; overflow-wrap:anywhere; }
 .strip .name a { font-weight:600; color:var(--accent); }
 .chips { display:flex; flex-wrap:wrap; gap:6px; }
 .chip { border:1px solid var(--line); border-radius:12px; padding:1px 9px; font-size:12.5px; background:#fafbfc; }

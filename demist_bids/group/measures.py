@@ -116,7 +116,7 @@ def image_measures(
     """
     import nibabel as nib
 
-    from demist_bids.evaluation.metrics import bland_altman, image_metrics, lesion_auc
+    from demist_bids.evaluation.metrics import bland_altman, image_metrics, lesion_auc, nawm_regions
 
     psr_img = nib.load(run.psr)
     psr = np.asarray(psr_img.dataobj, dtype=np.float64).reshape(psr_img.shape[:3])
@@ -138,14 +138,15 @@ def image_measures(
         measures.update(_robust_summary(psr[wm], "wm"))
         measures.update(_robust_summary(psr[brain & (dseg == labels["gm"])], "gm"))
 
-    lesion = None
+    lesion = regions = None
     if sources.lesion_mask is not None:
         lesion = (_load_on_grid(sources.lesion_mask, psr_img, labels=True) > 0) & finite
         measures["lesion_mask"] = sources.lesion_mask.name
         measures["lesion_volume_ml"] = float(lesion.sum() * _voxel_ml(psr_img))
         measures.update(_robust_summary(psr[lesion], "lesion"))
         measures.update(_robust_summary(psr[wm & ~lesion], "nawm"))
-        auc = lesion_auc(np.nan_to_num(psr), lesion, wm, affine=psr_img.affine)
+        regions = nawm_regions(lesion, wm, affine=psr_img.affine)
+        auc = lesion_auc(np.nan_to_num(psr), lesion, wm, regions=regions)
         measures.update({f"lesion_{key}": value for key, value in auc.items()})
 
     if run.std is not None:
@@ -166,7 +167,7 @@ def image_measures(
         ba = bland_altman(psr, measured, wm & both)
         measures.update({f"ba_wm_{k}": v for k, v in ba.items() if k != "n"})
         if lesion is not None:
-            auc = lesion_auc(np.nan_to_num(measured), lesion, wm, affine=psr_img.affine)
+            auc = lesion_auc(np.nan_to_num(measured), lesion, wm, regions=regions)
             measures.update({f"lesion_{key}_measured": value for key, value in auc.items()})
     return measures, _thumbnail(psr_img, brain)
 

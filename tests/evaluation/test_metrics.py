@@ -162,3 +162,37 @@ def test_robust_z_ignores_rounding_noise():
     equal_but_noisy = np.array([0.1, 0.1 + 1e-16, 0.1 - 1e-16, 0.1, 0.3])
     z = robust_z(equal_but_noisy)
     assert np.allclose(z[:4], 0, atol=1e-12) and z[-1] == pytest.approx(0.2 / (1.2533 * 0.04))
+
+
+def test_auc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    wm = np.ones((24, 24, 24), dtype=bool)
+    lesion = np.zeros_like(wm)
+    lesion[5:9, 10:14, 10:14] = True
+    psr = np.round(rng.normal(0.15, 0.03, wm.shape), 2)  # rounding makes many ties
+    psr[lesion] -= 0.02
+    regions = nawm_regions(lesion, wm)
+    auc = lesion_auc(psr, lesion, wm, regions=regions)
+    for name in ("proximal", "distal", "combined"):
+        pos, neg = psr[regions[name]], psr[lesion]
+        labels = np.r_[np.ones(pos.size), np.zeros(neg.size)]
+        assert auc[f"auc_{name}"] == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]), abs=1e-12)
+
+
+def test_nawm_regions_crop_is_exact():
+    from scipy.ndimage import distance_transform_edt
+
+    rng = np.random.default_rng(5)
+    wm = rng.random((30, 28, 26)) < 0.8
+    lesion = np.zeros(wm.shape, dtype=bool)
+    lesion[4:7, 3:6, 20:24] = True
+    lesion[20, 14, 2] = True
+    spacing = (1.0, 1.2, 2.0)
+    regions = nawm_regions(lesion, wm, voxel_size=spacing, proximal_mm=(1, 4))
+    distance = distance_transform_edt(~lesion, sampling=spacing)
+    nawm = wm & ~lesion
+    assert np.array_equal(regions["proximal"], nawm & (distance > 1) & (distance <= 4))
+    expected_distal = mirror_left_right(lesion, wm) & nawm & (distance > 4)
+    assert np.array_equal(regions["distal"], expected_distal)
