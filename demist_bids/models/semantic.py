@@ -129,7 +129,9 @@ class FeatureCrossAttention(nn.Module):
             B x C x h x w x d residual to add to ``features``.
         """
         shape = features.shape
-        queries = self.norm(features).reshape(*shape[:2], -1).transpose(1, 2)
+        # contiguous(): GroupNorm's CPU backward segfaults (torch 2.13) on channels-last 3D
+        # input that needs no gradient itself (frozen backbone features, batch > 1).
+        queries = self.norm(features.contiguous()).reshape(*shape[:2], -1).transpose(1, 2)
         out = self.attention(queries, context=tokens.to(queries.dtype))
         return out.transpose(1, 2).reshape(shape)
 
