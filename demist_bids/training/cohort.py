@@ -201,35 +201,51 @@ def init_train_preproc_wf(scans, *, omp_nthreads: int, name: str = "train_prepro
     return workflow
 
 
-def preprocess_cohort(
-    scans, *, work_dir: Path, omp_nthreads: int = 1, nprocs: int = 1, plugin: str = "MultiProc",
-    plugin_args: dict | None = None,
-) -> list[VolumePaths]:
-    """Run :func:`init_train_preproc_wf` (cached in ``work_dir``) and list the results."""
-    workflow = init_train_preproc_wf(scans, omp_nthreads=omp_nthreads)
+def _run_one(scan, *, work_dir: Path, omp_nthreads: int, nprocs: int, plugin: str, plugin_args: dict):
+    workflow = init_train_preproc_wf([scan], omp_nthreads=omp_nthreads, name=f"train_{_node_name(scan.bids_name)}_wf")
     workflow.base_dir = str(Path(work_dir).absolute())
     workflow.config["execution"].update(
         {"crashdump_dir": str(Path(work_dir).absolute() / "crash"), "remove_unnecessary_outputs": False}
     )
-    args = {"n_procs": max(nprocs, 1), **(plugin_args or {})}
+    args = {"n_procs": max(nprocs, 1), **plugin_args}
     if plugin == "Linear" or args["n_procs"] == 1:
         graph = workflow.run(plugin="Linear")
     else:
         graph = workflow.run(plugin=plugin, plugin_args=args)
-    results = {node.fullname: node.result.outputs for node in graph.nodes()}
+    key = _node_name(scan.bids_name)
+    targets = next(n for n in graph.nodes() if n.name == f"targets_{key}").result.outputs
+    return VolumePaths(
+        name=scan.bids_name,
+        t1w=Path(targets.t1w),
+        flair=Path(targets.flair),
+        brain_mask=Path(targets.brain_mask),
+        psr=Path(targets.psr),
+        lesion_mask=Path(targets.lesion_mask) if targets.lesion_mask else None,
+        wm_mask=Path(targets.wm_mask) if targets.wm_mask else None,
+    )
+
+
+def preprocess_cohort(
+    scans, *, work_dir: Path, omp_nthreads: int = 1, nprocs: int = 1, plugin: str = "MultiProc",
+    plugin_args: dict | None = None,
+) -> list[VolumePaths]:
+    """Preprocess each scan (cached in ``work_dir``) and list the results.
+
+    Scans run one at a time, each in its own workflow, so that one scan that
+    fails preprocessing (a FLAIR covering too little of the brain, say) is
+    reported and left out instead of stopping the whole cohort.
+
+    Raises:
+        MissingInputError: no scan could be preprocessed.
+    """
     out = []
     for scan in scans:
-        key = _node_name(scan.bids_name)
-        targets = results[f"{workflow.name}.targets_{key}"]
-        out.append(
-            VolumePaths(
-                name=scan.bids_name,
-                t1w=Path(targets.t1w),
-                flair=Path(targets.flair),
-                brain_mask=Path(targets.brain_mask),
-                psr=Path(targets.psr),
-                lesion_mask=Path(targets.lesion_mask) if targets.lesion_mask else None,
-                wm_mask=Path(targets.wm_mask) if targets.wm_mask else None,
-            )
-        )
+        try:
+            out.append(_run_one(scan, work_dir=work_dir, omp_nthreads=omp_nthreads, nprocs=nprocs,
+                                plugin=plugin, plugin_args=dict(plugin_args or {})))
+        except Exception as error:  # noqa: BLE001 - Nipype wraps every node failure
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            LOGGER.warning("%s is left out of training: preprocessing failed (%s)", scan.bids_name, reason)
+    if not out:
+        raise MissingInputError("preprocessing failed for every training scan (see the warnings above)")
     return out
