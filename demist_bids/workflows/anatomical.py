@@ -8,10 +8,10 @@ the rigid FLAIR->T1w transform let results go back to the subject's T1w.
 from __future__ import annotations
 
 DESC_VALIDATE = """\
-Anatomical preprocessing used *demist* {version}. The T1-weighted (T1w) and FLAIR
-images were checked for consistent NIfTI headers (following *niworkflows*'
-`ValidateImage`), single-volume 4D images were squeezed, and non-finite and
-negative intensities were set to zero. """
+Anatomical preprocessing used *demist* {version}, built with Nipype [@nipype].
+The T1-weighted (T1w) and FLAIR images were checked for consistent NIfTI headers
+(following *niworkflows*' `ValidateImage`), single-volume 4D images were
+squeezed, and non-finite and negative intensities were set to zero. """
 
 DESC_N4 = """\
 Intensity non-uniformity was corrected in both images with N4 [@n4], as
@@ -35,7 +35,7 @@ three-class Gaussian mixture model of T1w intensity [@scikit-learn]. """
 
 DESC_SCALE = """\
 Finally, each contrast was linearly scaled to [0, 1] between its 0th and
-99.5th intensity percentiles inside the brain mask, as in DEMIST [@demist]. """
+99.5th intensity percentiles inside the brain mask, the input convention of DEMIST. """
 
 
 def init_anat_preproc_wf(
