@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from demist_bids.inference.grid import crop_to_original, pad_to_multiple
+from demist_bids.inference.grid import content_box, crop_to_original, pad_to_multiple
 from demist_bids.inference.memory import InferencePlan, plan_inference
 from demist_bids.inference.schedulers import make_scheduler
 from demist_bids.models.config import ModelConfig
@@ -132,6 +132,7 @@ def synthesize(
     progress: Callable[[int, int], None] | None = None,
     window: str | tuple[int, int, int] = "auto",
     memory_budget_gb: float | None = None,
+    crop_to_content: bool = True,
 ) -> SynthesisResult:
     """Synthesize a PSR map.
 
@@ -146,6 +147,8 @@ def synthesize(
         progress: called as ``progress(done, total)`` after every denoising step.
         window: ``auto`` (from memory), ``whole``, or a latent window size.
         memory_budget_gb: memory to plan against instead of the free memory.
+        crop_to_content: synthesize only inside the bounding box of the non-zero
+            input voxels (plus a margin); the map is 0 outside it.
 
     Returns:
         Mean and std in PSR units on the input grid, plus run information.
@@ -163,7 +166,8 @@ def synthesize(
     model = model.to(device).eval()
     model.use_sdpa(cuda)
 
-    padded, crop = pad_to_multiple(cond, model.config.size_multiple)
+    box = content_box(cond) if crop_to_content else tuple(slice(0, n) for n in cond.shape[1:])
+    padded, crop = pad_to_multiple(cond[(slice(None), *box)], model.config.size_multiple)
     image_shape = tuple(padded.shape[1:])
     if window == "auto":
         budget = None if memory_budget_gb is None else int(memory_budget_gb * 1e9)
@@ -203,7 +207,12 @@ def synthesize(
             m2 += delta * (psr01 - mean)
 
     scale = model.config.psr_scale
-    std = None if samples == 1 else (np.sqrt(m2 / (samples - 1)) * scale).astype(np.float32)
+    mean_map = np.zeros(cond.shape[1:], np.float32)
+    mean_map[box] = mean * scale
+    std_map = None
+    if samples > 1:
+        std_map = np.zeros(cond.shape[1:], np.float32)
+        std_map[box] = np.sqrt(m2 / (samples - 1)) * scale
     seconds = time.perf_counter() - start
     info = {
         "sampler": sampler,
@@ -214,9 +223,10 @@ def synthesize(
         "dtype": "bfloat16-autocast" if cuda else "float32",
         "mode": "whole" if plan.whole else "window",
         "latent_window": list(plan.latent_window) if plan.latent_window else None,
+        "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),
         "psr_scale": scale,
         "seconds": round(seconds, 3),
     }
     LOGGER.info("synthesized %s in %.1f s (%s x %d steps, %d samples)", cond.shape[1:], seconds, sampler, steps, samples)
-    return SynthesisResult(mean=(mean * scale).astype(np.float32), std=std, info=info)
+    return SynthesisResult(mean=mean_map, std=std_map, info=info)

@@ -45,6 +45,7 @@ __all__ = [
     "load_model",
     "model_sha256",
     "read_model_config",
+    "write_model_config",
     "load_backbone_weights",
     "load_autoencoder_weights",
 ]
@@ -115,6 +116,24 @@ def read_model_config(directory: Path) -> ModelConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a demist model directory")
     return ModelConfig.from_dict(json.loads(path.read_text()))
+
+
+def write_model_config(directory: Path, config: ModelConfig) -> Path:
+    """Replace a model directory's ``config.json`` atomically (weights untouched).
+
+    For settings that do not change the architecture, such as the recommended
+    sampler after a benchmark; the directory checksum changes with it.
+    """
+    from demist_bids.utils.atomic import atomic_write_text
+
+    current = read_model_config(directory)
+    if _architecture(current) != _architecture(config):
+        raise ValueError("write_model_config cannot change the architecture; save the model instead")
+    return atomic_write_text(Path(directory) / CONFIG_NAME, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _architecture(config: ModelConfig) -> tuple:
+    return (config.autoencoder, config.unet, config.streams, config.input_channels)
 
 
 def load_model(directory: Path, device: str = "cpu") -> DemistModel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from demist_bids.inference.grid import crop_to_original, pad_to_multiple
+from demist_bids.inference.grid import content_box, crop_to_original, pad_to_multiple
 from demist_bids.inference.memory import estimate_bytes, plan_inference
 from demist_bids.inference.sampler import chain_seed, recommended_sampler, synthesize
 from demist_bids.models.config import preset
@@ -38,6 +38,20 @@ def test_pad_and_crop_round_trip(shape):
     assert padded.shape[0] == 2 and all(n % 16 == 0 and n >= m for n, m in zip(padded.shape[1:], shape))
     np.testing.assert_array_equal(crop_to_original(padded, crop), volume)
     assert padded.sum() == pytest.approx(volume.sum(), rel=1e-6)  # zero padding only
+
+
+def test_content_box_and_cropped_synthesis(model):
+    cond = np.zeros((2, 40, 44, 36), np.float32)
+    cond[:, 10:20, 12:30, 5:9] = _condition((10, 18, 4))
+    box = content_box(cond, margin=2)
+    assert box == (slice(8, 22), slice(10, 32), slice(3, 11))
+    assert content_box(np.zeros((2, 5, 6, 7)), margin=2) == (slice(0, 5), slice(0, 6), slice(0, 7))
+    result = synthesize(model, cond, steps=2, samples=2)
+    assert result.mean.shape == (40, 44, 36)
+    assert result.info["padded_shape"] == [32, 48, 32]  # the box plus margin, not the whole grid
+    outside = np.ones(cond.shape[1:], bool)
+    outside[tuple(slice(s.start, s.stop) for s in (slice(2, 28), slice(4, 38), slice(0, 17)))] = False
+    assert (result.mean[outside] == 0).all() and (result.std[outside] == 0).all()
 
 
 def test_odd_volume_round_trips_to_the_input_grid(model):
@@ -123,3 +137,27 @@ def test_bad_inputs_are_refused(model):
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError):
         synthesize(model, bad)
+
+
+def test_fastest_option_within_tolerance_is_chosen_and_recorded(tmp_path):
+    from demist_bids.inference.selection import SamplerTrial, fastest_within_tolerance, record_choice
+    from demist_bids.models.io import read_model_config, save_model, write_model_config
+
+    reference = SamplerTrial("ddpm", 1000, seconds=100.0, psnr_truth=25.0)
+    options = [
+        SamplerTrial("ddim", 50, seconds=5.0, psnr_truth=25.1),
+        SamplerTrial("dpm++", 10, seconds=1.0, psnr_truth=24.8),
+        SamplerTrial("ddim", 5, seconds=0.5, psnr_truth=24.0),  # fastest, but 1 dB worse
+    ]
+    choice = fastest_within_tolerance(reference, options)
+    assert choice.label == "dpm++:10"
+    assert fastest_within_tolerance(reference, options[2:]) is None
+
+    directory = save_model(build_model(tiny_config("ft-ldm")), tmp_path / "m")
+    updated = record_choice(read_model_config(directory), choice, reference)
+    write_model_config(directory, updated)
+    config = read_model_config(directory)
+    assert recommended_sampler(config) == ("dpm++", 10) and config.sampling.validated
+    assert config.card["sampler_benchmark"]["speedup"] == 100.0
+    with pytest.raises(ValueError):
+        write_model_config(directory, tiny_config("full"))

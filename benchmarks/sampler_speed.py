@@ -1,0 +1,190 @@
+"""Sampler speed against quality: DDPM-1000 (the reference) versus DDIM and DPM-Solver++.
+
+Usage::
+
+    python benchmarks/sampler_speed.py                       # demo model if present, else a random one
+    python benchmarks/sampler_speed.py --model DIR --t1w T1w.nii.gz --flair FLAIR.nii.gz \\
+        --truth PSR.nii.gz --mask brain.nii.gz
+    python benchmarks/sampler_speed.py --preset paper --device cuda --shape 144 176 144
+
+All options run in one process on the same input with the same seed (hence
+the same initial noise). Per option it prints wall seconds per volume, seconds
+per denoising step, peak memory, and PSNR/SSIM inside the brain against the
+reference output and against the true PSR (``data_range`` = the model's
+``psr_scale``). The last line is, for the fastest option whose PSNR against
+the truth is within 0.3 dB of the reference's::
+
+    speedup=<reference_s/best_s> psnr_drop_db=<x> peak_mem_gb=<g>
+
+Inputs must be on the model's grid (1 mm RAS; T1w and FLAIR scaled to [0, 1],
+as the participant level's preprocessing writes them). Without ``--t1w`` the
+benchmark makes a synthetic head (ellipsoid brain, white matter, lesions)
+whose true PSR is known; without ``--model`` it uses the embedded demo model or,
+failing that, a randomly initialised ``--preset`` model, whose quality numbers
+only exercise the plumbing (that run says so).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on shared CPUs
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+DEFAULT_OPTIONS = "ddim:50,ddim:20,ddim:10,ddim:5,dpm++:50,dpm++:20,dpm++:10,dpm++:5"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "demist_bids" / "data" / "models" / "demo"
+
+
+def synthetic_head(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A head-like phantom on the model grid: condition, true PSR (PSR units), brain mask."""
+    rng = np.random.default_rng(seed)
+    axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    radius = np.sqrt(sum((a / r) ** 2 for a, r in zip(axes, (0.8, 0.85, 0.75))))
+    brain = radius < 1.0
+    white = radius < 0.6
+    lesions = np.zeros(shape, bool)
+    for _ in range(6):
+        centre = rng.uniform(-0.35, 0.35, 3)
+        lesions |= sum((a - c) ** 2 for a, c in zip(axes, centre)) < rng.uniform(0.003, 0.01)
+    lesions &= white
+    psr = np.where(white, 0.17, 0.08) * brain
+    psr = np.where(lesions, 0.10, psr)
+    t1w = np.where(white, 0.85, 0.55) * brain
+    t1w = np.where(lesions, 0.45, t1w)
+    flair = np.where(white, 0.45, 0.6) * brain
+    flair = np.where(lesions, 0.95, flair)
+    noisy = [np.clip(c + 0.02 * rng.standard_normal(shape), 0, 1) * brain for c in (t1w, flair)]
+    return np.stack(noisy).astype(np.float32), psr.astype(np.float32), brain
+
+
+def _load(path: str) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asarray(nib.load(path).get_fdata(), dtype=np.float32)
+
+
+def _peak_gb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def _build_model(args):
+    import torch
+
+    from demist_bids.models.config import preset
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.io import load_model
+
+    model_dir = args.model or (str(DEMO_MODEL) if (DEMO_MODEL / "config.json").exists() else None)
+    if model_dir:
+        return load_model(Path(model_dir)), f"model {model_dir}", True
+    torch.manual_seed(args.seed)
+    model = build_model(preset(args.preset))
+    with torch.no_grad():
+        for param in model.backbone_parameters() + model.trainable_stream_parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    model.sync_controlnet_from_backbone()
+    return model, f"RANDOM untrained {args.preset} model: quality numbers only exercise the plumbing", False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model directory (default: embedded demo model, else random)")
+    parser.add_argument("--preset", choices=["small", "paper"], default="small", help="for the random model")
+    parser.add_argument("--t1w", help="T1w on the model grid, scaled to [0, 1]")
+    parser.add_argument("--flair", help="FLAIR on the model grid, scaled to [0, 1]")
+    parser.add_argument("--truth", help="true PSR map (PSR units) on the same grid")
+    parser.add_argument("--mask", help="brain mask on the same grid")
+    parser.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64], help="synthetic head size")
+    parser.add_argument("--options", default=DEFAULT_OPTIONS, help="comma-separated sampler:steps")
+    parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--write-choice", action="store_true", help="record the choice in the model's config.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from demist_bids.evaluation.metrics import image_metrics
+    from demist_bids.inference.sampler import resolve_device, synthesize
+    from demist_bids.inference.selection import SamplerTrial, fastest_within_tolerance, record_choice
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, description, trained = _build_model(args)
+    if args.t1w:
+        cond = np.stack([_load(args.t1w), _load(args.flair)])
+        truth = _load(args.truth) if args.truth else None
+        mask = _load(args.mask) > 0 if args.mask else np.any(cond > 0, axis=0)
+        source = f"inputs {args.t1w}, {args.flair}"
+    else:
+        cond, truth, mask = synthetic_head(tuple(args.shape), args.seed)
+        source = f"synthetic head {tuple(args.shape)}"
+    scale = model.config.psr_scale
+    print(f"# {description}; {source}; device {device}; torch threads {torch.get_num_threads()}")
+
+    def run(sampler: str, steps: int) -> tuple[SamplerTrial, np.ndarray]:
+        stamps: list[float] = []
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        result = synthesize(
+            model, cond, sampler=sampler, steps=steps, seed=args.seed, device=device,
+            progress=lambda done, total: stamps.append(time.perf_counter()),
+        )
+        per_step = float(np.median(np.diff(stamps))) if len(stamps) > 1 else math.nan
+        trial = SamplerTrial(sampler, steps, result.info["seconds"], math.nan, peak_mem_gb=_peak_gb(device))
+        trial.per_step = per_step  # type: ignore[attr-defined]
+        if truth is not None:
+            truth_scores = image_metrics(result.mean, truth, mask, data_range=scale)
+            trial.psnr_truth, trial.ssim_truth = truth_scores["psnr"], truth_scores["ssim"]
+        return trial, result.mean
+
+    reference, reference_map = run("ddpm", args.reference_steps)
+    trials = []
+    for option in args.options.split(","):
+        sampler, steps = option.split(":")
+        trial, synthesized = run(sampler, int(steps))
+        scores = image_metrics(synthesized, reference_map, mask, data_range=scale)
+        trial.psnr_reference, trial.ssim_reference = scores["psnr"], scores["ssim"]
+        trials.append(trial)
+
+    header = "option        s/volume  s/step   peak_gb  PSNR_ref  SSIM_ref  PSNR_truth  SSIM_truth"
+    print(header)
+    for trial in [reference, *trials]:
+        print(
+            f"{trial.label:<12} {trial.seconds:9.2f} {trial.per_step:7.3f} {trial.peak_mem_gb:8.2f} "
+            f"{trial.psnr_reference:9.2f} {trial.ssim_reference:9.4f} {trial.psnr_truth:11.2f} {trial.ssim_truth:11.4f}"
+        )
+    choice = fastest_within_tolerance(reference, trials)
+    if choice is None:
+        choice = max(trials, key=lambda t: t.psnr_truth if math.isfinite(t.psnr_truth) else t.psnr_reference)
+        print(f"# no option within 0.3 dB of the reference against the truth; reporting the closest, {choice.label}")
+    else:
+        print(f"# fastest option within 0.3 dB of the reference: {choice.label}")
+    if args.write_choice and trained and args.model:
+        from demist_bids.models.io import read_model_config, write_model_config
+
+        write_model_config(Path(args.model), record_choice(read_model_config(Path(args.model)), choice, reference))
+        print(f"# recorded {choice.label} in {args.model}/config.json")
+    drop = reference.psnr_truth - choice.psnr_truth
+    print(
+        f"speedup={reference.seconds / choice.seconds:.1f} psnr_drop_db={drop:.3f} peak_mem_gb={choice.peak_mem_gb:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
