@@ -25,12 +25,16 @@ training step (forward, backward and AdamW update of the streams).
 
 from __future__ import annotations
 
-import argparse
-import resource
-import statistics
-import time
+import os
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on shared CPUs
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
 
 
 def _peak_memory_gb(device: str) -> float:

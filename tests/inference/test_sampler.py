@@ -161,3 +161,13 @@ def test_fastest_option_within_tolerance_is_chosen_and_recorded(tmp_path):
     assert config.card["sampler_benchmark"]["speedup"] == 100.0
     with pytest.raises(ValueError):
         write_model_config(directory, tiny_config("full"))
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_matches_cpu(model):
+    cond = _condition((32, 32, 32))
+    cpu = synthesize(model, cond, steps=3, seed=2, device="cpu")
+    gpu = synthesize(model, cond, steps=3, seed=2, device="cuda")
+    assert gpu.info["dtype"] == "bfloat16-autocast"
+    assert np.corrcoef(cpu.mean.ravel(), gpu.mean.ravel())[0, 1] > 0.95
+    model.to("cpu")
