@@ -18,6 +18,7 @@ LOGGER = logging.getLogger("demist.group")
 
 SYNTH_SUFFIX = "_desc-synth_PSRmap.nii.gz"
 _ENTITY = re.compile(r"(?:^|_)(sub|ses)-([a-zA-Z0-9]+)")
+_SESSION_MENTION = re.compile(r"(?<![a-zA-Z0-9])ses[-_]([a-zA-Z0-9]+)")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure)\b.*")
 
 
@@ -62,6 +63,12 @@ class Crash:
     node: str | None
     error: str
     mtime: float = field(default=0.0)
+    sessions: frozenset[str] = frozenset()
+    """Sessions the crash file names (``ses-X`` or a ``ses_X`` node name); empty when none."""
+
+    def concerns(self, session: str | None) -> bool:
+        """Whether this crash may belong to ``session`` (a crash naming no session concerns all)."""
+        return not self.sessions or session in self.sessions
 
 
 def entities(name: str) -> dict[str, str]:
@@ -112,7 +119,8 @@ def read_crash(path: Path) -> Crash:
     text = [line.strip() for line in lines if line.strip()]
     errors = [line for line in text if _EXCEPTION_LINE.match(line)]
     error = errors[-1] if errors else (text[-1] if text else "empty crash file")
-    return Crash(path=Path(path), node=node, error=error, mtime=Path(path).stat().st_mtime)
+    sessions = frozenset(_SESSION_MENTION.findall("\n".join(lines)))
+    return Crash(path=Path(path), node=node, error=error, mtime=Path(path).stat().st_mtime, sessions=sessions)
 
 
 def find_crashes(output_dir: Path, subject: str) -> list[Crash]:
@@ -153,9 +161,10 @@ def find_failures(
 ) -> list[Failure]:
     """Input subject/sessions without results, and results that a later crash makes suspect.
 
-    A crash file counts against a subject when it is newer than that
-    subject's synthesized map (or there is no map): an older crash file was
-    left by a run that a rerun has since completed.
+    Crash files live per subject (``sub-X/log/<run>/``). One counts against a
+    subject/session when it is newer than that session's synthesized map (or
+    there is no map), since an older one was left by a run that a rerun has
+    completed, and when it names that session or names none.
     """
     done = {(run.subject, run.session): run for run in runs}
     wanted = [
@@ -168,7 +177,7 @@ def find_failures(
     for subject, session in sorted(set(wanted) | set(done), key=lambda p: (p[0], p[1] or "")):
         run = done.get((subject, session))
         finished = run.psr.stat().st_mtime if run else float("-inf")
-        fresh = [c for c in find_crashes(output_dir, subject) if c.mtime > finished]
+        fresh = [c for c in find_crashes(output_dir, subject) if c.mtime > finished and c.concerns(session)]
         if fresh:
             crash = fresh[-1]
             failures.append(

@@ -109,8 +109,8 @@ td:first-child { white-space:nowrap; }
 .strip { display:flex; align-items:center; gap:14px; border:1px solid var(--line); border-radius:6px; padding:6px 10px; }
 .strip.flagged { border-color:var(--flag); box-shadow: inset 4px 0 0 var(--flag); }
 .strip.failed, .strip.missing { background:#fbf1f1; }
-.strip img { height:84px; width:auto; image-rendering:pixelated; background:#111; border-radius:3px; }
-.strip .thumb-empty { width:84px; height:84px; background:#ddd; border-radius:3px; display:flex; align-items:center; justify-content:center; color:#777; font-size:11px; }
+.strip img { flex:none; height:84px; width:84px; object-fit:contain; image-rendering:pixelated; background:#111; border-radius:3px; }
+.strip .thumb-empty { flex:none; width:84px; height:84px; background:#ddd; border-radius:3px; display:flex; align-items:center; justify-content:center; color:#777; font-size:11px; }
 .strip .name { flex:none; width:220px; overflow-wrap:anywhere; }
 .strip .name a { font-weight:600; color:var(--accent); }
 .chips { display:flex; flex-wrap:wrap; gap:6px; }

@@ -68,20 +68,38 @@ def _load_on_grid(path: Path, reference, *, labels: bool) -> np.ndarray:
     return data.reshape(data.shape[:3]) if data.ndim > 3 and data.shape[3] == 1 else data
 
 
+_TISSUE_WORDS = {"csf": {"csf", "cerebrospinal"}, "gm": {"gm", "grey", "gray"}, "wm": {"wm", "white"}}
+
+
+def _lookup_table(dseg: Path) -> Path | None:
+    """The dseg's lookup TSV: its sibling ``<name>.tsv``, else ``dseg.tsv`` up to the dataset root."""
+    sibling = dseg.with_name(dseg.name.split(".nii")[0] + ".tsv")
+    if sibling.exists():
+        return sibling
+    for folder in dseg.parents:
+        if (folder / "dseg.tsv").exists():
+            return folder / "dseg.tsv"
+        if (folder / "dataset_description.json").exists():
+            break
+    return None
+
+
 def tissue_labels(dseg: Path) -> dict[str, int]:
-    """CSF/GM/WM label values of a ``dseg``: from its sibling lookup TSV, else the defaults."""
-    lookup = dseg.with_name(dseg.name.split(".nii")[0] + ".tsv")
-    if not lookup.exists():
+    """CSF/GM/WM label values of a ``dseg``: from its BIDS lookup table, else the defaults.
+
+    A row counts for a tissue when its ``name`` or ``abbreviation`` holds one
+    of that tissue's words (``white matter``, ``WM``...).
+    """
+    lookup = _lookup_table(Path(dseg))
+    if lookup is None:
         return dict(TISSUE_LABELS)
     import pandas as pd
 
-    table = pd.read_csv(lookup, sep="\t")
-    aliases = {"csf": ("csf",), "gm": ("gm", "gray", "grey"), "wm": ("wm", "white")}
     labels = {}
-    for _, row in table.iterrows():
-        name = str(row.get("name", row.get("abbreviation", ""))).lower()
-        for tissue, words in aliases.items():
-            if any(name == w or name.startswith(w) for w in words):
+    for _, row in pd.read_csv(lookup, sep="\t", dtype=str).fillna("").iterrows():
+        words = set(f"{row.get('name', '')} {row.get('abbreviation', '')}".lower().split())
+        for tissue, keys in _TISSUE_WORDS.items():
+            if words & keys and str(row.get("index", "")).strip().isdigit():
                 labels.setdefault(tissue, int(row["index"]))
     return {**TISSUE_LABELS, **labels}
 

@@ -52,6 +52,11 @@ def build_table(rows: list[dict[str, Any]], participants=None):
     import pandas as pd
 
     table = pd.DataFrame(rows)
+    for column in LEADING_COLUMNS:  # a stable schema: every leading column, even when empty
+        if column not in table.columns:
+            table[column] = None
+    table["outlier"] = False  # filled in by flag_outliers
+    table["outlier_measures"] = ""
     carried: list[str] = []
     if participants is not None and len(table):
         for column in participants.columns:
@@ -60,7 +65,7 @@ def build_table(rows: list[dict[str, Any]], participants=None):
                 continue
             table[column] = table["subject"].map(participants[column])
             carried.append(column)
-    leading = [c for c in LEADING_COLUMNS if c in table.columns]
+    leading = list(LEADING_COLUMNS)
     rest = [c for c in table.columns if c not in leading and c not in carried]
     table = table[leading + carried + rest]
     return table.sort_values(["subject", "session"], na_position="first", kind="stable").reset_index(drop=True)

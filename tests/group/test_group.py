@@ -51,7 +51,9 @@ def test_table_holds_known_values_and_flags_the_corrupted_subject(ms_cohort):
     c, lesions = ms_cohort
     assert run_group(_config(c, lesions=lesions)) == 0
     table = _read(c).set_index("subject")
-    assert list(_read(c).columns[:3]) == ["bids_name", "subject", "session"]
+    assert list(_read(c).columns[:7]) == [
+        "bids_name", "subject", "session", "status", "failure_reason", "outlier", "outlier_measures"
+    ]
     assert table.loc[1, "bids_name"] == "sub-01_desc-synth_PSRmap"
     assert len(table) == 5 and set(table["status"]) == {"ok"}
     # Exact tissue medians: WM core (lesion voxels are WM too but few), GM shell, no spread in GM.
@@ -212,3 +214,28 @@ def test_through_the_command_line(ms_cohort, tmp_path):
     table = _read(c)
     assert table.set_index("subject").loc[4, "status"] == "missing"
     assert np.isfinite(table.set_index("subject").loc[1, "lesion_auc_combined"])
+
+
+def test_tissue_labels_from_the_dataset_lookup_table(tmp_path):
+    from demist_bids.group.measures import tissue_labels
+
+    root = tmp_path / "seg"
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text("{}")
+    dseg = root / "sub-01" / "anat" / "sub-01_dseg.nii.gz"
+    assert tissue_labels(dseg) == {"csf": 1, "gm": 2, "wm": 3}
+    (root / "dseg.tsv").write_text(
+        "index\tname\tabbreviation\n1\tgrey matter\tGM\n2\twhite matter\tWM\n3\tcerebrospinal fluid\tCSF\n"
+    )
+    assert tissue_labels(dseg) == {"gm": 1, "wm": 2, "csf": 3}
+
+
+def test_crash_naming_a_session_fails_only_that_session(tmp_path):
+    c = toy.make_cohort(tmp_path)
+    c.add_result("01", "1")
+    c.add_input("01", "2")
+    c.add_crash("01", "ValueError: FLAIR is empty", node="demist_wf.single_subject_01_ses_2_wf.synthesis")
+    run_group(_config(c))
+    table = _read(c)
+    assert list(table["status"]) == ["ok", "failed"]
+    assert table.loc[1, "failure_reason"] == "ValueError: FLAIR is empty"
