@@ -23,7 +23,7 @@ import numpy as np
 LOGGER = logging.getLogger("demist.evaluation")
 
 SSIM_SIGMA = 1.5
-"""Gaussian SSIM window (Wang et al. 2004; MONAI's SSIMMetric default): sigma 1.5 voxels, 11^3 support."""
+"""Gaussian SSIM window (Wang et al. 2004; MONAI SSIMMetric's default): sigma 1.5 voxels, 11^3."""
 _SSIM_RADIUS = 5  # skimage: int(3.5 * 1.5 + 0.5) with its default truncate of 3.5
 
 REGION_NAMES = ("proximal", "distal", "combined")
@@ -91,7 +91,9 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / denom) if denom > 0 else math.nan
 
 
-def _masked_ssim(pred: np.ndarray, target: np.ndarray, inside: np.ndarray, data_range: float) -> float:
+def _masked_ssim(
+    pred: np.ndarray, target: np.ndarray, inside: np.ndarray, data_range: float
+) -> float:
     from skimage.metrics import structural_similarity
 
     # Crop to the mask's bounding box plus a window radius (exact, and fast).
@@ -278,8 +280,9 @@ def robust_z(values) -> np.ndarray:
     more than half the values are equal (MAD 0) the mean absolute deviation
     scaled by 1.2533 is used instead (Iglewicz & Hoaglin); when all are equal
     every z is 0. Spreads below 1e-6 of the median count as zero: they are the
-    float32 rounding noise of values that are equal (images are stored as float32). ``nan`` inputs are ignored and stay ``nan``. With fewer than
-    three finite values no value can be told apart from the rest: all z are 0.
+    float32 rounding noise of equal values (images are stored as float32).
+    ``nan`` inputs are ignored and stay ``nan``. With fewer than three finite
+    values no value can be told apart from the rest: all z are 0.
     """
     x = np.asarray(values, dtype=np.float64)
     z = np.full(x.shape, np.nan)

@@ -120,7 +120,9 @@ def read_crash(path: Path) -> Crash:
     errors = [line for line in text if _EXCEPTION_LINE.match(line)]
     error = errors[-1] if errors else (text[-1] if text else "empty crash file")
     sessions = frozenset(_SESSION_MENTION.findall("\n".join(lines)))
-    return Crash(path=Path(path), node=node, error=error, mtime=Path(path).stat().st_mtime, sessions=sessions)
+    return Crash(
+        path=Path(path), node=node, error=error, mtime=Path(path).stat().st_mtime, sessions=sessions
+    )
 
 
 def find_crashes(output_dir: Path, subject: str) -> list[Crash]:
@@ -177,14 +179,22 @@ def find_failures(
     for subject, session in sorted(set(wanted) | set(done), key=lambda p: (p[0], p[1] or "")):
         run = done.get((subject, session))
         finished = run.psr.stat().st_mtime if run else float("-inf")
-        fresh = [c for c in find_crashes(output_dir, subject) if c.mtime > finished and c.concerns(session)]
+        fresh = [
+            c
+            for c in find_crashes(output_dir, subject)
+            if c.mtime > finished and c.concerns(session)
+        ]
         if fresh:
             crash = fresh[-1]
             failures.append(
-                Failure(subject, session, "failed", crash.error, crash_file=crash.path, node=crash.node)
+                Failure(
+                    subject, session, "failed", crash.error, crash_file=crash.path, node=crash.node
+                )
             )
         elif run is None:
-            failures.append(Failure(subject, session, "missing", _missing_reason(bids_dir, subject, session)))
+            failures.append(
+                Failure(subject, session, "missing", _missing_reason(bids_dir, subject, session))
+            )
     return failures
 
 

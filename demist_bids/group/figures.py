@@ -62,7 +62,11 @@ class Styling:
         if self.split is None:
             return "all"
         value = row.get(self.split)
-        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        return (
+            "n/a"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else str(value)
+        )
 
     def mark(self, row, x: float, y: float, text: str) -> Mark:
         return Mark(
@@ -78,7 +82,9 @@ class Styling:
 def styling_for(table, split: str | None, links: dict[str, str]) -> Styling:
     """Fix one colour per group so every figure and the legend agree."""
     style = Styling(split=split, links=links)
-    with_map = table[table["psr_median_brain"].notna()] if "psr_median_brain" in table.columns else table
+    with_map = (
+        table[table["psr_median_brain"].notna()] if "psr_median_brain" in table.columns else table
+    )
     groups = sorted({style.group_of(row) for _, row in with_map.iterrows()})
     style.colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(groups)}
     return style
@@ -97,7 +103,9 @@ def measure_strip(table, column: str, title: str, unit: str, style: Styling) -> 
     for _, row in table.iterrows():
         value = _value(row, column)
         if math.isfinite(value):
-            groups.setdefault(style.group_of(row), []).append(style.mark(row, 0, value, f"{value:.4g}"))
+            groups.setdefault(style.group_of(row), []).append(
+                style.mark(row, 0, value, f"{value:.4g}")
+            )
     groups = {name: marks for name, marks in groups.items() if marks}
     return strip_plot(groups, title=title, y_label=unit) if groups else None
 
@@ -142,7 +150,7 @@ def _bland_altman_of_medians(pairs, style: Styling) -> str:
 
 
 def agreement_figures(table, style: Styling) -> list[str]:
-    """Synthesized vs measured: WM medians, their Bland-Altman, per-run voxel-wise limits, lesion AUCs."""
+    """Synthesized vs measured: WM medians, their Bland-Altman, voxel-wise limits, lesion AUCs."""
     if "agree_mse" not in table.columns:
         return []
     rows = [row for _, row in table.iterrows() if math.isfinite(_value(row, "agree_mse"))]
@@ -187,4 +195,3 @@ def png_data_uri(image: np.ndarray, *, vmin: float, vmax: float, cmap: str = "vi
 def colorbar_uri(*, cmap: str = "viridis") -> str:
     """A horizontal colour ramp for the thumbnails' legend."""
     return png_data_uri(np.tile(np.linspace(0, 1, 128), (8, 1)), vmin=0, vmax=1, cmap=cmap)
-

@@ -199,7 +199,9 @@ def _section(anchor: str, title: str, body: str, note: str = "") -> str:
 
 
 def _summary(table, failures: list[Failure]) -> str:
-    with_map = int(table["psr_median_brain"].notna().sum()) if "psr_median_brain" in table.columns else 0
+    with_map = (
+        int(table["psr_median_brain"].notna().sum()) if "psr_median_brain" in table.columns else 0
+    )
     flagged = int(table["outlier"].sum()) if "outlier" in table.columns else 0
     cards = [
         ("runs with a PSR map", with_map, False),
@@ -240,7 +242,10 @@ def _settings(table) -> str:
 def _legend(style: figures.Styling) -> str:
     if style.split is None:
         return ""
-    items = "".join(f'<span><i style="background:{color}"></i>{escape(name)}</span>' for name, color in style.colors.items())
+    items = "".join(
+        f'<span><i style="background:{color}"></i>{escape(name)}</span>'
+        for name, color in style.colors.items()
+    )
     return f'<p class="legend">Colour by <b>{escape(style.split)}</b>: {items} &middot; red ring: outlier</p>'
 
 
@@ -260,7 +265,11 @@ def _distributions(table, style: figures.Styling) -> str:
     return (
         _legend(style)
         + f'<div class="figures">{tissue_html}</div>'
-        + ("<h3>Quality and uncertainty</h3>" + f'<div class="figures">{qc_html}</div>' if qc_html else "")
+        + (
+            "<h3>Quality and uncertainty</h3>" + f'<div class="figures">{qc_html}</div>'
+            if qc_html
+            else ""
+        )
     )
 
 
@@ -268,10 +277,20 @@ def _outlier_table(outliers: list[Outlier], links: dict[str, str]) -> str:
     if not outliers:
         return "<p>No run is an outlier.</p>"
     rows = [
-        [_link(figures.run_label(o.bids_name), links.get(o.bids_name)), escape(o.measure), _fmt(o.value), _fmt(o.cohort_median), f"{o.z:+.2f}"]
+        [
+            _link(figures.run_label(o.bids_name), links.get(o.bids_name)),
+            escape(o.measure),
+            _fmt(o.value),
+            _fmt(o.cohort_median),
+            f"{o.z:+.2f}",
+        ]
         for o in sorted(outliers, key=lambda o: -abs(o.z))
     ]
-    return _table(["Run", "Measure", "Value", "Cohort median", "Robust z"], rows, numeric=[False, False, True, True, True])
+    return _table(
+        ["Run", "Measure", "Value", "Cohort median", "Robust z"],
+        rows,
+        numeric=[False, False, True, True, True],
+    )
 
 
 def _failure_table(failures: list[Failure]) -> str:
@@ -279,7 +298,11 @@ def _failure_table(failures: list[Failure]) -> str:
         return "<p>Every input subject/session has results.</p>"
     rows = []
     for f in failures:
-        crash = f"sub-{f.subject}/log/{f.crash_file.parent.name}/{f.crash_file.name}" if f.crash_file else "n/a"
+        crash = (
+            f"sub-{f.subject}/log/{f.crash_file.parent.name}/{f.crash_file.name}"
+            if f.crash_file
+            else "n/a"
+        )
         rows.append(
             [
                 escape(f"sub-{f.subject}"),
@@ -295,7 +318,9 @@ def _failure_table(failures: list[Failure]) -> str:
 
 def _agreement(table, style: figures.Styling) -> str:
     columns = [c for c in AGREEMENT_COLUMNS if c in table.columns]
-    measured = table[table["agree_psnr"].notna()] if "agree_psnr" in table.columns else table.iloc[0:0]
+    measured = (
+        table[table["agree_psnr"].notna()] if "agree_psnr" in table.columns else table.iloc[0:0]
+    )
     if measured.empty:
         return ""
     rows = [
@@ -310,9 +335,8 @@ def _agreement(table, style: figures.Styling) -> str:
     ]
     plots = "".join(figures.agreement_figures(measured, style) + [s for s in strips if s])
     headers = ["Run"] + [AGREEMENT_COLUMNS[c] for c in columns]
-    return (
-        f'<div class="figures">{plots}</div>'
-        + _table(headers, rows, numeric=[False] + [True] * len(columns))
+    return f'<div class="figures">{plots}</div>' + _table(
+        headers, rows, numeric=[False] + [True] * len(columns)
     )
 
 
@@ -368,7 +392,9 @@ def render_report(
 ) -> str:
     """The whole ``group_PSR.html`` page as a string."""
     style = figures.styling_for(table, split, links)
-    demo = "model_is_demo" in table.columns and table["model_is_demo"].fillna(False).astype(bool).any()
+    demo = (
+        "model_is_demo" in table.columns and table["model_is_demo"].fillna(False).astype(bool).any()
+    )
     banner = (
         '<p class="banner"><b>Demo model.</b> At least one map was synthesized with the embedded demo '
         "model, which was trained on a phantom cohort: the values are not PSR estimates of real anatomy.</p>"
@@ -379,20 +405,36 @@ def render_report(
     agreement = _agreement(table, style)
     sections = [
         _section("summary", "Summary", _summary(table, failures) + banner),
-        _section("distributions", "PSR across the cohort", _distributions(table, style),
-                 "Each dot is one subject/session (hover for the value, click for its report); "
-                 "boxes span the interquartile range with the median line."),
-        _section("outliers", "Outliers", _outlier_table(outliers, links),
-                 f"Robust z = (value - cohort median) / (1.4826 MAD); flagged when |z| &gt; {OUTLIER_Z:g}. "
-                 f"Screened: {escape(screened)}."),
-        _section("failures", "Failed and missing runs", _failure_table(failures),
-                 "Input subjects/sessions without a synthesized map, or with a crash file newer than their map."),
+        _section(
+            "distributions",
+            "PSR across the cohort",
+            _distributions(table, style),
+            "Each dot is one subject/session (hover for the value, click for its report); "
+            "boxes span the interquartile range with the median line.",
+        ),
+        _section(
+            "outliers",
+            "Outliers",
+            _outlier_table(outliers, links),
+            f"Robust z = (value - cohort median) / (1.4826 MAD); flagged when |z| &gt; {OUTLIER_Z:g}. "
+            f"Screened: {escape(screened)}.",
+        ),
+        _section(
+            "failures",
+            "Failed and missing runs",
+            _failure_table(failures),
+            "Input subjects/sessions without a synthesized map, or with a crash file newer than their map.",
+        ),
     ]
     if agreement:
         sections.append(
-            _section("agreement", "Agreement with measured PSR", agreement,
-                     "Image metrics in the brain mask (PSNR and SSIM with a fixed PSR range), voxel-wise "
-                     "Bland-Altman in white matter, and lesion-vs-NAWM ROC AUC for both maps.")
+            _section(
+                "agreement",
+                "Agreement with measured PSR",
+                agreement,
+                "Image metrics in the brain mask (PSNR and SSIM with a fixed PSR range), voxel-wise "
+                "Bland-Altman in white matter, and lesion-vs-NAWM ROC AUC for both maps.",
+            )
         )
     sections += [
         _section("settings", "Model and settings", _settings(table)),
@@ -400,14 +442,20 @@ def render_report(
     ]
     nav = "".join(
         f'<a href="#{anchor}">{label}</a>'
-        for anchor, label in [("summary", "Summary"), ("distributions", "Distributions"), ("outliers", "Outliers"),
-                              ("failures", "Failures"), ("agreement", "Agreement"), ("settings", "Settings"),
-                              ("subjects", "Subjects")]
+        for anchor, label in [
+            ("summary", "Summary"),
+            ("distributions", "Distributions"),
+            ("outliers", "Outliers"),
+            ("failures", "Failures"),
+            ("agreement", "Agreement"),
+            ("settings", "Settings"),
+            ("subjects", "Subjects"),
+        ]
         if anchor != "agreement" or agreement
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
         f"<style>{CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p><nav>{nav}</nav></header>"
         f"<main>{''.join(sections)}<footer>Generated by demist. The table behind this page is group_PSR.tsv.</footer></main>"

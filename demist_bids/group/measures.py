@@ -68,11 +68,15 @@ def _load_on_grid(path: Path, reference, *, labels: bool) -> np.ndarray:
     return data.reshape(data.shape[:3]) if data.ndim > 3 and data.shape[3] == 1 else data
 
 
-_TISSUE_WORDS = {"csf": {"csf", "cerebrospinal"}, "gm": {"gm", "grey", "gray"}, "wm": {"wm", "white"}}
+_TISSUE_WORDS = {
+    "csf": {"csf", "cerebrospinal"},
+    "gm": {"gm", "grey", "gray"},
+    "wm": {"wm", "white"},
+}
 
 
 def _lookup_table(dseg: Path) -> Path | None:
-    """The dseg's lookup TSV: its sibling ``<name>.tsv``, else ``dseg.tsv`` up to the dataset root."""
+    """The dseg's lookup TSV: sibling ``<name>.tsv``, else ``dseg.tsv`` up to the dataset root."""
     sibling = dseg.with_name(dseg.name.split(".nii")[0] + ".tsv")
     if sibling.exists():
         return sibling
@@ -180,7 +184,10 @@ def image_measures(
         measures.update(_robust_summary(measured[wm & both], "wm_measured"))
         if both.any():
             measures.update(
-                {f"agree_{k}": v for k, v in image_metrics(psr, measured, both, data_range=data_range).items()}
+                {
+                    f"agree_{k}": v
+                    for k, v in image_metrics(psr, measured, both, data_range=data_range).items()
+                }
             )
         ba = bland_altman(psr, measured, wm & both)
         measures.update({f"ba_wm_{k}": v for k, v in ba.items() if k != "n"})

@@ -21,7 +21,8 @@ SPLIT_CANDIDATES = ("group", "diagnosis", "dx", "condition", "cohort", "status")
 
 
 def choose_split(participants) -> str | None:
-    """The participants.tsv column to colour plots by: a known grouping column, else a small categorical one."""
+    """The participants.tsv column colouring the plots: a known grouping column, else a small
+    categorical one (2-6 levels)."""
     if participants is None:
         return None
     for column in SPLIT_CANDIDATES:
@@ -52,14 +53,24 @@ def _sources(run, *, lesions_root: Path | None, psr_root: Path | None, tissue_ro
             LOGGER.warning("several lesion masks for %s; using %s", run.prefix, masks[0].name)
     if psr_root is not None:
         measured = find_derivative_file(
-            psr_root, run.subject, run.session, "*_PSRmap.nii*", exclude=("desc-synth", "desc-std", "_space-")
+            psr_root,
+            run.subject,
+            run.session,
+            "*_PSRmap.nii*",
+            exclude=("desc-synth", "desc-std", "_space-"),
         )
         sources.measured = measured[0] if measured else None
         if len(measured) > 1:
-            LOGGER.warning("several measured PSR maps for %s; using %s", run.prefix, measured[0].name)
+            LOGGER.warning(
+                "several measured PSR maps for %s; using %s", run.prefix, measured[0].name
+            )
     for root in tissue_roots:
         dseg = find_derivative_file(
-            root, run.subject, run.session, "*_dseg.nii*", exclude=("_space-", "desc-aseg", "desc-aparcaseg")
+            root,
+            run.subject,
+            run.session,
+            "*_dseg.nii*",
+            exclude=("_space-", "desc-aseg", "desc-aparcaseg"),
         )
         if dseg:
             sources.tissue = dseg[0]
@@ -68,7 +79,7 @@ def _sources(run, *, lesions_root: Path | None, psr_root: Path | None, tissue_ro
 
 
 def _default_psr_root(bids_dir: Path, output_dir: Path) -> Path | None:
-    """The first dataset in BIDS_DIR/derivatives holding measured PSR maps (as the participant level looks)."""
+    """The first dataset in BIDS_DIR/derivatives holding measured PSR maps (as participant does)."""
     root = Path(bids_dir) / "derivatives"
     if not root.is_dir():
         return None
@@ -76,7 +87,8 @@ def _default_psr_root(bids_dir: Path, output_dir: Path) -> Path | None:
         if candidate.resolve() == Path(output_dir).resolve():
             continue
         if (candidate / "dataset_description.json").is_file() and any(
-            "desc-synth" not in p.name and "desc-std" not in p.name for p in candidate.rglob("*_PSRmap.nii*")
+            "desc-synth" not in p.name and "desc-std" not in p.name
+            for p in candidate.rglob("*_PSRmap.nii*")
         ):
             return candidate
     return None
@@ -102,7 +114,9 @@ def _derivative_roots(config) -> dict[str, Any]:
     return {
         "lesions_root": Path(lesions) if lesions else None,
         "psr_root": psr,
-        "tissue_roots": [Path(p) for name, p in derivatives.items() if name not in ("lesions", "psr")],
+        "tissue_roots": [
+            Path(p) for name, p in derivatives.items() if name not in ("lesions", "psr")
+        ],
     }
 
 
@@ -155,7 +169,8 @@ def run_group(config) -> int:
     ]
     if not runs:
         raise MissingInputError(
-            f"no participant results (*_desc-synth_PSRmap.nii.gz) in {out}: run the participant level first"
+            f"no participant results (*_desc-synth_PSRmap.nii.gz) in {out}: "
+            "run the participant level first"
         )
     LOGGER.info("group level: %d subject/session runs with results in %s", len(runs), out)
 
@@ -165,7 +180,12 @@ def run_group(config) -> int:
 
     rows, thumbnails, links = [], {}, {}
     for run in runs:
-        row: dict[str, Any] = {"bids_name": run.bids_name, "subject": run.subject, "session": run.session, "status": "ok"}
+        row: dict[str, Any] = {
+            "bids_name": run.bids_name,
+            "subject": run.subject,
+            "session": run.session,
+            "status": "ok",
+        }
         failure = crashed.pop((run.subject, run.session), None)
         if failure is not None:
             row.update(status="failed", failure_reason=failure.reason)
@@ -200,6 +220,10 @@ def run_group(config) -> int:
     atomic_write_text(out / HTML_NAME, html)
     LOGGER.info(
         "wrote %s and %s: %d runs, %d outlier runs, %d failed or missing",
-        out / TSV_NAME, out / HTML_NAME, len(runs), int(table["outlier"].sum()), len(failures),
+        out / TSV_NAME,
+        out / HTML_NAME,
+        len(runs),
+        int(table["outlier"].sum()),
+        len(failures),
     )
     return 0

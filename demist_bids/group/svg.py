@@ -70,9 +70,15 @@ class _Frame:
 
     def py(self, y: float) -> float:
         low, high = self.y_range
-        return self.height - self.bottom - (y - low) / (high - low) * (self.height - self.top - self.bottom)
+        return (
+            self.height
+            - self.bottom
+            - (y - low) / (high - low) * (self.height - self.top - self.bottom)
+        )
 
-    def axes(self, title: str, x_label: str, y_label: str, *, x_ticks=True, y_ticks=True) -> list[str]:
+    def axes(
+        self, title: str, x_label: str, y_label: str, *, x_ticks=True, y_ticks=True
+    ) -> list[str]:
         x0, x1 = self.left, self.width - self.right
         y0, y1 = self.height - self.bottom, self.top
         parts = [
@@ -82,13 +88,19 @@ class _Frame:
         for tick in nice_ticks(*self.y_range) if y_ticks else []:
             y = self.py(tick)
             parts.append(f'<line class="grid" x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}"/>')
-            parts.append(f'<text class="tick" x="{x0 - 4}" y="{y + 3.5:.1f}" text-anchor="end">{_tick_label(tick)}</text>')
+            parts.append(
+                f'<text class="tick" x="{x0 - 4}" y="{y + 3.5:.1f}" text-anchor="end">{_tick_label(tick)}</text>'
+            )
         if x_ticks:
             for tick in nice_ticks(*self.x_range):
                 x = self.px(tick)
                 parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{y1}" y2="{y0}"/>')
-                parts.append(f'<text class="tick" x="{x:.1f}" y="{y0 + 14}" text-anchor="middle">{_tick_label(tick)}</text>')
-        parts.append(f'<text class="label" x="{(x0 + x1) / 2:.1f}" y="{self.height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+                parts.append(
+                    f'<text class="tick" x="{x:.1f}" y="{y0 + 14}" text-anchor="middle">{_tick_label(tick)}</text>'
+                )
+        parts.append(
+            f'<text class="label" x="{(x0 + x1) / 2:.1f}" y="{self.height - 8}" text-anchor="middle">{escape(x_label)}</text>'
+        )
         yc = (y0 + y1) / 2
         parts.append(
             f'<text class="label" x="14" y="{yc:.1f}" text-anchor="middle" transform="rotate(-90 14 {yc:.1f})">{escape(y_label)}</text>'
@@ -118,7 +130,9 @@ def _jitter(label: str) -> float:
     return (zlib.crc32(label.encode()) % 1000) / 500.0 - 1.0
 
 
-def strip_plot(groups: dict[str, list[Mark]], *, title: str, y_label: str, width: int = 270, height: int = 250) -> str:
+def strip_plot(
+    groups: dict[str, list[Mark]], *, title: str, y_label: str, width: int = 270, height: int = 250
+) -> str:
     """One column per group: the interquartile box, the median line and every run as a dot."""
     names = list(groups)
     values = [m.y for marks in groups.values() for m in marks]
@@ -128,7 +142,9 @@ def strip_plot(groups: dict[str, list[Mark]], *, title: str, y_label: str, width
     for index, name in enumerate(names):
         ys = sorted(m.y for m in groups[name] if math.isfinite(m.y))
         cx = frame.px(index)
-        parts.append(f'<text class="tick" x="{cx:.1f}" y="{height - 30}" text-anchor="middle">{escape(name)}</text>')
+        parts.append(
+            f'<text class="tick" x="{cx:.1f}" y="{height - 30}" text-anchor="middle">{escape(name)}</text>'
+        )
         if ys:
             q25, q50, q75 = (_quantile(ys, q) for q in (0.25, 0.5, 0.75))
             box_w = frame.px(index + half) - frame.px(index - half)
@@ -142,7 +158,9 @@ def strip_plot(groups: dict[str, list[Mark]], *, title: str, y_label: str, width
             )
         for mark in groups[name]:
             if math.isfinite(mark.y):
-                parts.append(_dot(mark, frame.px(index + 0.22 * _jitter(mark.label)), frame.py(mark.y)))
+                parts.append(
+                    _dot(mark, frame.px(index + 0.22 * _jitter(mark.label)), frame.py(mark.y))
+                )
     return frame.svg(parts, title)
 
 
@@ -182,8 +200,12 @@ def scatter_plot(
     for value, text in hlines:
         if math.isfinite(value):
             y = frame.py(value)
-            parts.append(f'<line class="ref" x1="{frame.left}" x2="{width - frame.right}" y1="{y:.1f}" y2="{y:.1f}"/>')
-            parts.append(f'<text class="note" x="{width - frame.right - 3}" y="{y - 3:.1f}" text-anchor="end">{escape(text)}</text>')
+            parts.append(
+                f'<line class="ref" x1="{frame.left}" x2="{width - frame.right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            )
+            parts.append(
+                f'<text class="note" x="{width - frame.right - 3}" y="{y - 3:.1f}" text-anchor="end">{escape(text)}</text>'
+            )
     parts.extend(_dot(m, frame.px(m.x), frame.py(m.y)) for m in marks)
     return frame.svg(parts, title)
 
@@ -198,13 +220,17 @@ def interval_plot(
     frame = _Frame(width, height, _padded_range(values), (len(rows) - 0.5, -0.5), left=150)
     parts = frame.axes(title, x_label, "", y_ticks=False)
     zero = frame.px(0.0)
-    parts.append(f'<line class="ref" x1="{zero:.1f}" x2="{zero:.1f}" y1="{frame.top}" y2="{height - frame.bottom}"/>')
+    parts.append(
+        f'<line class="ref" x1="{zero:.1f}" x2="{zero:.1f}" y1="{frame.top}" y2="{height - frame.bottom}"/>'
+    )
     for index, (mark, low, high) in enumerate(rows):
         y = frame.py(index)
         name = escape(mark.label.split(":")[0])
         text = f'<text class="tick" x="{frame.left - 6}" y="{y + 3.5:.1f}" text-anchor="end">{name}</text>'
         parts.append(f'<a href="{escape(mark.href)}">{text}</a>' if mark.href else text)
         if math.isfinite(low) and math.isfinite(high):
-            parts.append(f'<line class="interval" x1="{frame.px(low):.1f}" x2="{frame.px(high):.1f}" y1="{y:.1f}" y2="{y:.1f}"/>')
+            parts.append(
+                f'<line class="interval" x1="{frame.px(low):.1f}" x2="{frame.px(high):.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            )
         parts.append(_dot(mark, frame.px(mark.x), y))
     return frame.svg(parts, title)

@@ -33,7 +33,15 @@ KEY_MEASURES = (
 )
 """Measures screened for outliers: PSR levels and spread, uncertainty, and input quality."""
 
-LEADING_COLUMNS = ("bids_name", "subject", "session", "status", "failure_reason", "outlier", "outlier_measures")
+LEADING_COLUMNS = (
+    "bids_name",
+    "subject",
+    "session",
+    "status",
+    "failure_reason",
+    "outlier",
+    "outlier_measures",
+)
 
 
 @dataclass
@@ -48,7 +56,7 @@ class Outlier:
 
 
 def build_table(rows: list[dict[str, Any]], participants=None):
-    """A DataFrame of the rows, leading columns first, then participants.tsv columns, then measures."""
+    """The rows as a DataFrame: leading columns, then participants.tsv columns, then measures."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
@@ -61,14 +69,18 @@ def build_table(rows: list[dict[str, Any]], participants=None):
     if participants is not None and len(table):
         for column in participants.columns:
             if column in table.columns:
-                LOGGER.warning("participants.tsv column %r clashes with a measure; not carried", column)
+                LOGGER.warning(
+                    "participants.tsv column %r clashes with a measure; not carried", column
+                )
                 continue
             table[column] = table["subject"].map(participants[column])
             carried.append(column)
     leading = list(LEADING_COLUMNS)
     rest = [c for c in table.columns if c not in leading and c not in carried]
     table = table[leading + carried + rest]
-    return table.sort_values(["subject", "session"], na_position="first", kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["subject", "session"], na_position="first", kind="stable"
+    ).reset_index(drop=True)
 
 
 def flag_outliers(table, *, measures=KEY_MEASURES, threshold: float = OUTLIER_Z) -> list[Outlier]:
@@ -92,13 +104,23 @@ def flag_outliers(table, *, measures=KEY_MEASURES, threshold: float = OUTLIER_Z)
         z = robust_z(values)
         median = float(np.nanmedian(values))
         for index in np.nonzero(np.abs(np.nan_to_num(z)) > threshold)[0]:
-            found.append(Outlier(table.at[index, "bids_name"], measure, values[index], median, float(z[index])))
+            found.append(
+                Outlier(
+                    table.at[index, "bids_name"], measure, values[index], median, float(z[index])
+                )
+            )
             table.at[index, "outlier"] = True
             note = f"{measure} (z={z[index]:+.1f})"
             previous = table.at[index, "outlier_measures"]
             table.at[index, "outlier_measures"] = f"{previous};{note}" if previous else note
     for outlier in found:
-        LOGGER.warning("outlier: %s %s=%.4g (z=%+.1f)", outlier.bids_name, outlier.measure, outlier.value, outlier.z)
+        LOGGER.warning(
+            "outlier: %s %s=%.4g (z=%+.1f)",
+            outlier.bids_name,
+            outlier.measure,
+            outlier.value,
+            outlier.z,
+        )
     return found
 
 

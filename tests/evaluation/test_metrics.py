@@ -80,7 +80,9 @@ def test_bland_altman_by_hand():
     pred = np.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 2, 1)
     ba = bland_altman(pred, target, np.ones_like(pred))
     sd = np.std([1, 2, 3, 4], ddof=1)
-    assert ba == pytest.approx({"bias": 2.5, "loa_low": 2.5 - 1.96 * sd, "loa_high": 2.5 + 1.96 * sd, "n": 4})
+    assert ba == pytest.approx(
+        {"bias": 2.5, "loa_low": 2.5 - 1.96 * sd, "loa_high": 2.5 + 1.96 * sd, "n": 4}
+    )
     assert math.isnan(bland_altman(pred, target, np.zeros_like(pred))["bias"])
 
 
@@ -141,7 +143,11 @@ def test_lesion_auc_direction():
     lesion = np.zeros_like(wm)
     lesion[8:11, 14:17, 14:17] = True
     psr = np.where(lesion, 0.05, 0.2)
-    assert lesion_auc(psr, lesion, wm) == {"auc_proximal": 1.0, "auc_distal": 1.0, "auc_combined": 1.0}
+    assert lesion_auc(psr, lesion, wm) == {
+        "auc_proximal": 1.0,
+        "auc_distal": 1.0,
+        "auc_combined": 1.0,
+    }
     inverted = lesion_auc(np.where(lesion, 0.3, 0.2), lesion, wm)
     assert inverted == {"auc_proximal": 0.0, "auc_distal": 0.0, "auc_combined": 0.0}
     assert lesion_auc(np.full(wm.shape, 0.2), lesion, wm)["auc_combined"] == 0.5
@@ -178,7 +184,9 @@ def test_auc_matches_scikit_learn_with_ties():
     for name in ("proximal", "distal", "combined"):
         pos, neg = psr[regions[name]], psr[lesion]
         labels = np.r_[np.ones(pos.size), np.zeros(neg.size)]
-        assert auc[f"auc_{name}"] == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]), abs=1e-12)
+        assert auc[f"auc_{name}"] == pytest.approx(
+            roc_auc_score(labels, np.r_[pos, neg]), abs=1e-12
+        )
 
 
 def test_nawm_regions_crop_is_exact():

@@ -104,7 +104,9 @@ class _WebSocket:
             if opcode == 0x8:
                 raise ConnectionError("DevTools closed the WebSocket")
             if opcode == 0x9:  # ping: answer with a masked pong
-                self.sock.sendall(struct.pack("!BB", 0x8A, 0x80 | len(payload)) + b"\0\0\0\0" + payload)
+                self.sock.sendall(
+                    struct.pack("!BB", 0x8A, 0x80 | len(payload)) + b"\0\0\0\0" + payload
+                )
                 continue
             message += payload
             if first & 0x80:
@@ -160,11 +162,15 @@ def _errors(events: list[dict]) -> list[str]:
             text = details.get("exception", {}).get("description") or details.get("text")
             found.append(f"uncaught exception: {text}")
         elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            args = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            args = " ".join(
+                str(a.get("value", a.get("description", ""))) for a in params.get("args", [])
+            )
             found.append(f"console.{params['type']}: {args}")
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
-            found.append(f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".strip())
+            found.append(
+                f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".strip()
+            )
     return found
 
 
@@ -215,14 +221,23 @@ def render(
             for name, expression in (evaluate or {}).items():
                 reply = session.call("Runtime.evaluate", expression=expression, returnByValue=True)
                 if "exceptionDetails" in reply:
-                    result.errors.append(f"evaluating {name}: {reply['exceptionDetails'].get('text')}")
+                    result.errors.append(
+                        f"evaluating {name}: {reply['exceptionDetails'].get('text')}"
+                    )
                 result.evaluations[name] = reply.get("result", {}).get("value")
             if screenshot is not None:
                 size = session.call("Page.getLayoutMetrics")["cssContentSize"]
                 height = min(int(size["height"]) + 1, 16000)
-                session.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                             deviceScaleFactor=1, mobile=False)
-                shot = session.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+                session.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=width,
+                    height=height,
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
+                shot = session.call(
+                    "Page.captureScreenshot", format="png", captureBeyondViewport=True
+                )
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
                 result.screenshot = screenshot
             session.call("Runtime.evaluate", expression="1")  # drain events raised meanwhile

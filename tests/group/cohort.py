@@ -58,11 +58,19 @@ def psr_map(offset: float = 0.0, scale: float = 1.0, *, with_lesion: bool = Fals
     return psr * scale
 
 
-def sidecar(runtime: float = 12.5, *, registration_cost: float = 0.2, brain_ml: float = 9.2) -> dict:
+def sidecar(
+    runtime: float = 12.5, *, registration_cost: float = 0.2, brain_ml: float = 9.2
+) -> dict:
     return {
         "Description": "Synthesized PSR",
         "Units": "arbitrary",
-        "Model": {"Name": "demist-demo", "Path": "demo", "SHA256": "ab" * 32, "IsDemo": True, "Card": {}},
+        "Model": {
+            "Name": "demist-demo",
+            "Path": "demo",
+            "SHA256": "ab" * 32,
+            "IsDemo": True,
+            "Card": {},
+        },
         "Sampler": {"Name": "ddim", "Steps": 4, "Samples": 1, "Seed": 42, "Device": "cpu"},
         "SoftwareVersion": "0.1.0",
         "RuntimeSeconds": runtime,
@@ -110,7 +118,10 @@ class Cohort:
         save(anat / f"{stem}_dseg.nii.gz", dseg)
         save(anat / f"{stem}_desc-brain_mask.nii.gz", (dseg > 0).astype(np.uint8))
         if std is not None:
-            save(anat / f"{stem}_desc-std_PSRmap.nii.gz", np.where(dseg > 0, std, 0).astype(np.float32))
+            save(
+                anat / f"{stem}_desc-std_PSRmap.nii.gz",
+                np.where(dseg > 0, std, 0).astype(np.float32),
+            )
         path = save(anat / f"{stem}_desc-synth_PSRmap.nii.gz", psr_map() if psr is None else psr)
         (anat / f"{stem}_desc-synth_PSRmap.json").write_text(json.dumps(meta or sidecar()))
         if report:
@@ -118,12 +129,18 @@ class Cohort:
         return path
 
     def add_crash(self, subject: str, error: str, *, node: str = "demist_wf.synthesis") -> Path:
-        crash = self.out / f"sub-{subject}" / "log" / "20260101-000000_abc" / f"crash-20260101-{subject}.txt"
+        crash = (
+            self.out
+            / f"sub-{subject}"
+            / "log"
+            / "20260101-000000_abc"
+            / f"crash-20260101-{subject}.txt"
+        )
         crash.parent.mkdir(parents=True, exist_ok=True)
         crash.write_text(
             f"Node: {node}\nWorking directory: /tmp/work/{node}\n\nNode inputs:\n\nin_file = x.nii.gz\n\n"
-            "Traceback (most recent call last):\n  File \"/x/nipype/pipeline/plugins/multiproc.py\", line 67, in run_node\n"
-            "    result[\"result\"] = node.run(updatehash=updatehash)\n"
+            'Traceback (most recent call last):\n  File "/x/nipype/pipeline/plugins/multiproc.py", line 67, in run_node\n'
+            '    result["result"] = node.run(updatehash=updatehash)\n'
             f"{error}\n\n"
         )
         return crash
@@ -133,7 +150,9 @@ def make_cohort(root: Path, participants: dict[str, str] | None = None) -> Cohor
     """An empty input dataset (with participants.tsv when given) and output directory."""
     bids, out = root / "bids", root / "out"
     bids.mkdir(parents=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "toy cohort", "BIDSVersion": "1.9.0"}))
+    (bids / "dataset_description.json").write_text(
+        json.dumps({"Name": "toy cohort", "BIDSVersion": "1.9.0"})
+    )
     if participants:
         lines = ["participant_id\tgroup\tage"] + [
             f"sub-{sub}\t{group}\t{30 + i}" for i, (sub, group) in enumerate(participants.items())

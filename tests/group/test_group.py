@@ -43,7 +43,10 @@ def ms_cohort(tmp_path):
         psr = toy.psr_map(offset, scale=3.0 if sub == "04" else 1.0, with_lesion=ms)
         c.add_result(sub, psr=psr, std=0.01 + 0.001 * int(sub))
         if ms:
-            toy.save(lesions / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-consensus_mask.nii.gz", toy.lesion_mask())
+            toy.save(
+                lesions / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-consensus_mask.nii.gz",
+                toy.lesion_mask(),
+            )
     return c, lesions
 
 
@@ -52,7 +55,13 @@ def test_table_holds_known_values_and_flags_the_corrupted_subject(ms_cohort):
     assert run_group(_config(c, lesions=lesions)) == 0
     table = _read(c).set_index("subject")
     assert list(_read(c).columns[:7]) == [
-        "bids_name", "subject", "session", "status", "failure_reason", "outlier", "outlier_measures"
+        "bids_name",
+        "subject",
+        "session",
+        "status",
+        "failure_reason",
+        "outlier",
+        "outlier_measures",
     ]
     assert table.loc[1, "bids_name"] == "sub-01_desc-synth_PSRmap"
     assert len(table) == 5 and set(table["status"]) == {"ok"}
@@ -151,8 +160,13 @@ def test_crash_file_reason_and_missing_flair(tmp_path):
     table = _read(c).set_index("bids_name")
     crashed = table.loc["sub-04_desc-synth_PSRmap"]
     assert crashed["status"] == "failed"
-    assert crashed["failure_reason"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert table.loc["sub-05_desc-synth_PSRmap", "failure_reason"] == "no FLAIR image in the input dataset"
+    assert (
+        crashed["failure_reason"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert (
+        table.loc["sub-05_desc-synth_PSRmap", "failure_reason"]
+        == "no FLAIR image in the input dataset"
+    )
     html = (c.out / "group_PSR.html").read_text()
     assert "CUDA out of memory" in html and "demist_wf.synthesis" in html
 
@@ -208,8 +222,18 @@ def test_through_the_command_line(ms_cohort, tmp_path):
 
     c, lesions = ms_cohort
     shutil.rmtree(c.out / "sub-04")
-    code = run([str(c.bids), str(c.out), "group", "-d", f"lesions={lesions}", "-w", str(tmp_path / "w"),
-                "--skip-bids-validation"])
+    code = run(
+        [
+            str(c.bids),
+            str(c.out),
+            "group",
+            "-d",
+            f"lesions={lesions}",
+            "-w",
+            str(tmp_path / "w"),
+            "--skip-bids-validation",
+        ]
+    )
     assert code == 0
     table = _read(c)
     assert table.set_index("subject").loc[4, "status"] == "missing"
@@ -234,7 +258,9 @@ def test_crash_naming_a_session_fails_only_that_session(tmp_path):
     c = toy.make_cohort(tmp_path)
     c.add_result("01", "1")
     c.add_input("01", "2")
-    c.add_crash("01", "ValueError: FLAIR is empty", node="demist_wf.single_subject_01_ses_2_wf.synthesis")
+    c.add_crash(
+        "01", "ValueError: FLAIR is empty", node="demist_wf.single_subject_01_ses_2_wf.synthesis"
+    )
     run_group(_config(c))
     table = _read(c)
     assert list(table["status"]) == ["ok", "failed"]

@@ -46,10 +46,15 @@ def test_group_report_renders_without_errors(tmp_path):
         offset = 0.002 * index - 0.004
         psr = toy.psr_map(offset, scale=3.0 if sub == "04" else 1.0, with_lesion=group == "MS")
         c.add_result(sub, psr=psr, std=0.01 + 0.001 * index)
-        toy.save(measured / f"sub-{sub}" / "anat" / f"sub-{sub}_PSRmap.nii.gz",
-                 toy.psr_map(offset + 0.003 * (index % 2), with_lesion=group == "MS"))
+        toy.save(
+            measured / f"sub-{sub}" / "anat" / f"sub-{sub}_PSRmap.nii.gz",
+            toy.psr_map(offset + 0.003 * (index % 2), with_lesion=group == "MS"),
+        )
         if group == "MS":
-            toy.save(lesions / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-consensus_mask.nii.gz", toy.lesion_mask())
+            toy.save(
+                lesions / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-consensus_mask.nii.gz",
+                toy.lesion_mask(),
+            )
     c.add_input("06")
     c.add_crash("06", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
     config = Config()
@@ -59,7 +64,9 @@ def test_group_report_renders_without_errors(tmp_path):
     assert run_group(config) == 0
 
     shot = _artifact_dir(tmp_path) / "group_PSR.png"
-    result = chromium.render(c.out / "group_PSR.html", tmp_path / "profile", screenshot=shot, evaluate=CHECKS)
+    result = chromium.render(
+        c.out / "group_PSR.html", tmp_path / "profile", screenshot=shot, evaluate=CHECKS
+    )
     assert result.errors == []
     values = result.evaluations
     assert values["charts"] >= 10 and values["dots"] >= 40

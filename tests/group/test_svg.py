@@ -23,4 +23,7 @@ def test_charts_with_identical_values_and_links():
     svg = strip_plot({"all": marks}, title="same <values>", y_label="PSR")
     assert svg.count('<circle class="dot"') == 3 and 'href="sub-01.html"' in svg
     assert "same &lt;values&gt;" in svg
-    assert scatter_plot(marks, title="t", x_label="x", y_label="y", identity=True).count("<title>") == 3
+    assert (
+        scatter_plot(marks, title="t", x_label="x", y_label="y", identity=True).count("<title>")
+        == 3
+    )
