@@ -254,6 +254,19 @@ def test_tissue_labels_from_the_dataset_lookup_table(tmp_path):
     assert tissue_labels(dseg) == {"gm": 1, "wm": 2, "csf": 3}
 
 
+def test_tissue_labels_of_smriprep(tmp_path):
+    from demist_bids.group.measures import tissue_labels
+
+    root = tmp_path / "derivatives" / "anat-preproc"
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"GeneratedBy": [{"Name": "sMRIPrep"}]}')
+    assert tissue_labels(root / "sub-01" / "anat" / "sub-01_dseg.nii.gz") == {
+        "gm": 1,
+        "wm": 2,
+        "csf": 3,
+    }
+
+
 def test_crash_naming_a_session_fails_only_that_session(tmp_path):
     c = toy.make_cohort(tmp_path)
     c.add_result("01", "1")
