@@ -152,7 +152,7 @@ def run_group(config) -> int:
         MissingInputError: the output directory holds no participant results.
     """
     from demist_bids.exceptions import MissingInputError
-    from demist_bids.group.collect import find_failures, find_runs, read_participants
+    from demist_bids.group.collect import Failure, find_failures, find_runs, read_participants
     from demist_bids.group.html import render_report
     from demist_bids.group.measures import image_measures, sidecar_measures
     from demist_bids.group.table import build_table, flag_outliers, write_tsv
@@ -195,7 +195,9 @@ def run_group(config) -> int:
             measures, thumbnails[run.bids_name] = image_measures(run, _sources(run, **roots))
         except Exception as err:  # an unreadable output must not hide the rest of the cohort
             LOGGER.error("cannot measure %s: %s", run.psr, err)
-            row.update(status="failed", failure_reason=f"unreadable outputs: {err}")
+            reason = f"unreadable outputs: {err}"
+            row.update(status="failed", failure_reason=reason)
+            failures.append(Failure(run.subject, run.session, "failed", reason))
             measures = {}
         row.update(measures)
         row.update(sidecar_measures(run.sidecar))

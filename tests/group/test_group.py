@@ -278,3 +278,15 @@ def test_crash_naming_a_session_fails_only_that_session(tmp_path):
     table = _read(c)
     assert list(table["status"]) == ["ok", "failed"]
     assert table.loc[1, "failure_reason"] == "ValueError: FLAIR is empty"
+
+
+def test_unreadable_output_is_a_failure_not_a_crash(tmp_path):
+    c = toy.make_cohort(tmp_path)
+    c.add_result("01")
+    c.add_result("02").write_bytes(b"not a nifti")
+    assert run_group(_config(c)) == 0
+    table = _read(c).set_index("subject")
+    assert table.loc[1, "status"] == "ok"
+    assert table.loc[2, "status"] == "failed"
+    assert table.loc[2, "failure_reason"].startswith("unreadable outputs")
+    assert "unreadable outputs" in (c.out / "group_PSR.html").read_text()
