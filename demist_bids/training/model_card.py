@@ -94,3 +94,14 @@ def write_model_card(model_dir: Path) -> Path:
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     return atomic_write_text(model_dir / "README.md", render_model_card(config))
+
+
+def append_external_validation(model_dir: Path, summary_tsv: Path, cohort: str) -> Path:
+    """Add an external-validation section (from :mod:`demist_bids.evaluation.external`) to README.md."""
+    rows = evaluation_summary(Path(summary_tsv).parent)
+    readme = Path(model_dir) / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    text += (f"\n## External validation\n\nOn {cohort}, never seen in training; the linear baseline "
+             "was fitted on the training cohort. Mean ± SD over scans is not shown: one fold.\n\n"
+             + _metric_table(rows) + "\n")
+    return atomic_write_text(readme, text)

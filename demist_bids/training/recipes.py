@@ -75,8 +75,11 @@ def recipe(preset: str) -> TrainingRecipe:
         return TrainingRecipe(
             patch_size=[32, 32, 32],
             batch_size=2,
-            steps={"ae": 300, "align": 100, "backbone": 300, "diffusion": 150},
-            steps_per_epoch=50,
+            # A 6-subject, 2-fold run (2 folds + the final model, 4 methods per fold)
+            # finishes in about 15-20 min on 2 shared CPU cores; the demo model's
+            # recipe (scripts/make_demo_model.sh) trains ~10x longer.
+            steps={"ae": 50, "align": 30, "backbone": 100, "diffusion": 30},
+            steps_per_epoch=25,
             learning_rate={"ae": 1e-3, "align": 5e-4, "backbone": 5e-4, "diffusion": 5e-4},
             adversarial_start=0.6,
             scale_factor_batches=8,
