@@ -7,6 +7,8 @@ functions that need them.
 """
 
 from .grids import resample_to_native
-from .validation import MIN_FLAIR_COVERAGE, check_image, load_validated
+from .validation import MIN_FLAIR_COVERAGE, check_image, check_pair, load_validated
 
-__all__ = ["MIN_FLAIR_COVERAGE", "check_image", "load_validated", "resample_to_native"]
+__all__ = [
+    "MIN_FLAIR_COVERAGE", "check_image", "check_pair", "load_validated", "resample_to_native",
+]

@@ -179,3 +179,46 @@ def check_image(path: str | Path) -> list[str]:
             or constant images, unreadable files and singular affines.
     """
     return load_validated(path)[1]
+
+
+def header_coverage(t1w: nib.spatialimages.SpatialImage,
+                    flair: nib.spatialimages.SpatialImage) -> float:
+    """Fraction of the T1w's head (Otsu-like foreground) inside the FLAIR's field of view.
+
+    Uses only the headers' world coordinates (same-session scans share the
+    scanner's frame), so it is cheap; the registered value over the brain is in
+    the workflow's ``qc`` JSON.
+    """
+    data = np.asanyarray(t1w.dataobj, dtype=np.float32)
+    step = max(1, int(round(min(data.shape) / 48)))  # a coarse sample is plenty
+    sample = np.nan_to_num(data[::step, ::step, ::step])
+    positive = sample[sample > 0]
+    if positive.size == 0:
+        return 0.0
+    head = sample > 0.2 * np.percentile(positive, 98)
+    ijk = np.argwhere(head) * step
+    world = t1w.affine[:3, :3] @ ijk.T + t1w.affine[:3, 3:4]
+    flair_ijk = np.linalg.inv(flair.affine) @ np.vstack([world, np.ones(world.shape[1])])
+    shape = np.asarray(flair.shape[:3])[:, None]
+    inside = np.all((flair_ijk[:3] >= -0.5) & (flair_ijk[:3] <= shape - 0.5), axis=0)
+    return float(inside.mean())
+
+
+def check_pair(t1w_path: str | Path, flair_path: str | Path,
+               min_coverage: float = MIN_FLAIR_COVERAGE) -> list[str]:
+    """Check a T1w/FLAIR pair before processing; return both images' fixes, prefixed.
+
+    Raises:
+        BadDataError: either image is unusable (see :func:`check_image`), or the
+            FLAIR's field of view holds less than ``min_coverage`` of the T1w head
+            (message names the FLAIR file).
+    """
+    t1w, t1w_fixes = load_validated(t1w_path)
+    flair, flair_fixes = load_validated(flair_path)
+    coverage = header_coverage(t1w, flair)
+    if coverage < min_coverage:
+        raise BadDataError(
+            f"{flair_path}: its field of view covers only {coverage:.0%} of the T1w head "
+            f"(at least {min_coverage:.0%} needed)"
+        )
+    return [f"T1w: {f}" for f in t1w_fixes] + [f"FLAIR: {f}" for f in flair_fixes]

@@ -9,6 +9,8 @@ import pytest
 from demist_bids.exceptions import BadDataError
 from demist_bids.preprocessing import check_image, load_validated
 
+from .synthetic import head_pair  # noqa: F401
+
 
 def _write(path, data, affine=None, qform=True, sform=True, dtype=None):
     affine = np.diag([1.0, 1.0, 1.0, 1.0]) if affine is None else affine
@@ -137,3 +139,24 @@ def test_real_data_checks(shared_data):
     cs07 = check_image(shared_data / "openms_subset/sub-cs07/anat/sub-cs07_T1w.nii.gz")
     assert "no valid sform: copied the qform to the sform" in cs07
     assert any(f.startswith("clipped") for f in cs07)
+
+
+def test_pair_check_refuses_a_flair_that_misses_most_of_the_head(head_pair, tmp_path):  # noqa: F811
+    from demist_bids.preprocessing import check_pair
+    from demist_bids.preprocessing.validation import header_coverage
+
+    flair = nib.load(head_pair.flair)
+    assert header_coverage(nib.load(head_pair.t1w), flair) > 0.9
+    assert check_pair(head_pair.t1w, head_pair.flair) == [
+        "T1w: 3.00x3.00x3.00 mm voxels resampled to 1 mm isotropic",
+        "FLAIR: 3.00x3.00x3.00 mm voxels resampled to 1 mm isotropic",
+    ]
+    top = flair.slicer[:, :, flair.shape[2] * 3 // 4:]  # the top quarter of the slices only
+    nib.save(top, tmp_path / "sub-01_FLAIR.nii.gz")
+    coverage = header_coverage(nib.load(head_pair.t1w), top)
+    assert 0.0 < coverage < 0.4
+    with pytest.raises(BadDataError, match=r"sub-01_FLAIR.nii.gz: its field of view covers only"):
+        check_pair(head_pair.t1w, tmp_path / "sub-01_FLAIR.nii.gz")
+    # a partial but sufficient field of view passes and is measured again after registration
+    nib.save(flair.slicer[:, :, flair.shape[2] // 4:], tmp_path / "most.nii.gz")
+    check_pair(head_pair.t1w, tmp_path / "most.nii.gz")
