@@ -219,7 +219,7 @@ def _small() -> ModelConfig:
             norm_num_groups=8,
         ),
         streams=StreamsConfig(token_dim=64, cross_attention_heads=2, lora_rank=4, lora_alpha=4.0),
-        sampling=SamplingConfig(sampler="ddim", steps=10),
+        sampling=SamplingConfig(sampler="dpm++", steps=10),
         patch_size=[64, 64, 64],
     )
 
