@@ -275,7 +275,10 @@ def train_script(plan: Plan) -> str:
     sbatch = _sbatch_lines(plan, res, f"{plan.job_name}-train", f"{plan.log_dir}/train_%j.log", extra)
     purpose = (f"demist train: {plan.nodes} node(s) x {plan.ntasks_per_node} process(es), "
                "PyTorch DDP (NCCL on GPUs, gloo on CPUs).")
-    launch = ["srun", "--kill-on-bad-exit=1"]
+    # Ranks stop together after a signal and exit 75 a moment apart: srun must not kill the
+    # late ones for the early one's non-zero exit (the job would end 143, not 75). A rank
+    # that really crashes takes the others down after --wait seconds instead of a hang.
+    launch = ["srun", "--kill-on-bad-exit=0", "--wait=120"]
     header = _header(plan, sbatch, purpose, _runner(plan, plan.use_nv_train, launch), tasks=False)
     return header + f"REQUEUE={int(plan.requeue)}\n" + _TRAIN_BODY
 

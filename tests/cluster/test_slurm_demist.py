@@ -24,6 +24,8 @@ def test_cohort_array_and_group(slurm, phantom_cohort, tmp_path):
     records = slurm.wait(array_id, group_id, timeout=2200)
     logs = out / "logs" / "slurm"
     states = {key: rec["JobState"] for key, rec in records.items()}
+    for key, rec in sorted(records.items()):  # shown with pytest -rP
+        print(key, rec["JobName"], rec["JobState"], rec["ExitCode"], rec.get("Dependency", ""))
     tails = {p.name: p.read_text()[-2000:] for p in logs.glob("*.log")}
     assert set(states.values()) == {"COMPLETED"}, (states, tails)
 

@@ -103,7 +103,7 @@ def test_train_script(dataset, tmp_path, capsys):
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--signal=USR1@300",
                  "--requeue", "--open-mode=append", "--time=24:00:00"):
         assert f"#SBATCH {line}\n" in script
-    assert "LAUNCH=(srun --kill-on-bad-exit=1)" in script
+    assert "LAUNCH=(srun --kill-on-bad-exit=0 --wait=120)" in script
     assert '"$RUNTIME" run --cleanenv --nv' in script
     assert 'bash -c "$FORWARD" forward' in script and "SLURM_PROCID" in script
     assert 'run_demist "$TRAIN_WORK" train --resume' in script

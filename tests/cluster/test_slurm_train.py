@@ -39,6 +39,7 @@ def test_two_tasks_identical_weights(slurm, phantom_cohort, tmp_path):
     job = _submit_train(slurm, phantom_cohort, out, tmp_path / "work", "--max-steps", "2")
     record = slurm.wait(job, timeout=2200)[job]
     log = _train_log(out, job)
+    print("\n".join(line for line in log.splitlines() if "demist-slurm" in line))  # pytest -rP
     assert record["JobState"] == "COMPLETED", log[-4000:]
     assert "2 processes" in log
     stage_dirs = [d for d in sorted((out / "training" / "all").iterdir())
@@ -75,6 +76,8 @@ def test_sigterm_checkpoint_requeue_resume(slurm, phantom_cohort, tmp_path):
     slurm.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
     record = slurm.wait(job, timeout=1800)[job]
     log = _train_log(out, job)
+    print("\n".join(line for line in log.splitlines() if "demist-slurm" in line or "ae: step" in line
+                    or "Resuming" in line or "SIGTERM" in line))  # shown with pytest -rP
     assert record["JobState"] == "COMPLETED", log[-4000:]
     assert record["Restarts"] == "1"
     assert "exit code 75" in log and "requeueing job" in log
