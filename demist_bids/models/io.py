@@ -173,15 +173,9 @@ def load_model(directory: Path, device: str = "cpu") -> DemistModel:
 
 def model_sha256(directory: Path) -> str:
     """sha256 over every file of the model directory (relative names and contents, sorted)."""
-    directory = Path(directory)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    from demist_bids.utils.model_files import directory_sha256
+
+    return directory_sha256(Path(directory))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
