@@ -185,6 +185,8 @@ def write_evaluation(
 ) -> dict[str, Path]:
     """Write the four TSVs and ``evaluation.html`` into ``out_dir``; return their paths."""
     out_dir = Path(out_dir)
+    first = ["method", "fold", "bids_name"]
+    per_scan = per_scan[first + [c for c in per_scan.columns if c not in first]]
     folds = fold_table(per_scan)
     summary = summary_table(folds)
     synthesized = per_scan[per_scan["method"] != "measured"]

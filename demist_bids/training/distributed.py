@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 LOGGER = logging.getLogger("demist.train")
 
@@ -75,7 +76,9 @@ def init_distributed(device_type: str = "cpu") -> DistributedContext:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    # Generous timeout: non-main ranks wait at a barrier while the main rank
+    # preprocesses the cohort and evaluates each fold.
+    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(hours=4))
     LOGGER.info("Joined %s process group: rank %d of %d", backend, rank, world_size)
     return DistributedContext(rank, world_size, local_rank, backend)
 

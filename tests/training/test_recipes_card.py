@@ -1,0 +1,48 @@
+"""Recipe overrides are strict; the model card says plainly when the data were synthetic."""
+
+import json
+
+import pytest
+
+from demist_bids.training.model_card import append_external_validation, render_model_card
+from demist_bids.training.recipes import capped, load_recipe, recipe
+
+
+def test_recipe_override_merges_tables_and_rejects_typos(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("batch_size = 4\n[steps]\nae = 7\n")
+    merged = load_recipe("small", path)
+    assert merged.batch_size == 4 and merged.steps["ae"] == 7
+    assert merged.steps["diffusion"] == recipe("small").steps["diffusion"]
+    path.write_text("[steps]\nautoencoder = 7\n")
+    with pytest.raises(ValueError, match="autoencoder"):
+        load_recipe("small", path)
+    path.write_text("batchsize = 4\n")
+    with pytest.raises(ValueError, match="batchsize"):
+        load_recipe("small", path)
+    assert capped(100, 0) == 100 and capped(100, 3) == 3
+
+
+def test_card_rendering(tmp_path):
+    from demist_bids.models.config import preset
+
+    config = preset("small").to_dict()
+    config["card"] = {"training_data": {"name": "phantom", "synthetic": True, "scans": 8},
+                      "intended_use": "demo only", "cross_validation": [
+                          {"method": "demist", "psnr_mean": 25.0, "psnr_sd": 1.0, "ssim_mean": 0.9,
+                           "ssim_sd": None, "mse_mean": 1e-3, "mse_sd": None,
+                           "auc_combined_mean": None, "auc_combined_sd": None}]}
+    text = render_model_card(config)
+    assert "synthetic data" in text and "not a clinical model" in text
+    assert "| demist | 25.00 ± 1.00 | 0.9000 | 1.000e-03 | n/a |" in text
+    config["card"]["training_data"]["synthetic"] = False
+    assert "not a clinical model" not in render_model_card(config)
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "README.md").write_text("# card\n")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "evaluation_summary.tsv").write_text(
+        "method\tpsnr_mean\tpsnr_sd\nlinear\t15.5\tn/a\ndemist\t22.25\tn/a\n")
+    readme = append_external_validation(tmp_path / "model", tmp_path / "eval" / "evaluation_summary.tsv", "cohort X")
+    assert "External validation" in readme.read_text() and "| demist | 22.25 |" in readme.read_text()
+    json.dumps(config)
