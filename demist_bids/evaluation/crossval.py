@@ -41,6 +41,34 @@ class FoldEvaluation:
         return {m: (np.concatenate(p), np.concatenate(n)) for m, (p, n) in self.roc_scores.items() if p}
 
 
+BOX_MARGIN = 8
+"""Voxels kept around the brain's bounding box when synthesizing for evaluation."""
+
+
+def brain_box(brain: np.ndarray, margin: int = BOX_MARGIN) -> tuple[slice, ...]:
+    """Bounding box of the brain plus ``margin`` voxels, clipped to the volume."""
+    coords = np.nonzero(brain)
+    return tuple(
+        slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
+        for c, n in zip(coords, brain.shape)
+    )
+
+
+def synthesize_in_brain_box(
+    synthesize: Callable[[np.ndarray], np.ndarray], cond: np.ndarray, brain: np.ndarray
+) -> np.ndarray:
+    """Run ``synthesize`` on the brain's bounding box only and paste the result back.
+
+    The preprocessed inputs are zero outside the brain and the measures are
+    taken inside it, so the crop changes nothing that is measured while the
+    autoencoders (the dominant cost on a CPU) see 2-3x fewer voxels.
+    """
+    box = brain_box(brain)
+    out = np.zeros(brain.shape, dtype=np.float32)
+    out[box] = synthesize(np.ascontiguousarray(cond[(slice(None), *box)]))
+    return out
+
+
 def measure_prediction(
     pred_psr: np.ndarray, volume: TrainingVolume, psr_scale: float
 ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
@@ -86,7 +114,8 @@ def evaluate_fold(
             result.add_roc("measured", *roc)
         predictions = {"linear": linear.predict(volume.cond[0], volume.cond[1], volume.brain)}
         for method, synthesize in synthesizers.items():
-            predictions[method] = np.where(volume.brain, synthesize(volume.cond), 0.0).astype(np.float32)
+            pred = synthesize_in_brain_box(synthesize, volume.cond, volume.brain)
+            predictions[method] = np.where(volume.brain, pred, 0.0).astype(np.float32)
         for method, pred in predictions.items():
             values, roc = measure_prediction(pred, volume, psr_scale)
             result.rows.append({"method": method, "fold": fold, "bids_name": volume.name, **values})
