@@ -47,29 +47,60 @@ def _add_one(x):
     return x + 1
 
 
-@pytest.mark.slow
-def test_slurmgraph_runs_nodes_as_jobs(slurm, tmp_path, monkeypatch):
-    """A two-node graph run with the packaged file: each node is a SLURM job, in order."""
+def _two_node_graph(base_dir):
     from nipype import Node, Workflow
     from nipype.interfaces.utility import Function
 
-    for key, value in slurm.env.items():
-        monkeypatch.setenv(key, value)
-    wf = Workflow(name="plugin_wf", base_dir=str(tmp_path))
+    wf = Workflow(name="plugin_wf", base_dir=str(base_dir))
     double = Node(Function(["x"], ["out"], _double), name="double")
     double.inputs.x = 20
     add = Node(Function(["x"], ["out"], _add_one), name="add_one")
     wf.connect(double, "out", add, "x")
-    name, args = _load("slurmgraph.yml")
-    wf.run(plugin=name, plugin_args=args)  # submits every node, then returns
+    return wf
 
+
+def _result(base_dir) -> int:
+    from nipype.utils.filemanip import loadpkl
+
+    return loadpkl(base_dir / "plugin_wf" / "add_one" / "result_add_one.pklz").outputs.out
+
+
+@pytest.mark.slow
+def test_slurmgraph_runs_nodes_as_jobs(slurm, tmp_path, monkeypatch):
+    """A two-node graph run with the packaged file: each node is a SLURM job, in order."""
+    from demist_bids.cluster.graph import submitted_job_names, wait_for_slurm_graph
+
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    name, args = _load("slurmgraph.yml")
+    _two_node_graph(tmp_path).run(plugin=name, plugin_args=args)  # submits, then returns
+
+    batch = tmp_path / "plugin_wf" / "batch"
+    assert submitted_job_names(batch) == ["j0_double", "j1_add_one"]
     queued = slurm.run(["squeue", "-h", "-o", "%i %j", "-n", "j0_double,j1_add_one"]).stdout
     jobs = dict(line.split()[::-1] for line in queued.splitlines())
     assert set(jobs) == {"j0_double", "j1_add_one"}, "each node is its own SLURM job"
-    records = slurm.wait(*jobs.values(), timeout=180)
+    wait_for_slurm_graph(batch, poll=1, timeout=180)
+    assert not slurm.run(["squeue", "-h", "-j", ",".join(jobs.values())]).stdout.strip()
+    records = slurm.jobs(*jobs.values())
     assert {records[i]["JobState"] for i in jobs.values()} == {"COMPLETED"}
+    assert _result(tmp_path) == 41
 
-    from nipype.utils.filemanip import loadpkl
 
-    result = loadpkl(tmp_path / "plugin_wf" / "add_one" / "result_add_one.pklz")
-    assert result.outputs.out == 41
+@pytest.mark.slow
+def test_slurm_plugin_blocks_until_done(slurm, tmp_path, monkeypatch):
+    """The SLURM plugin submits node by node and returns when the graph is done."""
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOGNAME", "demist")  # Nipype's SLURM plugin names jobs after it
+    name, args = _load("slurm.yml")
+    assert name == "SLURM"
+    from nipype import config
+
+    previous = config.get("execution", "poll_sleep_duration")
+    config.set("execution", "poll_sleep_duration", "1")
+    try:
+        _two_node_graph(tmp_path).run(plugin=name, plugin_args=args)
+    finally:
+        config.set("execution", "poll_sleep_duration", previous)
+    assert _result(tmp_path) == 41

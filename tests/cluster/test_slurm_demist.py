@@ -46,3 +46,20 @@ def test_cohort_array_and_group(slurm, phantom_cohort, tmp_path):
     summary = (logs / "status" / array_id / "tasks.tsv").read_text().splitlines()
     assert [line.split("\t")[2] for line in summary[1:]] == ["0", "0", "0"]
     assert "3 participant tasks, 0 failed" in (logs / f"group_{group_id}.log").read_text()
+
+
+def test_participant_with_the_slurm_plugin(slurm, phantom_cohort, tmp_path):
+    """--use-plugin slurm.yml: every workflow node is a SLURM job; demist waits and reports."""
+    from pathlib import Path
+
+    plugin = Path(__file__).resolve().parents[2] / "demist_bids" / "data" / "plugins" / "slurm.yml"
+    out = tmp_path / "out"
+    res = subprocess.run(
+        ["demist", str(phantom_cohort), str(out), "participant", "--participant-label", "01",
+         "-w", str(tmp_path / "work"), "--use-plugin", str(plugin)],
+        env={**slurm.env, "LOGNAME": "demist"}, capture_output=True, text=True, timeout=2000,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert list((out / "sub-01").rglob("sub-01*_desc-synth_PSRmap.nii.gz"))
+    batch = list((tmp_path / "work").rglob("batch/batchscript_*.sh"))
+    assert len(batch) > 5, "the workflow's nodes were submitted as SLURM batch jobs"
