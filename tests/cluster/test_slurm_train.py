@@ -58,7 +58,7 @@ def test_sigterm_checkpoint_requeue_resume(slurm, phantom_cohort, tmp_path):
     """SIGTERM mid-stage: checkpoint, exit 75, the job requeues itself and resumes, not restarts."""
     out = tmp_path / "train"
     job = _submit_train(slurm, phantom_cohort, out, tmp_path / "work",
-                        "--stage", "ae", "--max-steps", "60")
+                        "--stage", "ae", "--max-steps", "30")
     stage = out / "training" / "all" / "ae"
     deadline = time.monotonic() + 1800
     while _rows(stage / "log.csv") < 3:
