@@ -1,4 +1,4 @@
-"""Render the participant-array and group sbatch scripts.
+"""Render the sbatch scripts: the participant array, the group job, the training job.
 
 Each script is a header of ``#SBATCH`` lines and plain variable assignments
 (everything that depends on the user's options, shell-quoted) followed by a
@@ -29,7 +29,7 @@ class Resources:
 
 @dataclass
 class Plan:
-    """Everything the two scripts need."""
+    """Everything the scripts need."""
 
     bids_dir: Path
     output_dir: Path
