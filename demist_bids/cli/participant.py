@@ -49,13 +49,12 @@ def resolve_device(requested: str) -> str:
 
 def _preflight(inputs):
     """Check every image before building the graph; split usable from unusable subjects."""
-    from demist_bids.preprocessing.validation import check_image
+    from demist_bids.preprocessing.validation import check_pair
 
     usable, bad = [], []
     for item in inputs:
         try:
-            for path in (item.t1w, item.flair):
-                check_image(path)
+            check_pair(item.t1w, item.flair)
         except BadDataError as exc:
             LOGGER.error("%s: %s", item.bids_name, exc)
             bad.append((item, str(exc)))

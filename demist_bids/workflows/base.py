@@ -65,9 +65,6 @@ def init_single_subject_wf(
         "synthesizes quantitative magnetization-transfer pool-size-ratio (PSR) maps from "
         "T1-weighted and FLAIR images [@demist].\n\n"
     )
-    log_dir.mkdir(parents=True, exist_ok=True)
-    wf.config["execution"]["crashdump_dir"] = str(log_dir)
-    wf.config["execution"]["crashfile_format"] = "txt"
 
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "flair", "brain_mask"]),
                         name="inputnode")
@@ -145,6 +142,11 @@ def init_single_subject_wf(
     commit.inputs.reportlet_names = reportlet_names
     if output_model_grid:
         wf.connect([(synth, commit, [("psr", "psr_model")])])
+    # Nipype reads crash settings per node: give every node of this subject its log folder.
+    for node in wf._get_all_nodes():
+        node.config = {**(node.config or {}), "execution": {
+            **((node.config or {}).get("execution", {})),
+            "crashdump_dir": str(log_dir), "crashfile_format": "txt"}}
     return wf
 
 
