@@ -51,7 +51,8 @@ class ValidateAnatomical(SimpleInterface):
 
 class _ResampleToGridInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to resample")
-    reference = File(exists=True, desc="image whose grid to use; absent: a RAS grid covering in_file")
+    reference = File(exists=True,
+                     desc="image whose grid to use; absent: a RAS grid covering in_file")
     voxel_mm = traits.Float(1.0, usedefault=True, desc="voxel size of a grid built from in_file")
     transform = File(exists=True, desc="ITK transform, reference points -> in_file points")
     interpolation = traits.Enum("linear", "nearest", "bspline", usedefault=True)
@@ -64,7 +65,7 @@ class _ResampleToGridOutputSpec(TraitedSpec):
 
 
 class ResampleToGrid(SimpleInterface):
-    """Resample onto the model's 1 mm RAS grid (built from ``in_file`` or taken from ``reference``)."""
+    """Resample onto the model's 1 mm RAS grid (built from ``in_file`` or from ``reference``)."""
 
     input_spec = _ResampleToGridInputSpec
     output_spec = _ResampleToGridOutputSpec
@@ -83,7 +84,9 @@ class ResampleToGrid(SimpleInterface):
             affine, shape = ref.affine, ref.shape[:3]
         else:
             affine, shape = ras_grid(img, self.inputs.voxel_mm)
-        xfm = sitk.ReadTransform(self.inputs.transform) if isdefined(self.inputs.transform) else None
+        xfm = None
+        if isdefined(self.inputs.transform):
+            xfm = sitk.ReadTransform(self.inputs.transform)
         order = {"nearest": 0, "linear": 1, "bspline": 3}[self.inputs.interpolation]
         dtype = np.uint8 if order == 0 else np.float32
         out = resample(img, affine, shape, order=order, transform=xfm, dtype=dtype)

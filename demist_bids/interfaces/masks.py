@@ -48,7 +48,8 @@ class BrainMask(SimpleInterface):
         stripped = bm.is_skull_stripped(native)
         if isdefined(self.inputs.in_mask):
             given = nib.load(self.inputs.in_mask)
-            binary = nib.Nifti1Image((np.asanyarray(given.dataobj) > 0).astype(np.uint8), given.affine)
+            binary = nib.Nifti1Image((np.asanyarray(given.dataobj) > 0).astype(np.uint8),
+                                     given.affine)
             mask = resample_like(binary, t1w, order=0, dtype=np.uint8)
             source = "input mask"
         elif stripped:
@@ -62,7 +63,8 @@ class BrainMask(SimpleInterface):
             data &= np.asanyarray(nib.load(self.inputs.fov_mask).dataobj) > 0
         out = nib.Nifti1Image(data.astype(np.uint8), t1w.affine)
         out.set_data_dtype(np.uint8)
-        self._results["out_mask"] = out_path(runtime.cwd, self.inputs.in_file, "_brainmask", ".nii.gz")
+        self._results["out_mask"] = out_path(runtime.cwd, self.inputs.in_file, "_brainmask",
+                                             ".nii.gz")
         nib.save(out, self._results["out_mask"])
         self._results["template"] = source
         self._results["skull_stripped"] = bool(stripped)

@@ -15,7 +15,8 @@ from ._helpers import out_path, set_threads
 
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
-    shrink_mm = traits.Float(8.0, usedefault=True, desc="voxel size (mm) at which the field is fitted")
+    shrink_mm = traits.Float(8.0, usedefault=True,
+                             desc="voxel size (mm) at which the field is fitted")
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
@@ -36,7 +37,8 @@ class N4BiasCorrection(SimpleInterface):
         from ..preprocessing.bias import n4_correct
 
         set_threads(self.inputs.num_threads)
-        corrected, field = n4_correct(nib.load(self.inputs.in_file), shrink_mm=self.inputs.shrink_mm)
+        corrected, field = n4_correct(nib.load(self.inputs.in_file),
+                                      shrink_mm=self.inputs.shrink_mm)
         self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, "_n4")
         self._results["bias_field"] = out_path(runtime.cwd, self.inputs.in_file, "_biasfield")
         nib.save(corrected, self._results["out_file"])
@@ -71,8 +73,10 @@ class RigidRegistration(SimpleInterface):
         from ..preprocessing.registration import register_rigid
 
         set_threads(self.inputs.num_threads)
-        result = register_rigid(nib.load(self.inputs.fixed_image), nib.load(self.inputs.moving_image),
-                                voxel_mm=self.inputs.voxel_mm, seed=self.inputs.seed)
+        result = register_rigid(
+            nib.load(self.inputs.fixed_image), nib.load(self.inputs.moving_image),
+            voxel_mm=self.inputs.voxel_mm, seed=self.inputs.seed,
+        )
         self._results["out_transform"] = out_path(runtime.cwd, self.inputs.moving_image,
                                                   "_to_fixed_rigid", ".tfm")
         sitk.WriteTransform(result.transform, self._results["out_transform"])

@@ -15,7 +15,7 @@ _INTERPOLATORS = {0: "sitkNearestNeighbor", 1: "sitkLinear", 3: "sitkBSpline"}
 
 
 def ras_grid(img: nib.spatialimages.SpatialImage, voxel_mm: float = 1.0):
-    """Affine and shape of a RAS grid with axes along the world axes covering ``img``'s field of view.
+    """Affine and shape of a world-aligned RAS grid covering ``img``'s field of view.
 
     The grid's first voxel sits on a multiple of ``voxel_mm`` in world space,
     so two images of one subject get the same lattice.

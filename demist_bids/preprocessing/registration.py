@@ -36,7 +36,7 @@ class RegistrationResult:
 
 
 def working_image(img: nib.spatialimages.SpatialImage, voxel_mm: float):
-    """``img`` smoothed to ``voxel_mm`` resolution and resampled on an isotropic world-aligned grid."""
+    """``img`` smoothed to ``voxel_mm`` resolution, resampled on an isotropic world-aligned grid."""
     import SimpleITK as sitk
 
     image = to_sitk(img)

@@ -32,7 +32,7 @@ class BrainTemplate:
 
 
 def templateflow_home() -> Path:
-    """TemplateFlow's folder, read from the environment (importing templateflow may touch the network)."""
+    """TemplateFlow's folder from the environment (importing templateflow may use the network)."""
     return Path(os.environ.get("TEMPLATEFLOW_HOME", Path.home() / ".cache" / "templateflow"))
 
 

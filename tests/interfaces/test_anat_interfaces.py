@@ -80,5 +80,6 @@ def test_chain_on_a_skull_stripped_pair(stripped_pair, tmp_path, monkeypatch):  
     half[:, :, : half.shape[2] * 2 // 3] = 0
     nib.save(nib.Nifti1Image(half, grid.affine), tmp_path / "partial_fov.nii.gz")
     qc_inputs["flair_fov"] = str(tmp_path / "partial_fov.nii.gz")
-    with pytest.raises(BadDataError, match=r"FLAIR.nii.gz: the FLAIR covers only \d+% of the brain"):
+    message = r"FLAIR.nii.gz: the FLAIR covers only \d+% of the brain"
+    with pytest.raises(BadDataError, match=message):
         AnatomicalQC(**qc_inputs).run()

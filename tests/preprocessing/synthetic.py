@@ -23,7 +23,10 @@ def _nilearn_maps():
     import nilearn
 
     base = Path(nilearn.__file__).parent / "datasets" / "data"
-    load = lambda n: nib.load(base / f"mni_icbm152_{n}_tal_nlin_sym_09a_converted.nii.gz")  # noqa: E731
+
+    def load(name):
+        return nib.load(base / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")
+
     t1 = load("t1")
     gm = load("gm").get_fdata() / 255.0
     wm = load("wm").get_fdata() / 255.0
@@ -100,7 +103,8 @@ def make_pair(
         brain_p = np.pad(brain, pad)
         src_affine = src_affine.copy()
         src_affine[:3, 3] -= pad
-        tissues[0] = tissues[0] + (np.pad(inner, pad) & ~brain_p) * 1.0  # CSF between brain and bone
+        # CSF between brain and bone
+        tissues[0] = tissues[0] + (np.pad(inner, pad) & ~brain_p) * 1.0
     else:
         tissues = [t.astype(np.float32) for t in (csf, gm, wm)] + [np.zeros_like(csf)] * 2
         brain_p = brain

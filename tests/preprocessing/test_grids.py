@@ -11,7 +11,8 @@ from demist_bids.preprocessing.grids import ras_grid, resample
 
 def _oblique_lps_image():
     angle = np.radians(8)
-    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    cos, sin = np.cos(angle), np.sin(angle)
+    rot = np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]])
     affine = np.eye(4)
     affine[:3, :3] = np.diag([-1, -1, 1]) @ rot @ np.diag([0.9, 0.9, 2.5])
     affine[:3, 3] = [20.0, 25.0, -30.0]
@@ -31,7 +32,8 @@ def test_ras_grid_is_world_aligned_and_covers_the_field_of_view():
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in img.shape], indexing="ij")).reshape(3, -1)
     world = img.affine[:3, :3] @ corners + img.affine[:3, 3:4]
     grid_world_max = affine[:3, 3] + np.array(shape) - 1
-    assert np.all(world.min(axis=1) >= affine[:3, 3] - 1) and np.all(world.max(axis=1) <= grid_world_max + 1)
+    assert np.all(world.min(axis=1) >= affine[:3, 3] - 1)
+    assert np.all(world.max(axis=1) <= grid_world_max + 1)
     assert np.allclose(affine[:3, 3], np.round(affine[:3, 3]))  # lattice on whole millimetres
 
 

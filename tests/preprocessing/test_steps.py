@@ -81,7 +81,8 @@ def test_templateflow_is_used_only_when_its_files_are_real(tmp_path, monkeypatch
     small = np.asanyarray(nilearn.t1w.dataobj)[::2, ::2, ::2]
     affine = nilearn.t1w.affine @ np.diag([2.0, 2.0, 2.0, 1.0])
     nib.save(nib.Nifti1Image(small, affine), t1w)
-    nib.save(nib.Nifti1Image(np.asanyarray(nilearn.brain_mask.dataobj)[::2, ::2, ::2], affine), mask)
+    small_mask = np.asanyarray(nilearn.brain_mask.dataobj)[::2, ::2, ::2]
+    nib.save(nib.Nifti1Image(small_mask, affine), mask)
     found = load_template()
     assert found.name == TEMPLATEFLOW_NAME and found.has_skull and found.t1w.shape == small.shape
 

@@ -62,7 +62,8 @@ def test_thin_slab_is_refused(tmp_path):
 @pytest.mark.parametrize("value", [0.0, 5.0])
 def test_all_zero_and_constant_images_are_refused(tmp_path, value):
     path = _write(tmp_path / "empty.nii.gz", np.full((40, 40, 40), value, np.float32))
-    with pytest.raises(BadDataError, match="empty.nii.gz: (all voxels are zero|the image is constant)"):
+    message = "empty.nii.gz: (all voxels are zero|the image is constant)"
+    with pytest.raises(BadDataError, match=message):
         check_image(path)
 
 
@@ -107,7 +108,8 @@ def test_other_orientations_keep_their_world_geometry(tmp_path, codes):
 
 def test_oblique_anisotropic_is_noted(tmp_path):
     angle = np.radians(10)
-    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    cos, sin = np.cos(angle), np.sin(angle)
+    rot = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]])
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag([0.8, 0.8, 3.0])
     _, fixes = load_validated(_write(tmp_path / "obl.nii.gz", _blob(), affine))
