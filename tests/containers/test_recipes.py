@@ -38,6 +38,13 @@ def test_entrypoint_and_runscript_call_demist(stages):
     assert commands == ['exec demist "$@"']
 
 
+def test_versions_follow_the_package(stages):
+    from demist_bids import __version__
+
+    assert stages[-1].args()["VERSION"] == __version__
+    assert f"org.opencontainers.image.version {__version__}" in (ROOT / "Singularity.def").read_text()
+
+
 def test_singularity_builds_from_the_docker_image(stages):
     header = dict(
         line.split(":", 1) for line in (ROOT / "Singularity.def").read_text().splitlines()[:2]
