@@ -60,3 +60,13 @@ def test_labels_resample_with_nearest_neighbour_and_keep_their_type(tmp_path):
     back = resample_to_native(tmp_path / "dseg.nii.gz", tmp_path / "t1w.nii.gz", order=0)
     assert back.get_data_dtype() == np.uint8
     assert set(np.unique(np.asanyarray(back.dataobj))) <= {0, 2, 3}
+
+
+def test_importing_the_package_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, demist_bids.preprocessing; "
+            "print(sorted(m for m in ('torch', 'nipype', 'SimpleITK', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

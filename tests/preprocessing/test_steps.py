@@ -131,3 +131,20 @@ def test_synthetic_motion_matrix_is_rigid():
     mat = rigid_matrix((3, 4, 5), (1, 2, 3), center=(10, 0, 0))
     assert np.allclose(mat[:3, :3] @ mat[:3, :3].T, np.eye(3))
     assert np.allclose(mat @ [10, 0, 0, 1], [11, 2, 3, 1])  # the centre only shifts
+
+
+def test_template_with_skull_is_registered_head_to_head(head_pair):  # noqa: F811
+    """The TemplateFlow path: a whole-head template and its mask, placed elsewhere in the world."""
+    from demist_bids.preprocessing.templates import BrainTemplate
+
+    subject = nib.load(head_pair.t1w)
+    truth = nib.load(head_pair.brain_mask)
+    moved = rigid_matrix((6.0, 0.0, -4.0), (10.0, -6.0, 5.0)) @ subject.affine
+    template = BrainTemplate(
+        name="head template", has_skull=True,
+        t1w=nib.Nifti1Image(subject.get_fdata(dtype=np.float32), moved),
+        brain_mask=nib.Nifti1Image(np.asanyarray(truth.dataobj), moved),
+    )
+    result = bm.template_brain_mask(subject, subject_has_skull=True, template=template)
+    assert result.template == "head template"
+    assert _dice(result.mask.dataobj, truth.dataobj) > 0.95
