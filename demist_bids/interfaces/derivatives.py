@@ -1,8 +1,7 @@
-"""Nipype interfaces that put results into the derivatives dataset.
+"""The Nipype interface that puts a subject's results into the derivatives dataset.
 
-``ToNativeGrid`` brings a map from the model's 1 mm grid back to the subject's
-T1w grid; ``CommitDerivatives`` writes a subject's images, sidecars and
-reportlets in one all-or-nothing step (see :mod:`demist_bids.derivatives.writer`).
+``CommitDerivatives`` writes a subject's images, sidecars and reportlets in one
+all-or-nothing step (see :mod:`demist_bids.derivatives.writer`).
 """
 
 from __future__ import annotations
@@ -19,35 +18,6 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
-
-
-class _ToNativeGridInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="image on the 1 mm model grid")
-    reference = File(exists=True, mandatory=True, desc="the native T1w")
-    order = traits.Int(1, usedefault=True, desc="interpolation order (0 for labels)")
-
-
-class _ToNativeGridOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="image on the native T1w grid")
-
-
-class ToNativeGrid(SimpleInterface):
-    """Resample in world space onto the native T1w grid (the transform is the identity)."""
-
-    input_spec = _ToNativeGridInputSpec
-    output_spec = _ToNativeGridOutputSpec
-
-    def _run_interface(self, runtime):
-        import nibabel as nb
-
-        from demist_bids.preprocessing.grids import resample_to_native
-
-        img = resample_to_native(nb.load(self.inputs.in_file), nb.load(self.inputs.reference),
-                                 order=self.inputs.order)
-        out = Path(runtime.cwd) / Path(self.inputs.in_file).name
-        img.to_filename(out)
-        self._results["out_file"] = str(out)
-        return runtime
 
 
 class _CommitDerivativesInputSpec(BaseInterfaceInputSpec):

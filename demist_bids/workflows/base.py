@@ -52,7 +52,8 @@ def init_single_subject_wf(
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
     from demist_bids.derivatives.sidecars import static_metadata
-    from demist_bids.interfaces.derivatives import CommitDerivatives, ToNativeGrid
+    from demist_bids.interfaces.derivatives import CommitDerivatives
+    from demist_bids.interfaces.images import ResampleToNative
     from demist_bids.interfaces.reports import LesionValues, MapMosaic
     from demist_bids.interfaces.synthesis import Synthesize
     from demist_bids.workflows.anatomical import init_anat_preproc_wf
@@ -83,8 +84,8 @@ def init_single_subject_wf(
     synth.__desc__ = None
     wf.__postdesc__ = _synthesis_desc(card=card, is_demo=is_demo, samples=samples, seed=seed,
                                       sha=model_sha256)
-    psr_native = pe.Node(ToNativeGrid(), name="psr_native")
-    std_native = pe.Node(ToNativeGrid(), name="std_native")
+    psr_native = pe.Node(ResampleToNative(interpolation="linear"), name="psr_native")
+    std_native = pe.Node(ResampleToNative(interpolation="linear"), name="std_native")
     psr_mosaic = pe.Node(MapMosaic(title="Synthesized PSR"), name="psr_mosaic")
     commit = pe.Node(
         CommitDerivatives(
