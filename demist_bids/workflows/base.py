@@ -159,7 +159,7 @@ def _synthesis_desc(*, card: dict, is_demo: bool, samples: int, seed: int, sha: 
         "The preprocessed T1w and FLAIR images were encoded by a 3D KL autoencoder and a "
         "PSR latent was sampled by a frozen diffusion backbone steered by three conditioning "
         "streams: semantic cross-attention tokens, a spatial ControlNet and adaptive low-rank "
-        "(LoRA) adapters [@demist; @ldm; @controlnet; @lora]. "
+        "(LoRA) adapters [@demist; @ldm; @controlnet; @lora], built on MONAI [@monai_generative]. "
         f"{samples} sample(s) were drawn (seed {seed}); with more than one, the per-voxel "
         "standard deviation across samples is reported as an uncertainty map. "
         f"Model: {card.get('name', 'demist model')} (SHA256 {sha[:12]}).{demo}\n"
