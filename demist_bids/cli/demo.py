@@ -58,3 +58,7 @@ def demo(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

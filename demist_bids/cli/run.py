@@ -49,7 +49,11 @@ def prepare_output(config) -> Path:
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
     handler.setLevel(logging.DEBUG)
-    logging.getLogger("demist").addHandler(handler)
+    logger = logging.getLogger("demist")
+    for old in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(old)  # an earlier run in this process (demist-demo runs two)
+        old.close()
+    logger.addHandler(handler)
     config.to_filename(logs / f"config-{run_uuid}.toml")
     return log_file
 
