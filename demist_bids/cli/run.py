@@ -24,6 +24,8 @@ def _configure_console(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
     root = logging.getLogger("demist")
+    for old in root.handlers:  # an earlier run in this process (demist-demo runs two)
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(min(level, logging.INFO))
     handler.setLevel(level)
@@ -49,11 +51,7 @@ def prepare_output(config) -> Path:
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
     handler.setLevel(logging.DEBUG)
-    logger = logging.getLogger("demist")
-    for old in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
-        logger.removeHandler(old)  # an earlier run in this process (demist-demo runs two)
-        old.close()
-    logger.addHandler(handler)
+    logging.getLogger("demist").addHandler(handler)
     config.to_filename(logs / f"config-{run_uuid}.toml")
     return log_file
 
