@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("Synthesis (participant level)")
     g.add_argument("--model", type=Path, help="model directory (default: the embedded demo model)")
-    g.add_argument("--sampler", default="auto", choices=("auto", "ddpm", "ddim", "dpm++"),
+    g.add_argument("--sampler", default="auto", choices=("auto", "ddpm", "ddim", "dpm++", "distilled"),
                    help="sampling algorithm (auto: the model's fastest validated option)")
     g.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     g.add_argument("--samples", type=_positive_int, default=1,

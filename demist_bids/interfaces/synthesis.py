@@ -29,7 +29,7 @@ class _SynthesizeInputSpec(BaseInterfaceInputSpec):
     flair = File(exists=True, mandatory=True, desc="preprocessed FLAIR on the same grid")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the same grid")
     model_dir = traits.Directory(exists=True, mandatory=True, desc="demist model directory")
-    sampler = traits.Str("auto", usedefault=True, desc="auto, ddpm, ddim or dpm++")
+    sampler = traits.Str("auto", usedefault=True, desc="auto, ddpm, ddim, dpm++ or distilled")
     steps = traits.Int(0, usedefault=True, desc="sampling steps (0: the model's default)")
     samples = traits.Int(1, usedefault=True, desc="samples to draw")
     seed = traits.Int(42, usedefault=True, desc="random seed")
@@ -55,7 +55,8 @@ class Synthesize(SimpleInterface):
         import numpy as np
         import torch
 
-        from demist_bids.inference.sampler import recommended_sampler, synthesize
+        from demist_bids.inference.sampler import synthesize
+        from demist_bids.inference.student import resolve_sampling
         from demist_bids.models.io import load_model
 
         torch.set_num_threads(max(1, self.inputs.num_threads))
@@ -66,10 +67,9 @@ class Synthesize(SimpleInterface):
             [np.asanyarray(t1w.dataobj, dtype=np.float32), np.asanyarray(flair.dataobj, dtype=np.float32)]
         )
         cond *= mask[None]  # the model was trained on skull-stripped inputs
-        model = load_model(Path(self.inputs.model_dir), device=self.inputs.device)
-        default_sampler, default_steps = recommended_sampler(model.config)
-        sampler = default_sampler if self.inputs.sampler == "auto" else self.inputs.sampler
-        steps = self.inputs.steps or default_steps
+        choice = resolve_sampling(Path(self.inputs.model_dir), self.inputs.sampler, self.inputs.steps)
+        model = load_model(choice.model_dir, device=self.inputs.device)
+        sampler, steps = choice.sampler, choice.steps
 
         started = time.monotonic()
         last = [0.0]
@@ -95,7 +95,9 @@ class Synthesize(SimpleInterface):
             std = np.where(mask, result.std, 0).astype(np.float32)
             nb.Nifti1Image(std, t1w.affine, header).to_filename(self._results["psr_std"])
         info = dict(result.info)
-        info.update(sampler=sampler, steps=steps, seconds=round(time.monotonic() - started, 2))
+        info.update(sampler=choice.label, steps=steps, seconds=round(time.monotonic() - started, 2))
+        if choice.student:
+            info["scheduler"] = sampler
         self._results["info"] = str(out / "synthesis.json")
         Path(self._results["info"]).write_text(json.dumps(info, indent=2, default=str))
         return runtime

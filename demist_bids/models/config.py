@@ -129,11 +129,13 @@ class SamplingConfig:
     """The sampler this model is recommended with (updated once benchmarked)."""
 
     sampler: str = "ddim"
-    """``ddpm``, ``ddim`` or ``dpm++``."""
+    """``ddpm``, ``ddim``, ``dpm++``, or ``distilled`` (the student in the ``student/`` subdirectory)."""
     steps: int = 50
     """Number of sampling steps."""
     validated: bool = False
     """True once a benchmark showed this choice within 0.3 dB of 1000-step DDPM."""
+    distilled_steps: int = 0
+    """On a distilled student: the DDIM step count its streams were distilled for (0: not a student)."""
 
 
 @dataclass

@@ -36,6 +36,8 @@ def selected_stages(stage: str) -> set[str]:
     """Stages to run for ``--stage``."""
     if stage == "all":
         return set(ORDER)
+    if stage == "distill":  # never part of "all": it starts from the exported model
+        return {"distill"}
     if stage not in ORDER:
         raise UsageError(f"--stage {stage} is not a training stage; choose from all, {', '.join(ORDER)}")
     return {stage}
@@ -177,6 +179,11 @@ class CohortTrainer:
     # -- the whole run -----------------------------------------------------------------
     def run(self) -> None:
         self._load()
+        if self.stages == {"distill"}:
+            from demist_bids.training.distill import distill_exported_model
+
+            distill_exported_model(self)
+            return
         n_folds = self.config.train.folds
         evaluations = []
         if n_folds > 1:

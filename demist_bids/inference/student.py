@@ -1,0 +1,106 @@
+"""Where a distilled few-step student lives and when synthesis uses it.
+
+A student (``demist BIDS OUT train --stage distill``) is a complete model
+directory in the usual format, stored in the ``student/`` subdirectory of its
+teacher, so the teacher's checksum (recorded in every sidecar) covers the
+weights that made a map. The student's ``sampling.distilled_steps`` says it is
+one and for how many DDIM steps. The teacher's config points at it with
+``sampling.sampler = "distilled"`` once a benchmark has shown it meets the
+accuracy bar (``benchmarks/sampler_speed.py --write-choice``); ``--sampler
+distilled`` asks for it explicitly. No torch here: the CLI resolves this cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from demist_bids.models.config import ModelConfig
+
+LOGGER = logging.getLogger("demist.inference")
+
+__all__ = ["STUDENT_DIR", "DISTILLED", "SamplingChoice", "student_dir", "resolve_sampling", "teacher_sha256"]
+
+STUDENT_DIR = "student"
+"""Subdirectory of a model directory holding its distilled student."""
+DISTILLED = "distilled"
+"""Sampler name meaning: the student, with DDIM at its distilled step count."""
+
+
+@dataclass(frozen=True)
+class SamplingChoice:
+    """The model directory to load and how to sample it."""
+
+    model_dir: Path
+    sampler: str
+    """A scheduler name of :func:`demist_bids.inference.schedulers.make_scheduler`."""
+    steps: int
+    student: bool = False
+    """True when ``model_dir`` is a distilled student."""
+
+    @property
+    def label(self) -> str:
+        """``distilled`` for a student, else the scheduler name (what sidecars record)."""
+        return DISTILLED if self.student else self.sampler
+
+
+def student_dir(model_dir: Path) -> Path | None:
+    """The distilled student of ``model_dir``, or None when it has none."""
+    candidate = Path(model_dir) / STUDENT_DIR
+    return candidate if (candidate / "config.json").is_file() else None
+
+
+def _read_config(directory: Path) -> ModelConfig:
+    from demist_bids.models.io import read_model_config
+
+    return read_model_config(directory)
+
+
+def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0) -> SamplingChoice:
+    """Turn ``--sampler``/``--steps`` and the model's recommendation into what to run.
+
+    Args:
+        model_dir: the (teacher) model directory given to the participant level.
+        sampler: ``auto`` (the model's recommendation), ``distilled`` or a scheduler name.
+        steps: 0 for the recommended/distilled count; otherwise overrides it.
+
+    Returns:
+        The directory to load, the scheduler and its step count.
+
+    Raises:
+        FileNotFoundError: ``distilled`` was asked for explicitly but there is no student.
+    """
+    model_dir = Path(model_dir)
+    config = _read_config(model_dir)
+    explicit = sampler != "auto"
+    if not explicit:
+        sampler = config.sampling.sampler
+        steps = steps or int(config.sampling.steps)
+    if sampler == DISTILLED:
+        found = student_dir(model_dir)
+        if found is not None:
+            student = _read_config(found)
+            return SamplingChoice(found, "ddim", steps or int(student.sampling.distilled_steps), student=True)
+        if explicit:
+            raise FileNotFoundError(f"--sampler distilled: {model_dir} holds no {STUDENT_DIR}/ model")
+        LOGGER.warning("%s recommends its distilled student, which is missing; using ddim:50", model_dir)
+        return SamplingChoice(model_dir, "ddim", 50)
+    if not explicit:
+        return SamplingChoice(model_dir, sampler, steps)
+    # a teacher recommending its student has no validated step count of its own
+    default = 50 if config.sampling.sampler == DISTILLED else int(config.sampling.steps)
+    return SamplingChoice(model_dir, sampler, steps or default)
+
+
+def teacher_sha256(model_dir: Path) -> str:
+    """sha256 of a model directory's own files, leaving out its ``student/`` subdirectory."""
+    digest = hashlib.sha256()
+    root = Path(model_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root)
+        if relative.parts[0] == STUDENT_DIR:
+            continue
+        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
