@@ -88,14 +88,23 @@ def _build_model(args):
 
     model_dir = args.model or (str(DEMO_MODEL) if (DEMO_MODEL / "config.json").exists() else None)
     if model_dir:
-        return load_model(Path(model_dir)), f"model {model_dir}", True
+        return load_model(Path(model_dir)), f"model {model_dir}", Path(model_dir)
     torch.manual_seed(args.seed)
     model = build_model(preset(args.preset))
     with torch.no_grad():
         for param in model.backbone_parameters() + model.trainable_stream_parameters():
             param.add_(0.02 * torch.randn_like(param))
     model.sync_controlnet_from_backbone()
-    return model, f"RANDOM untrained {args.preset} model: quality numbers only exercise the plumbing", False
+    return model, f"RANDOM untrained {args.preset} model: quality numbers only exercise the plumbing", None
+
+
+def _student(model_dir: Path | None):
+    """The model's distilled student (``student/``), or None."""
+    from demist_bids.inference.student import student_dir
+    from demist_bids.models.io import load_model
+
+    found = student_dir(model_dir) if model_dir is not None else None
+    return load_model(found) if found is not None else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--truth", help="true PSR map (PSR units) on the same grid")
     parser.add_argument("--mask", help="brain mask on the same grid")
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64], help="synthetic head size")
-    parser.add_argument("--options", default=DEFAULT_OPTIONS, help="comma-separated sampler:steps")
+    parser.add_argument("--options", default=DEFAULT_OPTIONS,
+                        help="comma-separated sampler:steps; 'distilled[:steps]' is the model's student "
+                             "(added by default when the model has one)")
     parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -121,11 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     from demist_bids.evaluation.metrics import image_metrics
     from demist_bids.inference.sampler import resolve_device, synthesize
     from demist_bids.inference.selection import SamplerTrial, fastest_within_tolerance, record_choice
+    from demist_bids.inference.student import DISTILLED, STUDENT_DIR
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model, description, trained = _build_model(args)
+    model, description, model_dir = _build_model(args)
+    student = _student(model_dir)
+    options = args.options.split(",")
+    if student is not None and args.options == DEFAULT_OPTIONS:
+        options.append(f"{DISTILLED}:{student.config.sampling.distilled_steps}")
     if args.t1w:
         cond = np.stack([_load(args.t1w), _load(args.flair)])
         truth = _load(args.truth) if args.truth else None
@@ -141,8 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         stamps: list[float] = []
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+        if sampler == DISTILLED and student is None:
+            raise SystemExit(f"option {sampler}:{steps}: the model has no {STUDENT_DIR}/ (train --stage distill)")
         result = synthesize(
-            model, cond, sampler=sampler, steps=steps, seed=args.seed, device=device,
+            student if sampler == DISTILLED else model, cond, seed=args.seed, device=device,
+            sampler="ddim" if sampler == DISTILLED else sampler, steps=steps,
             progress=lambda done, total: stamps.append(time.perf_counter()),
         )
         per_step = float(np.median(np.diff(stamps))) if len(stamps) > 1 else math.nan
@@ -155,8 +174,10 @@ def main(argv: list[str] | None = None) -> None:
 
     reference, reference_map = run("ddpm", args.reference_steps)
     trials = []
-    for option in args.options.split(","):
-        sampler, steps = option.split(":")
+    for option in options:
+        sampler, _, steps = option.partition(":")
+        if sampler == DISTILLED and not steps:
+            steps = str(student.config.sampling.distilled_steps if student is not None else 0)
         trial, synthesized = run(sampler, int(steps))
         scores = image_metrics(synthesized, reference_map, mask, data_range=scale)
         trial.psnr_reference, trial.ssim_reference = scores["psnr"], scores["ssim"]
@@ -170,12 +191,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{trial.psnr_reference:9.2f} {trial.ssim_reference:9.4f} {trial.psnr_truth:11.2f} {trial.ssim_truth:11.4f}"
         )
     choice = fastest_within_tolerance(reference, trials)
+    qualified = choice is not None
     if choice is None:
         choice = max(trials, key=lambda t: t.psnr_truth if math.isfinite(t.psnr_truth) else t.psnr_reference)
         print(f"# no option within 0.3 dB of the reference against the truth; reporting the closest, {choice.label}")
     else:
         print(f"# fastest option within 0.3 dB of the reference: {choice.label}")
-    if args.write_choice and trained and args.model:
+    if args.write_choice and not qualified:
+        print("# --write-choice: nothing meets the bar; the model's config.json is left as it was")
+    elif args.write_choice and model_dir is not None and args.model:
         from demist_bids.models.io import read_model_config, write_model_config
 
         write_model_config(Path(args.model), record_choice(read_model_config(Path(args.model)), choice, reference))
