@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask", help="brain mask on the same grid")
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64], help="synthetic head size")
     parser.add_argument("--options", default=DEFAULT_OPTIONS,
-                        help="comma-separated sampler:steps; 'distilled[:steps]' is the model's student "
-                             "(added by default when the model has one)")
+                        help="comma-separated sampler:steps[@bf16|@fp32]; 'distilled[:steps]' is the model's "
+                             "student (added by default when the model has one)")
     parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     scale = model.config.psr_scale
     print(f"# {description}; {source}; device {device}; torch threads {torch.get_num_threads()}")
 
-    def run(sampler: str, steps: int) -> tuple[SamplerTrial, np.ndarray]:
+    def run(sampler: str, steps: int, precision: str = "auto") -> tuple[SamplerTrial, np.ndarray]:
         stamps: list[float] = []
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -161,11 +161,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"option {sampler}:{steps}: the model has no {STUDENT_DIR}/ (train --stage distill)")
         result = synthesize(
             student if sampler == DISTILLED else model, cond, seed=args.seed, device=device,
-            sampler="ddim" if sampler == DISTILLED else sampler, steps=steps,
+            sampler="ddim" if sampler == DISTILLED else sampler, steps=steps, precision=precision,
             progress=lambda done, total: stamps.append(time.perf_counter()),
         )
         per_step = float(np.median(np.diff(stamps))) if len(stamps) > 1 else math.nan
-        trial = SamplerTrial(sampler, steps, result.info["seconds"], math.nan, peak_mem_gb=_peak_gb(device))
+        trial = SamplerTrial(sampler, steps, result.info["seconds"], math.nan, peak_mem_gb=_peak_gb(device),
+                             precision="" if precision == "auto" else precision)
         trial.per_step = per_step  # type: ignore[attr-defined]
         if truth is not None:
             truth_scores = image_metrics(result.mean, truth, mask, data_range=scale)
@@ -175,10 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     reference, reference_map = run("ddpm", args.reference_steps)
     trials = []
     for option in options:
+        option, _, precision = option.partition("@")
         sampler, _, steps = option.partition(":")
         if sampler == DISTILLED and not steps:
             steps = str(student.config.sampling.distilled_steps if student is not None else 0)
-        trial, synthesized = run(sampler, int(steps))
+        trial, synthesized = run(sampler, int(steps), precision or "auto")
         scores = image_metrics(synthesized, reference_map, mask, data_range=scale)
         trial.psnr_reference, trial.ssim_reference = scores["psnr"], scores["ssim"]
         trials.append(trial)
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{trial.label:<12} {trial.seconds:9.2f} {trial.per_step:7.3f} {trial.peak_mem_gb:8.2f} "
             f"{trial.psnr_reference:9.2f} {trial.ssim_reference:9.4f} {trial.psnr_truth:11.2f} {trial.ssim_truth:11.4f}"
         )
-    choice = fastest_within_tolerance(reference, trials)
+    # forced-precision rows are information only: the model config records no precision
+    choice = fastest_within_tolerance(reference, [t for t in trials if not t.precision])
     qualified = choice is not None
     if choice is None:
         choice = max(trials, key=lambda t: t.psnr_truth if math.isfinite(t.psnr_truth) else t.psnr_reference)

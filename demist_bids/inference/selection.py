@@ -32,10 +32,13 @@ class SamplerTrial:
     ssim_truth: float = math.nan
     ssim_reference: float = math.nan
     peak_mem_gb: float = math.nan
+    precision: str = ""
+    """Forced precision (``bf16``/``fp32``); empty for the device default."""
 
     @property
     def label(self) -> str:
-        return f"{self.sampler}:{self.steps}"
+        suffix = f"@{self.precision}" if self.precision else ""
+        return f"{self.sampler}:{self.steps}{suffix}"
 
 
 def fastest_within_tolerance(
