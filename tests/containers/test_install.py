@@ -42,7 +42,7 @@ unset RO_PATHS
 exec "$@"
 """
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _bash(command: str, cwd: Path, env: dict[str, str]) -> None:
