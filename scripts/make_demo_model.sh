@@ -54,10 +54,10 @@ PY
 # 4. External validation on the fresh cohort, against the linear baseline fitted on the training cohort.
 python -m demist_bids.evaluation.external --model "$WORK/train_out/model" \
     --train-bids "$WORK/train_bids" --test-bids "$WORK/test_bids" --out "$WORK/external" \
-    --work "$WORK/work_external" --seed 0 | tee "$WORK/external_summary.txt"
+    --work "$WORK/work" --seed 0 | tee "$WORK/external_summary.txt"
 
 # 5. Ship it: weights, config (with the card) and README, plus the external validation table.
-rm -rf "$DEST.new" && cp -r "$WORK/train_out/model" "$DEST.new"
+rm -rf "$DEST.new" && cp -r "$WORK/train_out/model" "$DEST.new" && chmod -R a+rX,u+w "$DEST.new"
 cp "$WORK/external/evaluation_summary.tsv" "$DEST.new/external_validation.tsv"
 python - "$DEST.new" "$WORK/external/evaluation_summary.tsv" <<'PY'
 import sys

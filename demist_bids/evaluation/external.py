@@ -23,12 +23,14 @@ from pathlib import Path
 LOGGER = logging.getLogger("demist.evaluation")
 
 
-def _preprocessed_volumes(bids_dir: Path, work_dir: Path):
+def _preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
     from demist_bids.training.cohort import find_training_scans, preprocess_cohort
     from demist_bids.training.volumes import load_volume
 
+    # ``train_preproc`` is where the train level caches its preprocessing: passing
+    # the training run's work directory reuses it.
     scans = find_training_scans(bids_dir, work_dir=work_dir)
-    paths = preprocess_cohort(scans, work_dir=work_dir / "preproc")
+    paths = preprocess_cohort(scans, work_dir=work_dir / name)
     return [load_volume(p) for p in paths]
 
 
@@ -48,8 +50,8 @@ def evaluate_model(
     model = load_model(model_dir)
     sampler = sampler or model.config.sampling.sampler
     steps = steps or model.config.sampling.steps
-    train = _preprocessed_volumes(Path(train_bids), Path(work_dir) / "train")
-    test = _preprocessed_volumes(Path(test_bids), Path(work_dir) / "test")
+    train = _preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
+    test = _preprocessed_volumes(Path(test_bids), Path(work_dir), "test_preproc")
     linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
 
     def demist(cond):
