@@ -104,7 +104,10 @@ def test_outputs_are_complete_and_described(first_run, cohort):
         report = (out / f"sub-{sub}.html").read_text()
         assert "<svg" in report and "No errors to report" in report
         assert len(list((out / f"sub-{sub}" / "figures").glob("*.svg"))) == 4
-    assert "DEMIST" in (out / "logs" / "CITATION.md").read_text()
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "DEMIST" in citation and "N4" in citation
+    assert "missing bibliography" not in citation  # every @key is in boilerplate.bib
+    assert "@inproceedings{ldm," in (out / "logs" / "CITATION.bib").read_text()
     assert not list(out.rglob(".staging-*")) and not list(out.rglob("*.part*"))
 
 
@@ -217,3 +220,10 @@ def test_parallel_runs_share_one_output_directory(cohort, tiny_model, tmp_path):
         assert (out / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-synth_PSRmap.nii.gz").is_file()
     proc = subprocess.run(["bids-validator-deno", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_boilerplate_only_writes_just_the_citation(cohort, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    assert _participant(cohort, out, tmp_path / "work", tiny_model, "--boilerplate-only") == 0
+    assert (out / "logs" / "CITATION.md").is_file()
+    assert not list(out.glob("sub-*"))
