@@ -234,6 +234,10 @@ class CohortTrainer:
         sampler = PatchSampler(train_volumes, self.recipe.patch_size, psr_scale,
                                seed=self.seed + max(fold, 0) * 1000, rank=self.ctx.rank)
         LOGGER.info("%s: %d training scans, psr_scale %.4f", fold_dir.name, len(train_volumes), psr_scale)
+        methods = METHODS if fold >= 0 else ("demist",)
+        if not self.stages & set(STAGES):  # --stage eval: the fold's models exist already
+            models = {m: self._diffusion_model(m, None, fold_dir, sampler) for m in methods}
+            return self._evaluate_fold(fold, models) if fold >= 0 and self.ctx.is_main else models
         torch.manual_seed(self.seed + fold)
         foundation = build_model(self._model_config("ftldm", psr_scale)).to(self.device)
 
@@ -264,7 +268,6 @@ class CohortTrainer:
             foundation.freeze_backbone()
         if not self.stages & {"diffusion", "eval"}:
             return None
-        methods = METHODS if fold >= 0 else ("demist",)
         models = {m: self._diffusion_model(m, foundation, fold_dir, sampler) for m in methods}
         if fold >= 0 and "eval" in self.stages and self.ctx.is_main:
             return self._evaluate_fold(fold, models)
