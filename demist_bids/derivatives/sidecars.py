@@ -56,6 +56,7 @@ def build_items(
         "Samples": synthesis.get("samples"),
         "Seed": synthesis.get("seed"),
         "Device": synthesis.get("device"),
+        "Start": synthesis.get("start"),
         "Mode": synthesis.get("mode", synthesis.get("window")),
     }
     psr_meta = {

@@ -13,6 +13,7 @@ without bf16 units, REFERENCE §2).
 from __future__ import annotations
 
 import contextlib
+import math
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import torch
 
 from demist_bids.inference.grid import content_box, crop_to_original, pad_to_multiple
 from demist_bids.inference.memory import InferencePlan, plan_inference
-from demist_bids.inference.schedulers import make_scheduler
+from demist_bids.inference.schedulers import make_scheduler, training_scheduler
 from demist_bids.models.config import ModelConfig
 from demist_bids.models.demist import DemistModel
 
@@ -58,6 +59,21 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _schedule_length(schedule, steps: int, start: float) -> int:
+    """Length of the full schedule whose last ``steps`` timesteps lie below ``start``."""
+    return min(int(schedule.num_train_timesteps), max(steps, math.ceil(steps / start)))
+
+
+def _start_timesteps(sampler: str, schedule, steps: int, start: float) -> list[int]:
+    """The timesteps actually run: all of them, or those at or below ``start`` of the schedule."""
+    if start >= 1:
+        return [int(t) for t in make_scheduler(sampler, schedule, steps).timesteps]
+    full = make_scheduler(sampler, schedule, _schedule_length(schedule, steps, start)).timesteps
+    limit = start * schedule.num_train_timesteps
+    kept = [int(t) for t in full if int(t) < limit]
+    return kept or [int(full[-1])]
 
 
 def chain_seed(seed: int, sample: int) -> int:
@@ -132,6 +148,7 @@ def synthesize(
     memory_budget_gb: float | None = None,
     crop_to_content: bool = True,
     precision: str = "auto",
+    start: float | None = None,
 ) -> SynthesisResult:
     """Synthesize a PSR map.
 
@@ -150,6 +167,9 @@ def synthesize(
             input voxels (plus a margin); the map is 0 outside it.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
             ``bf16`` (autocast on any device; fast on CPUs with AVX512-BF16/AMX).
+        start: where on the noise schedule (0-1] the reverse process starts; below 1 it
+            starts from the aligned conditioning latent noised to that level (see
+            :attr:`SamplingConfig.start`). None takes the model's value.
 
     Returns:
         Mean and std in PSR units on the input grid, plus run information.
@@ -161,6 +181,9 @@ def synthesize(
         raise ValueError("cond holds NaN or infinite values")
     if samples < 1:
         raise ValueError("samples must be at least 1")
+    level = float(model.config.sampling.start if start is None else start)
+    if not 0.0 < level <= 1.0:
+        raise ValueError(f"start must be in (0, 1], got {level}")
     start = time.perf_counter()
     device = resolve_device(device)
     cuda = device.startswith("cuda")
@@ -185,15 +208,20 @@ def synthesize(
     cond_t = torch.from_numpy(padded)[None].to(device)
     z_c = runner.encode(cond_t)
     latent_shape = z_c.shape
-    total = samples * steps
+    timesteps = _start_timesteps(sampler, model.config.schedule, steps, level)
+    total = samples * len(timesteps)
     done = 0
     count, mean, m2 = 0, None, None
     for k in range(samples):
-        scheduler = make_scheduler(sampler, model.config.schedule, steps)
+        scheduler = make_scheduler(sampler, model.config.schedule, steps if level >= 1 else
+                                   _schedule_length(model.config.schedule, steps, level))
         cpu_gen = torch.Generator().manual_seed(chain_seed(seed, k))
         step_gen = cpu_gen if not cuda else torch.Generator(device).manual_seed(chain_seed(seed, k) + 1)
         z = torch.randn(latent_shape, generator=cpu_gen).to(device)
-        for t in scheduler.timesteps:
+        if level < 1:  # SDEdit: the aligned conditioning latent, noised to the first timestep
+            abar = float(training_scheduler(model.config.schedule).alphas_cumprod[int(timesteps[0])])
+            z = math.sqrt(abar) * z_c + math.sqrt(1.0 - abar) * z
+        for t in timesteps:
             t_batch = torch.full((latent_shape[0],), int(t), device=device, dtype=torch.long)
             eps = runner.noise(z, t_batch, z_c)
             z, _ = scheduler.step(eps, int(t), z, generator=step_gen)
@@ -220,7 +248,8 @@ def synthesize(
     seconds = time.perf_counter() - start
     info = {
         "sampler": sampler,
-        "steps": steps,
+        "steps": len(timesteps),
+        "start": level,
         "samples": samples,
         "seed": seed,
         "device": device,

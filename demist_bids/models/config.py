@@ -136,6 +136,11 @@ class SamplingConfig:
     """True once a benchmark showed this choice within 0.3 dB of 1000-step DDPM."""
     distilled_steps: int = 0
     """On a distilled student: the DDIM step count its streams were distilled for (0: not a student)."""
+    start: float = 1.0
+    """Fraction of the noise schedule the reverse process starts from. 1.0 starts from pure
+    noise (the paper). Below 1 it starts from the aligned conditioning latent z_c noised to
+    that level (SDEdit): the alignment stage trains z_c to approximate z_y, so z_c is a prior
+    for the PSR latent and the model only has to refine it."""
 
 
 @dataclass
