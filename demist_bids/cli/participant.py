@@ -151,4 +151,9 @@ def _run_workflow(wf, config, *, n_gpus: int) -> bool:
     except RuntimeError as exc:
         LOGGER.error("the workflow did not finish cleanly: %s", str(exc).splitlines()[0])
         return True
+    if ny.plugin == "SLURMGraph":
+        # SLURMGraph returns once the jobs are submitted: wait for them to end.
+        from demist_bids.cluster.graph import wait_for_slurm_graph
+
+        wait_for_slurm_graph(Path(wf.base_dir) / wf.name / "batch")
     return False

@@ -48,11 +48,12 @@ def test_cohort_array_and_group(slurm, phantom_cohort, tmp_path):
     assert "3 participant tasks, 0 failed" in (logs / f"group_{group_id}.log").read_text()
 
 
-def test_participant_with_the_slurm_plugin(slurm, phantom_cohort, tmp_path):
-    """--use-plugin slurm.yml: every workflow node is a SLURM job; demist waits and reports."""
+@pytest.mark.parametrize("plugin_file", ["slurm.yml", "slurmgraph.yml"])
+def test_participant_with_the_slurm_plugins(slurm, phantom_cohort, tmp_path, plugin_file):
+    """--use-plugin slurm.yml / slurmgraph.yml: every node is a SLURM job; demist waits, reports."""
     from pathlib import Path
 
-    plugin = Path(__file__).resolve().parents[2] / "demist_bids" / "data" / "plugins" / "slurm.yml"
+    plugin = Path(__file__).resolve().parents[2] / "demist_bids" / "data" / "plugins" / plugin_file
     out = tmp_path / "out"
     res = subprocess.run(
         ["demist", str(phantom_cohort), str(out), "participant", "--participant-label", "01",
@@ -61,5 +62,6 @@ def test_participant_with_the_slurm_plugin(slurm, phantom_cohort, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert list((out / "sub-01").rglob("sub-01*_desc-synth_PSRmap.nii.gz"))
+    assert "No errors to report" in (out / "sub-01.html").read_text()
     batch = list((tmp_path / "work").rglob("batch/batchscript_*.sh"))
     assert len(batch) > 5, "the workflow's nodes were submitted as SLURM batch jobs"
