@@ -28,7 +28,9 @@ DESC_MASK = """\
 A brain mask was obtained by affine registration of the MNI152 template's brain
 mask [@mni152nlin2009] (TemplateFlow [@templateflow] `MNI152NLin2009cAsym` where
 available, else the ICBM 2009a template shipped with *nilearn* [@nilearn]) to the
-bias-corrected T1w; images found to be already skull-stripped kept their own
+bias-corrected T1w, started from several head sizes; with the skull-stripped
+nilearn template, the registered mask's boundary was then redrawn within 6 mm
+from the T1w intensities (threshold, morphological opening, closing); images found to be already skull-stripped kept their own
 brain support, and a brain mask from another pipeline was used when given. Brain
 tissue was labelled as cerebrospinal fluid, grey matter or white matter with a
 three-class Gaussian mixture model of T1w intensity [@scikit-learn]. """
