@@ -87,13 +87,16 @@ def build_items(
         model_meta = dict(psr_meta, SpatialReference=native["SpatialReference"],
                           Resolution="1 mm isotropic RAS grid aligned to the T1w (the model's grid)")
         items.append(OutputItem(psr_model, "PSRmap", desc="synth", res="1mm", metadata=model_meta))
+    provenance = {"SoftwareVersion": static.get("SoftwareVersion"), "Model": static.get("Model")}
+    if "Warning" in psr_meta:
+        provenance["Warning"] = psr_meta["Warning"]
     mask_meta = {"Type": "Brain", **native, "SkullStripped": False,
                  "Sources": static["Sources"][:1],
-                 "Template": qc.get("template")}
+                 "Template": qc.get("template"), **provenance}
     items.append(OutputItem(brain_mask, "mask", desc="brain", metadata=mask_meta))
     if dseg is not None:
         items.append(OutputItem(dseg, "dseg", metadata={
             **native, "SkullStripped": False, "Sources": static["Sources"][:1],
-            "Labels": {"1": "CSF", "2": "GM", "3": "WM"},
+            "Labels": {"1": "CSF", "2": "GM", "3": "WM"}, **provenance,
         }))
     return items

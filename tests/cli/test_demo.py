@@ -43,9 +43,8 @@ def test_demo_outputs_validate_and_say_demo(demo):
     deriv = demo / "derivatives" / "demist"
     proc = subprocess.run(["bids-validator-deno", str(deriv)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    sidecars = sorted(deriv.rglob("*_desc-synth_PSRmap.json"))
-    assert len(sidecars) == 3
-    for sidecar in sidecars:
+    assert len(sorted(deriv.rglob("*_desc-synth_PSRmap.json"))) == 3
+    for sidecar in sorted(deriv.rglob("sub-*/anat/*.json")):  # every sidecar says DEMO
         meta = json.loads(sidecar.read_text())
         assert meta["Model"]["IsDemo"] is True and "DEMO" in meta["Warning"]
     assert (deriv / "logs" / "CITATION.md").is_file()
