@@ -143,17 +143,30 @@ def _match_derivative(layout, suffix: str, subject: str, session: str | None, **
     return Path(hits[0])
 
 
-def _psr_layout(bids_dir: Path, psr_derivatives: Path | None):
-    if psr_derivatives is not None:
-        return _derivative_layout(psr_derivatives)
-    deriv_root = Path(bids_dir) / "derivatives"
-    if deriv_root.is_dir():
-        for candidate in sorted(p for p in deriv_root.iterdir() if p.is_dir()):
-            if (candidate / "dataset_description.json").is_file() and any(
-                candidate.rglob("*_PSRmap.nii*")
-            ):
-                return _derivative_layout(candidate)
+def default_psr_derivatives(bids_dir: Path, *, exclude: Path | None = None) -> Path | None:
+    """The first dataset in ``BIDS_DIR/derivatives`` holding *measured* PSR maps.
+
+    demist's own outputs (``desc-synth``/``desc-std`` maps, or the dataset at
+    ``exclude``) never count as measured. Plain file-system search: no pybids.
+    """
+    root = Path(bids_dir) / "derivatives"
+    if not root.is_dir():
+        return None
+    skip = Path(exclude).resolve() if exclude is not None else None
+    for candidate in sorted(p for p in root.iterdir() if p.is_dir()):
+        if candidate.resolve() == skip:
+            continue
+        if (candidate / "dataset_description.json").is_file() and any(
+            "desc-synth" not in p.name and "desc-std" not in p.name
+            for p in candidate.rglob("*_PSRmap.nii*")
+        ):
+            return candidate
     return None
+
+
+def _psr_layout(bids_dir: Path, psr_derivatives: Path | None):
+    root = psr_derivatives or default_psr_derivatives(bids_dir)
+    return _derivative_layout(root) if root is not None else None
 
 
 def collect_inputs(

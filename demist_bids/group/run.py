@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from demist_bids.bids.query import default_psr_derivatives
+
 LOGGER = logging.getLogger("demist.group")
 
 TSV_NAME = "group_PSR.tsv"
@@ -78,22 +80,6 @@ def _sources(run, *, lesions_root: Path | None, psr_root: Path | None, tissue_ro
     return sources
 
 
-def _default_psr_root(bids_dir: Path, output_dir: Path) -> Path | None:
-    """The first dataset in BIDS_DIR/derivatives holding measured PSR maps (as participant does)."""
-    root = Path(bids_dir) / "derivatives"
-    if not root.is_dir():
-        return None
-    for candidate in sorted(p for p in root.iterdir() if p.is_dir()):
-        if candidate.resolve() == Path(output_dir).resolve():
-            continue
-        if (candidate / "dataset_description.json").is_file() and any(
-            "desc-synth" not in p.name and "desc-std" not in p.name
-            for p in candidate.rglob("*_PSRmap.nii*")
-        ):
-            return candidate
-    return None
-
-
 def _derivative_roots(config) -> dict[str, Any]:
     """Lesion, measured-PSR and tissue derivatives, with the participant level's defaults.
 
@@ -108,7 +94,7 @@ def _derivative_roots(config) -> dict[str, Any]:
     if lesions is None and default_lesions.is_dir():
         lesions = default_lesions
     psr = config.train.psr_derivatives or derivatives.get("psr")
-    psr = Path(psr) if psr else _default_psr_root(execution.bids_dir, execution.output_dir)
+    psr = Path(psr) if psr else default_psr_derivatives(execution.bids_dir, exclude=execution.output_dir)
     if psr is not None:
         LOGGER.info("measured PSR maps from %s", psr)
     return {

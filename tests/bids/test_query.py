@@ -100,3 +100,20 @@ def test_smriprep_mask_and_psr_derivatives(tmp_path):
     (item,), _ = collect_inputs(ds, derivatives={"smriprep": smri})
     assert item.brain_mask == smri / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz"
     assert item.psr == qmt / "sub-01" / "anat" / "sub-01_PSRmap.nii.gz"
+
+
+def test_demist_outputs_are_never_taken_for_measured_psr(tmp_path):
+    import json
+
+    from demist_bids.bids.query import default_psr_derivatives
+
+    ds = tmp_path / "ds"
+    desc = json.dumps({"Name": "d", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                       "GeneratedBy": [{"Name": "x"}]})
+    for name, fname in (("demist", "sub-01_desc-synth_PSRmap.nii.gz"), ("qmt", "sub-01_PSRmap.nii.gz")):
+        (ds / "derivatives" / name / "sub-01" / "anat").mkdir(parents=True)
+        (ds / "derivatives" / name / "dataset_description.json").write_text(desc)
+        (ds / "derivatives" / name / "sub-01" / "anat" / fname).write_bytes(b"")
+    # "demist" sorts before "qmt": its synthesized maps must still be skipped
+    assert default_psr_derivatives(ds) == ds / "derivatives" / "qmt"
+    assert default_psr_derivatives(ds, exclude=ds / "derivatives" / "qmt") is None
