@@ -8,7 +8,7 @@
 #
 # Usage: scripts/make_demo_model.sh [WORK_DIR]   (default: ./demo-model-work)
 set -euo pipefail
-export NIPYPE_NO_ET=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+export NIPYPE_NO_ET=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY=PASSIVE
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="$(realpath -m "${1:-demo-model-work}")"
 DEST="$REPO/demist_bids/data/models/demo"
@@ -22,7 +22,7 @@ mkdir -p "$WORK"
 cat > "$WORK/demo_recipe.toml" <<'TOML'
 steps_per_epoch = 50
 [steps]
-ae = 400
+ae = 2500
 align = 300
 backbone = 600
 diffusion = 1500

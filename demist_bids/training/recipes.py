@@ -50,8 +50,6 @@ class TrainingRecipe:
     """Fraction of the ``ae`` steps after which the patch discriminator joins."""
     align_weight: float = 0.1
     """Latent alignment term of stage 2 (the ``align`` stage uses the alignment loss alone)."""
-    align_recon_weight: float = 1.0
-    """Keeps the conditioning decoder consistent while its encoder is aligned."""
     edge_timestep_max: int = 500
     """The diffusion edge term only counts for t below this (z0_hat is noise above)."""
     cond_encoder_in_diffusion: bool = False
