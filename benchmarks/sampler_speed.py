@@ -8,7 +8,12 @@ Usage::
     python benchmarks/sampler_speed.py --preset paper --device cuda --shape 144 176 144
 
 All options run in one process on the same input with the same seed (hence
-the same initial noise). Per option it prints wall seconds per volume, seconds
+the same initial noise). The reference is the paper's sampler: DDPM over all
+1000 training timesteps, from pure noise. An option is
+``sampler:steps[/start][@precision]``; ``/start`` (0-1) starts the reverse
+process from the aligned conditioning latent noised to that level of the
+schedule instead of from pure noise (``SamplingConfig.start``), and the
+defaults add such options at the model's own ``start`` when it is below 1. Per option it prints wall seconds per volume, seconds
 per denoising step, peak memory, and PSNR/SSIM inside the brain against the
 reference output and against the true PSR (``data_range`` = the model's
 ``psr_scale``). The last line is, for the fastest option whose PSNR against
@@ -40,6 +45,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 DEFAULT_OPTIONS = "ddim:50,ddim:20,ddim:10,ddim:5,dpm++:50,dpm++:20,dpm++:10,dpm++:5"
+START_OPTIONS = ("ddim:10", "ddim:5", "ddim:3", "ddim:2", "dpm++:5", "dpm++:3")
+"""Added at the model's ``sampling.start`` when it is below 1."""
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "demist_bids" / "data" / "models" / "demo"
 
 
@@ -126,9 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop", type=int, nargs=3, metavar=("X", "Y", "Z"),
                         help="use only this box of the inputs, centred on the brain (bounds the run time)")
     parser.add_argument("--options", default=DEFAULT_OPTIONS,
-                        help="comma-separated sampler:steps[@bf16|@fp32]; 'distilled[:steps]' is the model's "
+                        help="comma-separated sampler:steps[/start][@bf16|@fp32]; 'distilled[:steps]' is the model's "
                              "student (added by default when the model has one)")
     parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference")
+    parser.add_argument("--reference-start", type=float, default=1.0,
+                        help="where the reference starts on the schedule (1.0: pure noise, the paper)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -149,8 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     model, description, model_dir = _build_model(args)
     student = _student(model_dir)
     options = args.options.split(",")
-    if student is not None and args.options == DEFAULT_OPTIONS:
-        options.append(f"{DISTILLED}:{student.config.sampling.distilled_steps}")
+    if args.options == DEFAULT_OPTIONS:
+        level = float(model.config.sampling.start)
+        if level < 1:
+            options += [f"{name}/{level:g}" for name in START_OPTIONS]
+        if student is not None:
+            options.append(f"{DISTILLED}:{student.config.sampling.distilled_steps}")
     if args.t1w:
         cond = np.stack([_load(args.t1w), _load(args.flair)])
         truth = _load(args.truth) if args.truth else None
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     scale = model.config.psr_scale
     print(f"# {description}; {source}; device {device}; torch threads {torch.get_num_threads()}")
 
-    def run(sampler: str, steps: int, precision: str = "auto") -> tuple[SamplerTrial, np.ndarray]:
+    def run(sampler: str, steps: int, precision: str = "auto", start: float = 1.0) -> tuple[SamplerTrial, np.ndarray]:
         stamps: list[float] = []
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -176,34 +189,36 @@ def main(argv: list[str] | None = None) -> None:
         result = synthesize(
             student if sampler == DISTILLED else model, cond, seed=args.seed, device=device,
             sampler="ddim" if sampler == DISTILLED else sampler, steps=steps, precision=precision,
-            progress=lambda done, total: stamps.append(time.perf_counter()),
+            start=start, progress=lambda done, total: stamps.append(time.perf_counter()),
         )
         per_step = float(np.median(np.diff(stamps))) if len(stamps) > 1 else math.nan
-        trial = SamplerTrial(sampler, steps, result.info["seconds"], math.nan, peak_mem_gb=_peak_gb(device),
-                             precision="" if precision == "auto" else precision)
+        trial = SamplerTrial(sampler, result.info["steps"], result.info["seconds"], math.nan,
+                             peak_mem_gb=_peak_gb(device), precision="" if precision == "auto" else precision,
+                             start=start)
         trial.per_step = per_step  # type: ignore[attr-defined]
         if truth is not None:
             truth_scores = image_metrics(result.mean, truth, mask, data_range=scale)
             trial.psnr_truth, trial.ssim_truth = truth_scores["psnr"], truth_scores["ssim"]
         return trial, result.mean
 
-    reference, reference_map = run("ddpm", args.reference_steps)
+    reference, reference_map = run("ddpm", args.reference_steps, start=args.reference_start)
     trials = []
     for option in options:
         option, _, precision = option.partition("@")
+        option, _, level = option.partition("/")
         sampler, _, steps = option.partition(":")
         if sampler == DISTILLED and not steps:
             steps = str(student.config.sampling.distilled_steps if student is not None else 0)
-        trial, synthesized = run(sampler, int(steps), precision or "auto")
+        trial, synthesized = run(sampler, int(steps), precision or "auto", float(level or 1.0))
         scores = image_metrics(synthesized, reference_map, mask, data_range=scale)
         trial.psnr_reference, trial.ssim_reference = scores["psnr"], scores["ssim"]
         trials.append(trial)
 
-    header = "option        s/volume  s/step   peak_gb  PSNR_ref  SSIM_ref  PSNR_truth  SSIM_truth"
+    header = "option              s/volume  s/step   peak_gb  PSNR_ref  SSIM_ref  PSNR_truth  SSIM_truth"
     print(header)
     for trial in [reference, *trials]:
         print(
-            f"{trial.label:<12} {trial.seconds:9.2f} {trial.per_step:7.3f} {trial.peak_mem_gb:8.2f} "
+            f"{trial.label:<18} {trial.seconds:9.2f} {trial.per_step:7.3f} {trial.peak_mem_gb:8.2f} "
             f"{trial.psnr_reference:9.2f} {trial.ssim_reference:9.4f} {trial.psnr_truth:11.2f} {trial.ssim_truth:11.4f}"
         )
     # forced-precision rows are information only: the model config records no precision

@@ -34,11 +34,14 @@ class SamplerTrial:
     peak_mem_gb: float = math.nan
     precision: str = ""
     """Forced precision (``bf16``/``fp32``); empty for the device default."""
+    start: float = 1.0
+    """Where on the noise schedule the reverse process starts (1.0: pure noise, the paper)."""
 
     @property
     def label(self) -> str:
+        level = f"/{self.start:g}" if self.start < 1 else ""
         suffix = f"@{self.precision}" if self.precision else ""
-        return f"{self.sampler}:{self.steps}{suffix}"
+        return f"{self.sampler}:{self.steps}{level}{suffix}"
 
 
 def fastest_within_tolerance(
@@ -61,11 +64,14 @@ def record_choice(config: ModelConfig, choice: SamplerTrial, reference: SamplerT
     updated = ModelConfig.from_dict(config.to_dict())
     updated.sampling.sampler = choice.sampler
     updated.sampling.steps = choice.steps
+    updated.sampling.start = choice.start
     updated.sampling.validated = True
     updated.card = {
         **updated.card,
         "sampler_benchmark": {
             "reference": reference.label,
+            "reference_psnr_truth_db": round(reference.psnr_truth, 3),
+            "choice_psnr_truth_db": round(choice.psnr_truth, 3),
             "choice": choice.label,
             "speedup": round(reference.seconds / choice.seconds, 2),
             "psnr_drop_db": round(reference.psnr_truth - choice.psnr_truth, 3),

@@ -159,8 +159,17 @@ def test_fastest_option_within_tolerance_is_chosen_and_recorded(tmp_path):
     config = read_model_config(directory)
     assert recommended_sampler(config) == ("dpm++", 10) and config.sampling.validated
     assert config.card["sampler_benchmark"]["speedup"] == 100.0
+    assert config.sampling.start == 1.0
     with pytest.raises(ValueError):
         write_model_config(directory, tiny_config("full"))
+
+    # an option that starts from the noised conditioning latent records its start too
+    late = SamplerTrial("ddim", 3, seconds=0.4, psnr_truth=24.9, start=0.15)
+    assert late.label == "ddim:3/0.15"
+    assert fastest_within_tolerance(reference, [*options, late]) is late
+    config = record_choice(config, late, reference)
+    assert (config.sampling.sampler, config.sampling.steps, config.sampling.start) == ("ddim", 3, 0.15)
+    assert config.card["sampler_benchmark"]["choice_psnr_truth_db"] == 24.9
 
 
 @pytest.mark.gpu
