@@ -23,7 +23,7 @@ cat > "$WORK/demo_recipe.toml" <<'TOML'
 steps_per_epoch = 50
 [steps]
 ae = 2500
-align = 300
+align = 2000
 backbone = 600
 diffusion = 1500
 TOML

@@ -89,6 +89,11 @@ def alignment_loss(z_c: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(z_c.float(), z_y.float())
 
 
+def decoded_alignment_loss(decoded: torch.Tensor, psr01: torch.Tensor) -> torch.Tensor:
+    """L1 between the PSR map decoded from the conditioning latent and the measured one."""
+    return F.l1_loss(decoded.float(), psr01.float())
+
+
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     """KL divergence of N(mu, sigma^2) from N(0, 1), summed over latent voxels, mean over the batch."""
     mu, sigma = z_mu.float(), z_sigma.float()

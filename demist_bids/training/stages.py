@@ -3,9 +3,10 @@
 - :func:`train_autoencoders` (``ae``): both KL autoencoders, L1 + KL + Sobel
   edge, plus a patch adversarial term once reconstructions are sensible
   (narrow initial posterior, cosine learning-rate decay);
-- :func:`align_condition_encoder` (``align``): the PSR encoder frozen, the
-  conditioning encoder fine-tuned so that z_c matches z_y; then both latent
-  scale factors are computed over many patches;
+- :func:`align_condition_encoder` (``align``): the PSR autoencoder frozen, the
+  conditioning encoder fine-tuned so that z_c matches z_y (latent MSE, plus L1
+  of the PSR map the frozen decoder makes of z_c); then both latent scale
+  factors are computed over many patches;
 - :func:`train_backbone` (``backbone``): the unconditional UNet on PSR latents,
   only where no pretrained backbone was given (a frozen random UNet is not the
   method);
@@ -206,13 +207,21 @@ def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
     optimizer = torch.optim.Adam(params, lr=recipe.learning_rate["align"])
 
     def step(i: int) -> dict[str, float]:
+        cosine_learning_rate([optimizer], recipe.learning_rate["align"], i, run.steps)
         batch = _to(run.sampler.batch(i, recipe.batch_size, stream=2), run.device)
         with torch.no_grad():
             z_y = posterior_mean(model.psr_autoencoder, batch["psr01"])
         z_c = posterior_mean(model.cond_autoencoder, batch["cond"])
-        loss = losses.alignment_loss(z_c, z_y)
+        parts = {"latent": losses.alignment_loss(z_c, z_y)}
+        loss = parts["latent"]
+        if recipe.align_decoded_weight > 0:
+            # what z_c is for: the PSR map the frozen PSR decoder makes of it
+            parts["decoded"] = losses.decoded_alignment_loss(model.psr_autoencoder.decode(z_c), batch["psr01"])
+            loss = loss + recipe.align_decoded_weight * parts["decoded"]
         _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
-        return {"loss": average_scalar(ctx, float(loss.detach()))}
+        logged = {k: average_scalar(ctx, float(v.detach())) for k, v in parts.items()}
+        logged["loss"] = average_scalar(ctx, float(loss.detach()))
+        return logged
 
     stage = Stage(
         "align", run.directory, run.steps, recipe.steps_per_epoch,
