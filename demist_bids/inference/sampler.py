@@ -61,19 +61,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _schedule_length(schedule, steps: int, start: float) -> int:
-    """Length of the full schedule whose last ``steps`` timesteps lie below ``start``."""
-    return min(int(schedule.num_train_timesteps), max(steps, math.ceil(steps / start)))
+def start_schedule(sampler: str, schedule, steps: int, start: float) -> tuple[int, list[int]]:
+    """The scheduler length and the timesteps run for ``steps`` steps from ``start``.
 
-
-def _start_timesteps(sampler: str, schedule, steps: int, start: float) -> list[int]:
-    """The timesteps actually run: all of them, or those at or below ``start`` of the schedule."""
+    From pure noise (start 1) that is the usual ``steps``-step schedule. Below 1
+    it is the shortest schedule with ``steps`` timesteps below ``start`` of the
+    training schedule, of which exactly the last ``steps`` are run, so ``steps``
+    is always the number of network evaluations.
+    """
+    total = int(schedule.num_train_timesteps)
     if start >= 1:
-        return [int(t) for t in make_scheduler(sampler, schedule, steps).timesteps]
-    full = make_scheduler(sampler, schedule, _schedule_length(schedule, steps, start)).timesteps
-    limit = start * schedule.num_train_timesteps
-    kept = [int(t) for t in full if int(t) < limit]
-    return kept or [int(full[-1])]
+        return steps, [int(t) for t in make_scheduler(sampler, schedule, steps).timesteps]
+    limit = start * total
+    length = min(total, max(steps, math.ceil(steps / start)))
+    while True:
+        kept = [int(t) for t in make_scheduler(sampler, schedule, length).timesteps if int(t) < limit]
+        if len(kept) >= steps or length >= total:
+            return length, kept[-steps:] if kept else [0]
+        length = min(total, length + max(1, length // 20))
 
 
 def chain_seed(seed: int, sample: int) -> int:
@@ -208,13 +213,12 @@ def synthesize(
     cond_t = torch.from_numpy(padded)[None].to(device)
     z_c = runner.encode(cond_t)
     latent_shape = z_c.shape
-    timesteps = _start_timesteps(sampler, model.config.schedule, steps, level)
+    length, timesteps = start_schedule(sampler, model.config.schedule, steps, level)
     total = samples * len(timesteps)
     done = 0
     count, mean, m2 = 0, None, None
     for k in range(samples):
-        scheduler = make_scheduler(sampler, model.config.schedule, steps if level >= 1 else
-                                   _schedule_length(model.config.schedule, steps, level))
+        scheduler = make_scheduler(sampler, model.config.schedule, length)
         cpu_gen = torch.Generator().manual_seed(chain_seed(seed, k))
         step_gen = cpu_gen if not cuda else torch.Generator(device).manual_seed(chain_seed(seed, k) + 1)
         z = torch.randn(latent_shape, generator=cpu_gen).to(device)

@@ -27,7 +27,7 @@ def test_benchmark_runs_every_option_and_ends_with_the_summary_line(tmp_path):
 
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", str(directory), "--shape", "32", "32", "32",
-         "--reference-steps", "8", "--options", "ddim:4,ddim:2/0.5", "--threads", "1", "--write-choice"],
+         "--synthetic-head", "--reference-steps", "8", "--options", "ddim:4,ddim:2/0.5", "--threads", "1", "--write-choice"],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]

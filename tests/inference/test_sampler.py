@@ -182,6 +182,22 @@ def test_cuda_bf16_matches_cpu(model):
     model.to("cpu")
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++", "ddpm"])
+def test_steps_below_start_are_exactly_the_steps_asked_for(sampler):
+    from demist_bids.inference.sampler import start_schedule
+
+    schedule = preset("small").schedule
+    for steps in (1, 2, 3, 5, 10, 50):
+        for start in (0.05, 0.15, 0.5):
+            _, timesteps = start_schedule(sampler, schedule, steps, start)
+            assert len(timesteps) == steps, (steps, start)
+            assert all(t < start * schedule.num_train_timesteps for t in timesteps)
+            assert timesteps == sorted(timesteps, reverse=True)
+    # the reference: every training timestep below the start
+    assert start_schedule(sampler, schedule, 1000, 0.15)[1] == list(range(149, -1, -1))
+    assert len(start_schedule(sampler, schedule, 10, 1.0)[1]) == 10
+
+
 def test_start_below_one_refines_the_aligned_condition_latent(model):
     cond = _condition((32, 32, 32))
     full = synthesize(model, cond, sampler="ddim", steps=4, seed=3)
@@ -189,7 +205,7 @@ def test_start_below_one_refines_the_aligned_condition_latent(model):
     again = synthesize(model, cond, sampler="ddim", steps=4, seed=3, start=1.0)
     np.testing.assert_array_equal(full.mean, again.mean)  # start=1 is the paper's sampler
     late = synthesize(model, cond, sampler="dpm++", steps=4, seed=3, start=0.4)
-    assert late.info["start"] == 0.4 and 1 <= late.info["steps"] <= 4
+    assert late.info["start"] == 0.4 and late.info["steps"] == 4
     assert not np.array_equal(late.mean, full.mean)
     # starting at a low noise level keeps the result near the decoded conditioning latent
     import torch

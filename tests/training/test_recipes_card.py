@@ -40,9 +40,17 @@ def test_card_rendering(tmp_path):
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "README.md").write_text("# card\n")
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "evaluation_summary.tsv").write_text(
         "method\tpsnr_mean\tpsnr_sd\nlinear\t15.5\tn/a\ndemist\t22.25\tn/a\n")
     readme = append_external_validation(tmp_path / "model", tmp_path / "eval" / "evaluation_summary.tsv", "cohort X")
     assert "External validation" in readme.read_text() and "| demist | 22.25 |" in readme.read_text()
+    # kept in config.json, so re-rendering the card (e.g. after a sampler benchmark) keeps it
+    stored = json.loads((tmp_path / "model" / "config.json").read_text())
+    stored["sampling"].update(start=0.15)
+    stored["card"]["sampler_benchmark"] = {"reference": "ddpm:1000", "speedup": 60.0, "psnr_drop_db": 0.1}
+    rerendered = render_model_card(stored)
+    assert "| demist | 22.25 |" in rerendered and "cohort X" in rerendered
+    assert "noised to 0.15 of the schedule" in rerendered and "60.0x faster" in rerendered
     json.dumps(config)
