@@ -57,6 +57,7 @@ def build_items(
         "Seed": synthesis.get("seed"),
         "Device": synthesis.get("device"),
         "Start": synthesis.get("start"),
+        "Precision": synthesis.get("dtype"),
         "Mode": synthesis.get("mode", synthesis.get("window")),
     }
     psr_meta = {

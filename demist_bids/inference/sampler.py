@@ -81,6 +81,26 @@ def start_schedule(sampler: str, schedule, steps: int, start: float) -> tuple[in
         length = min(total, length + max(1, length // 20))
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN computes bf16 natively (AVX512-BF16 or AMX): autocast is faster there."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> bool:
+    """Whether to run under bf16 autocast: ``auto``/``bf16`` on CUDA, ``bf16`` on a bf16-capable CPU."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if device.startswith("cuda"):
+        return precision in ("auto", "bf16")
+    if precision == "bf16" and not cpu_has_native_bf16():
+        LOGGER.info("bf16 requested but this CPU has no native bf16: running in fp32")
+        return False
+    return precision == "bf16"
+
+
 def chain_seed(seed: int, sample: int) -> int:
     """Independent, reproducible seed of chain ``sample`` of a run seeded with ``seed``."""
     return int(np.random.SeedSequence([seed, sample]).generate_state(1)[0])
@@ -152,7 +172,7 @@ def synthesize(
     window: str | tuple[int, int, int] = "auto",
     memory_budget_gb: float | None = None,
     crop_to_content: bool = True,
-    precision: str = "auto",
+    precision: str | None = None,
     start: float | None = None,
 ) -> SynthesisResult:
     """Synthesize a PSR map.
@@ -171,7 +191,8 @@ def synthesize(
         crop_to_content: synthesize only inside the bounding box of the non-zero
             input voxels (plus a margin); the map is 0 outside it.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
-            ``bf16`` (autocast on any device; fast on CPUs with AVX512-BF16/AMX).
+            ``bf16`` (autocast on CUDA and on CPUs with native bf16, AVX512-BF16/AMX;
+            fp32 on other CPUs). None takes the model's ``sampling.precision``.
         start: where on the noise schedule (0-1] the reverse process starts; below 1 it
             starts from the aligned conditioning latent noised to that level (see
             :attr:`SamplingConfig.start`). None takes the model's value.
@@ -192,9 +213,7 @@ def synthesize(
     start = time.perf_counter()
     device = resolve_device(device)
     cuda = device.startswith("cuda")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    bf16 = precision == "bf16" or (precision == "auto" and cuda)
+    bf16 = resolve_precision(model.config.sampling.precision if precision is None else precision, device)
     model = model.to(device).eval()
     model.use_sdpa(cuda)
 

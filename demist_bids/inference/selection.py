@@ -65,6 +65,7 @@ def record_choice(config: ModelConfig, choice: SamplerTrial, reference: SamplerT
     updated.sampling.sampler = choice.sampler
     updated.sampling.steps = choice.steps
     updated.sampling.start = choice.start
+    updated.sampling.precision = choice.precision or "auto"
     updated.sampling.validated = True
     updated.card = {
         **updated.card,

@@ -136,6 +136,9 @@ class SamplingConfig:
     """True once a benchmark showed this choice within 0.3 dB of 1000-step DDPM."""
     distilled_steps: int = 0
     """On a distilled student: the DDIM step count its streams were distilled for (0: not a student)."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` (also on CPUs that compute bf16
+    natively, AVX512-BF16/AMX; fp32 on the others) or ``fp32``."""
     start: float = 1.0
     """Fraction of the noise schedule the reverse process starts from. 1.0 starts from pure
     noise (the paper). Below 1 it starts from the aligned conditioning latent z_c noised to

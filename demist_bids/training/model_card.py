@@ -89,7 +89,25 @@ def render_model_card(config: dict) -> str:
                   f"On {external['cohort']}, never seen in training; the linear baseline was fitted on "
                   "the training cohort. Mean ± SD over scans is not shown: one fold.", "",
                   _metric_table(external["rows"]), ""]
+        lines += _against_linear(external["rows"])
     return "\n".join(lines)
+
+
+def _against_linear(rows: list[dict]) -> list[str]:
+    """One plain sentence: DEMIST minus the linear baseline on PSNR and lesion AUC."""
+    by_method = {row.get("method"): row for row in rows}
+    demist, linear = by_method.get("demist"), by_method.get("linear")
+    if not demist or not linear:
+        return []
+    parts = []
+    for key, name, unit in (("psnr_mean", "PSNR", " dB"), ("auc_combined_mean", "lesion AUC", "")):
+        try:
+            diff = float(demist[key]) - float(linear[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if diff == diff:  # not NaN
+            parts.append(f"{name} {diff:+.3f}{unit} ({'better' if diff > 0 else 'worse'})")
+    return [f"DEMIST minus the linear baseline: {', '.join(parts)}.", ""] if parts else []
 
 
 def _sampler_line(config: dict) -> str:

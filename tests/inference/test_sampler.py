@@ -170,6 +170,25 @@ def test_fastest_option_within_tolerance_is_chosen_and_recorded(tmp_path):
     config = record_choice(config, late, reference)
     assert (config.sampling.sampler, config.sampling.steps, config.sampling.start) == ("ddim", 3, 0.15)
     assert config.card["sampler_benchmark"]["choice_psnr_truth_db"] == 24.9
+    assert config.sampling.precision == "auto"
+    fast = SamplerTrial("ddim", 2, seconds=0.2, psnr_truth=24.95, start=0.15, precision="bf16")
+    assert fast.label == "ddim:2/0.15@bf16"
+    assert record_choice(config, fast, reference).sampling.precision == "bf16"
+
+
+def test_model_precision_is_the_default_and_bf16_needs_native_support(model, monkeypatch):
+    from demist_bids.inference import sampler as sampler_module
+
+    cond = _condition((32, 32, 32))
+    assert synthesize(model, cond, steps=2, seed=1).info["dtype"] == "float32"  # auto on CPU
+    monkeypatch.setattr(model.config.sampling, "precision", "bf16")
+    monkeypatch.setattr(sampler_module, "cpu_has_native_bf16", lambda: True)
+    assert synthesize(model, cond, steps=2, seed=1).info["dtype"] == "bfloat16-autocast"
+    assert synthesize(model, cond, steps=2, seed=1, precision="fp32").info["dtype"] == "float32"
+    monkeypatch.setattr(sampler_module, "cpu_has_native_bf16", lambda: False)
+    assert synthesize(model, cond, steps=2, seed=1).info["dtype"] == "float32"  # no slow emulated bf16
+    with pytest.raises(ValueError, match="precision"):
+        synthesize(model, cond, steps=2, precision="fp16")
 
 
 @pytest.mark.gpu

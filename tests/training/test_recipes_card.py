@@ -53,4 +53,5 @@ def test_card_rendering(tmp_path):
     rerendered = render_model_card(stored)
     assert "| demist | 22.25 |" in rerendered and "cohort X" in rerendered
     assert "noised to 0.15 of the schedule" in rerendered and "60.0x faster" in rerendered
+    assert "DEMIST minus the linear baseline: PSNR +6.750 dB (better)." in rerendered
     json.dumps(config)

@@ -98,6 +98,8 @@ def test_outputs_are_complete_and_described(first_run, cohort):
         assert meta["Sources"] == [f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz",
                                    f"bids:raw:sub-{sub}/anat/sub-{sub}_FLAIR.nii.gz"]
         assert meta["Sampler"]["Samples"] == 2 and meta["Sampler"]["Seed"] == 5
+        assert meta["Sampler"]["Precision"] in ("float32", "bfloat16-autocast")
+        assert 0 < meta["Sampler"]["Start"] <= 1
         assert len(meta["Model"]["SHA256"]) == 64 and meta["Model"]["IsDemo"] is False
         assert {"registration_cost", "brain_mask_volume_ml"} <= set(meta["QC"])
         assert "psr_median_lesion" in meta["LesionValues"]
