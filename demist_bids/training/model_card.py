@@ -113,6 +113,8 @@ def _against_linear(rows: list[dict]) -> list[str]:
 def _sampler_line(config: dict) -> str:
     sampling = config["sampling"]
     text = f"{sampling['sampler']} with {sampling['steps']} steps"
+    if sampling.get("precision", "auto") == "bf16":
+        text += " under bf16 autocast (on CUDA and on CPUs with native bf16; fp32 elsewhere)"
     if float(sampling.get("start", 1.0)) < 1:
         text += (f", starting from the aligned conditioning latent noised to {sampling['start']:g} of "
                  "the schedule (1.0 would be pure noise, the paper)")
