@@ -140,10 +140,12 @@ def append_external_validation(model_dir: Path, summary_tsv: Path, cohort: str) 
 
     It goes into ``config.json`` (so a re-rendered README keeps it) and the README.
     """
+    from demist_bids.models.io import read_model_config, write_model_config
+
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    config.setdefault("card", {})["external_validation"] = {
+    config = read_model_config(model_dir)
+    config.card = {**config.card, "external_validation": {
         "cohort": cohort, "rows": evaluation_summary(Path(summary_tsv).parent),
-    }
-    atomic_write_text(model_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    }}
+    write_model_config(model_dir, config)
     return write_model_card(model_dir)
