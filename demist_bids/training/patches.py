@@ -2,6 +2,10 @@
 
 Each batch draws scans uniformly and patch centres uniformly among brain
 voxels, so patches overlap freely and cover the brain rather than background.
+A stage can ask for a fraction of patches centred on lesion voxels instead
+(scans without a lesion mask fall back to brain voxels): lesions are under 1 %
+of the brain, so uniform patches rarely show a network what they look like
+(MONAI's positive/negative crop sampling does the same).
 Patches are cut with zero padding where they leave the volume (zero is the
 background value of every channel). The random generator of a batch is built
 from (seed, rank, step): a resumed run draws exactly the patches it would have
@@ -75,13 +79,19 @@ class PatchSampler:
         self.rank = int(rank)
         self.augmentation = augmentation
         self._brain_voxels = [np.argwhere(v.brain) for v in self.volumes]
+        self._lesion_voxels = [
+            np.argwhere(v.lesion & v.brain) if v.lesion is not None else np.empty((0, 3), dtype=np.int64)
+            for v in self.volumes
+        ]
 
     def _rng(self, step: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.rank, stream, step])
 
-    def _one(self, rng: np.random.Generator, augment: bool):
+    def _one(self, rng: np.random.Generator, augment: bool, lesion_fraction: float = 0.0):
         index = int(rng.integers(len(self.volumes)))
         volume, voxels = self.volumes[index], self._brain_voxels[index]
+        if lesion_fraction > 0 and rng.random() < lesion_fraction and len(self._lesion_voxels[index]):
+            voxels = self._lesion_voxels[index]
         centre = voxels[int(rng.integers(len(voxels)))]
         start = [int(c) - p // 2 for c, p in zip(centre, self.patch_size)]
         cond = _crop(volume.cond, start, self.patch_size)
@@ -96,12 +106,16 @@ class PatchSampler:
             cond = np.clip(gain * np.power(np.clip(cond, 0, None), gamma), 0, None)
         return cond.astype(np.float32), np.clip(psr, 0, None).astype(np.float32), brain
 
-    def batch(self, step: int, batch_size: int, *, stream: int = 0, augment: bool = True):
+    def batch(
+        self, step: int, batch_size: int, *, stream: int = 0, augment: bool = True,
+        lesion_fraction: float = 0.0,
+    ):
         """Patches for one optimisation step.
 
         Args:
             step: global step (with ``stream``, selects the random draw).
             stream: separates independent draws at the same step (e.g. stages).
+            lesion_fraction: probability that a patch is centred on a lesion voxel.
 
         Returns:
             dict of tensors: ``cond`` B x 2 x P^3, ``psr01`` B x 1 x P^3, ``brain`` B x 1 x P^3.
@@ -109,7 +123,7 @@ class PatchSampler:
         import torch
 
         rng = self._rng(step, stream)
-        items = [self._one(rng, augment) for _ in range(batch_size)]
+        items = [self._one(rng, augment, lesion_fraction) for _ in range(batch_size)]
         return {
             key: torch.from_numpy(np.ascontiguousarray(np.stack([it[i] for it in items])))
             for i, key in enumerate(("cond", "psr01", "brain"))

@@ -208,7 +208,8 @@ def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
 
     def step(i: int) -> dict[str, float]:
         cosine_learning_rate([optimizer], recipe.learning_rate["align"], i, run.steps)
-        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=2), run.device)
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=2,
+                                      lesion_fraction=recipe.align_lesion_fraction), run.device)
         with torch.no_grad():
             z_y = posterior_mean(model.psr_autoencoder, batch["psr01"])
         z_c = posterior_mean(model.cond_autoencoder, batch["cond"])

@@ -44,3 +44,26 @@ def test_patch_at_volume_edge_is_zero_padded():
     sampler = PatchSampler([volume], (8, 8, 8), 0.1, seed=0, augmentation=Augmentation(enabled=False))
     batch = sampler.batch(0, 1)
     assert batch["cond"][0, :, :4].abs().sum() == 0  # the half outside the volume
+
+
+def test_lesion_fraction_centres_patches_on_lesions_and_falls_back_without_a_mask():
+    lesioned = _volume("a", 0.1)
+    lesion = np.zeros(lesioned.brain.shape, bool)
+    lesion[10, 12, 8] = True  # one lesion voxel: a uniform draw would almost never hit it
+    lesioned.lesion = lesion
+    no_mask = _volume("bb", 0.2)  # a control: no lesion mask at all
+    sampler = PatchSampler([lesioned, no_mask], (8, 8, 8), 0.2, seed=0,
+                           augmentation=Augmentation(enabled=False))
+    centre_value = lesioned.cond[:, 10, 12, 8]
+    uniform = sampler.batch(0, 64)
+    always = sampler.batch(0, 64, lesion_fraction=1.0)
+
+    def at_lesion(batch):
+        return [bool(np.allclose(c[:, 4, 4, 4], centre_value)) for c in batch["cond"].numpy()]
+
+    from_a = [np.isclose(p[0, 4, 4, 4], 0.5) for p in always["psr01"].numpy()]
+    assert sum(at_lesion(always)) == sum(from_a) > 10  # every patch of the lesioned scan is on the lesion
+    assert sum(at_lesion(uniform)) <= 2
+    assert (always["brain"][:, 0, 4, 4, 4] == 1).all()  # the control's patches still lie in its brain
+    # fraction 0 draws exactly what the sampler drew before the option existed
+    assert (sampler.batch(3, 4, lesion_fraction=0.0)["cond"] == sampler.batch(3, 4)["cond"]).all()
