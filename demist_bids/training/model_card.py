@@ -17,7 +17,14 @@ from demist_bids.utils.atomic import atomic_write_text
 
 def evaluation_summary(evaluation_dir: Path) -> list[dict]:
     """Rows of ``evaluation_summary.tsv`` (mean/SD over folds per method); [] when absent."""
-    path = Path(evaluation_dir) / "evaluation_summary.tsv"
+    return _read_tsv(Path(evaluation_dir) / "evaluation_summary.tsv")
+
+
+_TEXT_COLUMNS = ("method", "measure", "baseline")
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    """Rows of an evaluation TSV, numbers as floats (None where not a number); [] when absent."""
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
@@ -27,8 +34,10 @@ def evaluation_summary(evaluation_dir: Path) -> list[dict]:
         clean = {}
         for key, value in row.items():
             try:
-                clean[key] = float(value) if key != "method" else value
+                clean[key] = value if key in _TEXT_COLUMNS else float(value)
             except ValueError:
+                clean[key] = None
+            if clean[key] != clean[key]:  # NaN: not valid JSON in config.json
                 clean[key] = None
         out.append(clean)
     return out
@@ -89,24 +98,34 @@ def render_model_card(config: dict) -> str:
                   f"On {external['cohort']}, never seen in training; the linear baseline was fitted on "
                   "the training cohort. Mean ± SD over scans is not shown: one fold.", "",
                   _metric_table(external["rows"]), ""]
-        lines += _against_linear(external["rows"])
+        lines += _against_linear(external["rows"], external.get("paired_tests", []))
     return "\n".join(lines)
 
 
-def _against_linear(rows: list[dict]) -> list[str]:
-    """One plain sentence: DEMIST minus the linear baseline on PSNR and lesion AUC."""
+def _against_linear(rows: list[dict], paired: list[dict] = ()) -> list[str]:
+    """One plain sentence: DEMIST minus the linear baseline on PSNR and lesion AUC.
+
+    With the evaluation's paired tests, each difference carries its scan-paired
+    Wilcoxon p-value, so "better" can be read as a claim with its evidence.
+    """
     by_method = {row.get("method"): row for row in rows}
     demist, linear = by_method.get("demist"), by_method.get("linear")
     if not demist or not linear:
         return []
+    tests = {row.get("measure"): row for row in paired
+             if row.get("method") == "demist" and row.get("baseline") == "linear"}
     parts = []
-    for key, name, unit in (("psnr_mean", "PSNR", " dB"), ("auc_combined_mean", "lesion AUC", "")):
+    for key, name, unit in (("psnr", "PSNR", " dB"), ("auc_combined", "lesion AUC", "")):
         try:
-            diff = float(demist[key]) - float(linear[key])
+            diff = float(demist[f"{key}_mean"]) - float(linear[f"{key}_mean"])
         except (KeyError, TypeError, ValueError):
             continue
         if diff == diff:  # not NaN
-            parts.append(f"{name} {diff:+.3f}{unit} ({'better' if diff > 0 else 'worse'})")
+            text = f"{name} {diff:+.3f}{unit} ({'better' if diff > 0 else 'worse'}"
+            test = tests.get(key)
+            if test and test.get("wilcoxon_p") is not None:
+                text += f"; paired Wilcoxon p = {float(test['wilcoxon_p']):.3g} over {int(test['n_scans'])} scans"
+            parts.append(text + ")")
     return [f"DEMIST minus the linear baseline: {', '.join(parts)}.", ""] if parts else []
 
 
@@ -146,6 +165,7 @@ def append_external_validation(model_dir: Path, summary_tsv: Path, cohort: str) 
     config = read_model_config(model_dir)
     config.card = {**config.card, "external_validation": {
         "cohort": cohort, "rows": evaluation_summary(Path(summary_tsv).parent),
+        "paired_tests": _read_tsv(Path(summary_tsv).parent / "paired_tests.tsv"),
     }}
     write_model_config(model_dir, config)
     return write_model_card(model_dir)

@@ -44,6 +44,9 @@ def test_card_rendering(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "evaluation_summary.tsv").write_text(
         "method\tpsnr_mean\tpsnr_sd\nlinear\t15.5\tn/a\ndemist\t22.25\tn/a\n")
+    (tmp_path / "eval" / "paired_tests.tsv").write_text(
+        "measure\tmethod\tbaseline\tn_scans\tmean_difference\twilcoxon_p\tttest_p\n"
+        "psnr\tdemist\tlinear\t8\t6.75\t0.0078125\t0.001\n")
     readme = append_external_validation(tmp_path / "model", tmp_path / "eval" / "evaluation_summary.tsv", "cohort X")
     assert "External validation" in readme.read_text() and "| demist | 22.25 |" in readme.read_text()
     # kept in config.json, so re-rendering the card (e.g. after a sampler benchmark) keeps it
@@ -53,5 +56,6 @@ def test_card_rendering(tmp_path):
     rerendered = render_model_card(stored)
     assert "| demist | 22.25 |" in rerendered and "cohort X" in rerendered
     assert "noised to 0.15 of the schedule" in rerendered and "60.0x faster" in rerendered
-    assert "DEMIST minus the linear baseline: PSNR +6.750 dB (better)." in rerendered
+    assert ("DEMIST minus the linear baseline: PSNR +6.750 dB (better; paired Wilcoxon p = 0.00781 "
+            "over 8 scans).") in rerendered
     json.dumps(config)
