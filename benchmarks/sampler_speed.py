@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask", help="brain mask on the same grid")
     parser.add_argument("--phantom-seed", type=int, default=11,
                         help="without --t1w: seed of the fresh demist-phantom subject (the demo model "
-                             "trained on seed 0 and was validated on seed 7)")
+                             "trained on seed 0 and was validated on seeds 7 and 23)")
     parser.add_argument("--phantom-scale", type=float, default=0.6, help="its head scale (the demo's)")
     parser.add_argument("--phantom-work", default="benchmark-work", help="where the phantom is made and cached")
     parser.add_argument("--synthetic-head", action="store_true",
