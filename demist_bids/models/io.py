@@ -67,13 +67,21 @@ def _component_states(model: DemistModel) -> dict[str, dict[str, torch.Tensor]]:
     return states
 
 
-def save_model(model: DemistModel, directory: Path, card: dict[str, Any] | None = None) -> Path:
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def save_model(
+    model: DemistModel, directory: Path, card: dict[str, Any] | None = None, *, weights: str = "float32"
+) -> Path:
     """Write ``model`` as a model directory, atomically.
 
     Args:
         model: the model to save.
         directory: destination; replaced if it exists.
         card: model-card entries merged into ``config.card``.
+        weights: storage type of floating-point weights. ``float16`` halves the files
+            (the embedded demo model ships so); :func:`load_model` always returns
+            float32 parameters, since ``load_state_dict`` casts on copy.
 
     Returns:
         ``directory``.
@@ -90,7 +98,10 @@ def save_model(model: DemistModel, directory: Path, card: dict[str, Any] | None 
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         for name, state in _component_states(model).items():
-            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            tensors = {
+                k: (v.to(WEIGHT_DTYPES[weights]) if v.is_floating_point() else v).detach().cpu().contiguous()
+                for k, v in state.items()
+            }
             # one metadata entry only: safetensors writes a map's keys in random order,
             # and the directory checksum must not change between identical saves
             save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})

@@ -56,6 +56,20 @@ def test_round_trip_is_exact(trained_model, tmp_path):
     }
 
 
+def test_float16_storage_halves_the_files_and_loads_as_float32(trained_model, tmp_path):
+    full = save_model(trained_model, tmp_path / "fp32")
+    half = save_model(trained_model, tmp_path / "fp16", weights="float16")
+    for name in ("backbone", "streams", "psr_autoencoder"):
+        ratio = (half / f"{name}.safetensors").stat().st_size / (full / f"{name}.safetensors").stat().st_size
+        assert 0.45 < ratio < 0.6, (name, ratio)
+    loaded = load_model(half)
+    original = trained_model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == original[key].dtype, key  # float32 parameters again
+        torch.testing.assert_close(value, original[key], rtol=1e-3, atol=1e-4)  # float16 rounding only
+    assert any(not torch.equal(v, original[k]) for k, v in loaded.state_dict().items())  # really rounded
+
+
 def test_backbone_file_holds_plain_monai_keys(trained_model, tmp_path):
     from safetensors.torch import load_file
 
