@@ -58,7 +58,9 @@ class TrainingRecipe:
     align_lesion_fraction: float = 0.0
     """``align`` stage: fraction of patches centred on a lesion voxel (where the cohort has
     lesion masks). Uniform patches rarely contain a lesion, and what the conditioning
-    encoder must learn there (FLAIR-bright, T1w-dark means PSR loss) is the point of a PSR map."""
+    encoder must learn there (FLAIR-bright, T1w-dark means PSR loss) is the point of a PSR map.
+    Off by default: 0.25 in a longer demo recipe scored worse on a fresh phantom cohort
+    (demist_bids/data/models/README.md)."""
     edge_timestep_max: int = 500
     """The diffusion edge term only counts for t below this (z0_hat is noise above)."""
     cond_encoder_in_diffusion: bool = False
