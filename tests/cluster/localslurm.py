@@ -21,6 +21,8 @@ from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "scancel")
+CRED_EXPIRE_S = 30
+"""Step credential lifetime, and the hold on a requeued job before it may start again."""
 
 
 class SlurmUnavailable(RuntimeError):
@@ -91,7 +93,9 @@ class LocalSlurm:
                     "SlurmUser=root",
                     "SlurmdUser=root",
                     "AuthType=auth/munge",
-                    f"AuthInfo=socket={r / 'munge.socket'}",
+                    # cred_expire is also how long SLURM holds a requeued job before it may
+                    # start again (default 120 s); shorter keeps the requeue test quick.
+                    f"AuthInfo=socket={r / 'munge.socket'},cred_expire={CRED_EXPIRE_S}",
                     "CredType=cred/munge",
                     f"StateSaveLocation={r / 'state'}",
                     f"SlurmdSpoolDir={r / 'spool'}",

@@ -50,6 +50,16 @@ def test_two_tasks_identical_weights(slurm, phantom_cohort, tmp_path):
         assert digests[0] == digests[1], f"ranks differ after stage {stage.name}"
 
 
+def _diagnostics(slurm, out: Path, job: str, states: list[str]) -> str:
+    """What a failed requeue test needs: the states seen, SLURM's own logs, the job's log."""
+    seen = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
+    daemons = "\n".join(f"--- {name}.log\n" + "\n".join(
+        line for line in slurm.log_tail(name, lines=400).splitlines()
+        if f"JobId={job}" in line or f"job {job}" in line or f"StepId={job}" in line)
+        for name in ("slurmctld", "slurmd"))
+    return f"states seen: {' -> '.join(seen)}\n{daemons}\n--- job log\n{_train_log(out, job)[-3000:]}"
+
+
 def _rows(csv: Path) -> int:
     return max(len(csv.read_text().splitlines()) - 1, 0) if csv.exists() else 0
 
@@ -67,18 +77,23 @@ def test_sigterm_checkpoint_requeue_resume(slurm, phantom_cohort, tmp_path):
         time.sleep(2)
     slurm.run(["scancel", "--signal=TERM", job])
 
-    # The script requeues the job; SLURM holds a requeued job briefly: release it now.
+    # The script requeues the job. SLURM holds a requeued job until its old step credentials
+    # expire (AuthInfo cred_expire; 30 s on the test cluster) and then starts it on its own:
+    # releasing it earlier races the new launch against the revoked credential.
     deadline = time.monotonic() + 300
+    seen = []
     while (record := slurm.jobs(job)[job]).get("Restarts", "0") == "0":
-        assert record["JobState"] not in FINAL, _train_log(out, job)[-4000:]
-        assert time.monotonic() < deadline, "the job was not requeued"
+        seen.append(record["JobState"])
+        assert record["JobState"] not in FINAL, _diagnostics(slurm, out, job, seen)
+        assert time.monotonic() < deadline, "the job was not requeued\n" + _diagnostics(slurm, out, job, seen)
         time.sleep(1)
-    slurm.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+    seen.append(record["JobState"])
     record = slurm.wait(job, timeout=1800)[job]
     log = _train_log(out, job)
     print("\n".join(line for line in log.splitlines() if "demist-slurm" in line or "ae: step" in line
                     or "Resuming" in line or "SIGTERM" in line))  # shown with pytest -rP
-    assert record["JobState"] == "COMPLETED", log[-4000:]
+    seen.append(record["JobState"])
+    assert record["JobState"] == "COMPLETED", _diagnostics(slurm, out, job, seen)
     assert record["Restarts"] == "1"
     assert "exit code 75" in log and "requeueing job" in log
     resumed = re.search(r"Resuming stage ae at step (\d+)", log)
