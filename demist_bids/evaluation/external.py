@@ -23,7 +23,8 @@ from pathlib import Path
 LOGGER = logging.getLogger("demist.evaluation")
 
 
-def _preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
+def preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
+    """Every scan of ``bids_dir`` with a PSR map, preprocessed (cached in ``work_dir / name``) and loaded."""
     from demist_bids.training.cohort import find_training_scans, preprocess_cohort
     from demist_bids.training.volumes import load_volume
 
@@ -50,8 +51,8 @@ def evaluate_model(
     model = load_model(model_dir)
     sampler = sampler or model.config.sampling.sampler
     steps = steps or model.config.sampling.steps
-    train = _preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
-    test = _preprocessed_volumes(Path(test_bids), Path(work_dir), "test_preproc")
+    train = preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
+    test = preprocessed_volumes(Path(test_bids), Path(work_dir), "test_preproc")
     linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
 
     def demist(cond):

@@ -2,7 +2,7 @@
 
 The autoencoders halve the size ``len(channels) - 1`` times and the UNet again
 ``len(channels) - 1`` times, so image sizes must be multiples of
-``ModelConfig.size_multiple`` (16 for both presets). Volumes are zero-padded
+``ModelConfig.size_multiple`` (16 for ``paper``, 8 for ``small``). Volumes are zero-padded
 (zero is the background of skull-stripped, [0, 1]-scaled inputs) evenly on both
 sides, and outputs are cropped back to exactly the input grid.
 """

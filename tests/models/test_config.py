@@ -16,9 +16,11 @@ def test_preset_json_round_trip(name):
     config = preset(name)
     again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
-    assert config.size_multiple == 16
-    assert config.autoencoder.latent_channels == 8
-    assert config.autoencoder.downsampling == 4
+    # paper: the bundle's 4x latent with 8 channels; small: 2x with 4 (see the module docstring)
+    downsampling, latent_channels = {"paper": (4, 8), "small": (2, 4)}[name]
+    assert config.autoencoder.downsampling == downsampling
+    assert config.autoencoder.latent_channels == latent_channels
+    assert config.size_multiple == downsampling * 4
 
 
 def test_paper_preset_is_the_bundle_configuration():
