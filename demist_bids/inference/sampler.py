@@ -3,9 +3,15 @@
 One call encodes the condition once, runs ``samples`` reverse-diffusion chains
 from seeded noise with any scheduler of :mod:`demist_bids.inference.schedulers`,
 decodes each chain once, and returns the voxel-wise mean and standard deviation
-(an uncertainty map) in PSR units. The networks see either the whole padded
-volume or a latent-space sliding window with Gaussian blending (as MONAI MAISI
-does), chosen from the memory available. On CUDA the networks run under bf16
+(an uncertainty map) in PSR units. The UNet sees either the whole padded
+latent or a latent-space sliding window with Gaussian blending (as MONAI MAISI
+does), chosen from the memory available. The autoencoders always run in
+Gaussian-blended windows no larger than a training patch: their GroupNorm
+layers normalize over the whole input, so a whole brain box (mostly background
+at the edges) is normalized unlike the patches they were trained on. On the
+2x-latent demo model, decoding the conditioning latent of a fresh phantom
+cohort scored 18.4 dB whole and 24.7 dB in 32^3 windows (3 scans, PSNR inside
+the brain). On CUDA the networks run under bf16
 autocast with SDPA attention; on CPU in fp32 (bf16 is 3-4x slower on CPUs
 without bf16 units, REFERENCE §2).
 """
@@ -34,7 +40,7 @@ LOGGER = logging.getLogger("demist.inference")
 __all__ = ["SynthesisResult", "synthesize", "recommended_sampler", "resolve_device", "chain_seed"]
 
 _LATENT_OVERLAP = 0.5
-_IMAGE_OVERLAP = 0.25
+_AUTOENCODER_OVERLAP = 0.5
 
 
 @dataclass
@@ -127,13 +133,16 @@ class _VolumeRunner:
         kind = "cuda" if device.startswith("cuda") else "cpu"
         self.autocast = (lambda: torch.autocast(kind, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
+    def autoencoder_window(self) -> tuple[int, int, int]:
+        """Image-space window of the autoencoder passes: the training patch, or the memory plan's if smaller."""
+        patch = tuple(int(p) for p in self.model.config.patch_size)
+        if self.plan.whole:
+            return patch
+        return tuple(min(p, w * self.factor) for p, w in zip(patch, self.plan.latent_window))
+
     def encode(self, cond: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            if self.plan.whole:
-                z_c = self.model.encode_condition(cond)
-            else:
-                roi = tuple(w * self.factor for w in self.plan.latent_window)
-                z_c = _windowed(self.model.encode_condition, cond, roi, _IMAGE_OVERLAP)
+            z_c = _windowed(self.model.encode_condition, cond, self.autoencoder_window(), _AUTOENCODER_OVERLAP)
         return z_c.float()
 
     def noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
@@ -150,11 +159,9 @@ class _VolumeRunner:
         return eps.float()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        roi = tuple(w // self.factor for w in self.autoencoder_window())
         with self.autocast():
-            if self.plan.whole:
-                image = self.model.decode_psr(z)
-            else:
-                image = _windowed(self.model.decode_psr, z, self.plan.latent_window, _IMAGE_OVERLAP)
+            image = _windowed(self.model.decode_psr, z, roi, _AUTOENCODER_OVERLAP)
         return image.float()
 
 

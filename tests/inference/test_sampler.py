@@ -106,6 +106,31 @@ def test_overlapping_windows_agree_with_whole(model):
     assert np.abs(whole.mean - windowed.mean).mean() < 0.5 * whole.mean.std()
 
 
+def test_autoencoders_run_in_training_patch_windows(model):
+    """GroupNorm normalizes over the whole input: the autoencoders never see more than a training patch."""
+    import torch
+
+    from demist_bids.inference.memory import InferencePlan
+    from demist_bids.inference.sampler import _VolumeRunner
+
+    patch = tuple(model.config.patch_size)
+    f = model.config.autoencoder.downsampling
+    whole = _VolumeRunner(model, InferencePlan(True, None, 0.0, 0.0), "cpu", bf16=False)
+    assert whole.autoencoder_window() == patch
+    small = _VolumeRunner(model, InferencePlan(False, (8, 8, 8), 0.0, 0.0), "cpu", bf16=False)
+    assert small.autoencoder_window() == tuple(min(p, 8 * f) for p in patch)
+
+    one_patch = torch.from_numpy(_condition(patch))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(whole.encode(one_patch), model.encode_condition(one_patch), atol=1e-5)
+        big = torch.from_numpy(_condition(tuple(2 * p for p in patch)))[None]
+        windowed, at_once = whole.encode(big), model.encode_condition(big)
+        assert windowed.shape == at_once.shape
+        assert not torch.allclose(windowed, at_once, atol=1e-4)  # the whole-input path normalizes differently
+        decoded = whole.decode(windowed)
+    assert decoded.shape[2:] == big.shape[2:]
+
+
 def test_window_is_chosen_when_memory_is_short(model):
     cond = _condition((32, 32, 32))
     result = synthesize(model, cond, steps=1, memory_budget_gb=1e-6)

@@ -10,7 +10,8 @@ from demist_bids.models.config import ModelConfig, preset
 def tiny_config(ablation: str = "full", **overrides) -> ModelConfig:
     """A DEMIST with every part present (attention at two scales) but only ~1 M parameters."""
     base = dict(
-        autoencoder={"channels": [8, 16, 16], "num_res_blocks": 1, "norm_num_groups": 4},
+        # a 4x latent with 8 channels, like the paper preset (the small preset has 2x, 4 channels)
+        autoencoder={"channels": [8, 16, 16], "num_res_blocks": 1, "norm_num_groups": 4, "latent_channels": 8},
         unet={
             "channels": [16, 32, 32],
             "attention_levels": [False, True, True],
