@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the embedded demo model (demist_bids/data/models/demo) from scratch.
 #
-# The demo model is the `small` preset trained on a synthetic demist-phantom
+# The demo model is the `small` preset (2x latent) trained on a synthetic demist-phantom
 # cohort (seed 0) with a longer recipe than the preset's default, then checked
 # on a fresh phantom cohort (seed 23, never used while the recipe was developed;
 # seeds 7 and 11 were) against the voxel-wise linear baseline.
@@ -54,7 +54,7 @@ PY
 
 # 3b. Sample from the aligned conditioning latent (sampling.start = 0.15, fixed beforehand, not tuned
 #     on the test cohort): from pure noise this small CPU-trained model's streams cannot steer the
-#     backbone (5.7 dB on the seed-7 cohort, against 20.8 dB from 0.15). The weights are stored as
+#     backbone (the earlier 4x demo model: 5.7 dB on the seed-7 cohort, 20.8 dB from 0.15). The weights are stored as
 #     float16 (half the size; loaded as float32), before the benchmark and the validation measure them.
 python - "$WORK/train_out/model" <<'PY'
 import sys
