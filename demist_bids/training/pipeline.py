@@ -212,9 +212,12 @@ class CohortTrainer:
     def _model_config(self, method: str, psr_scale: float, card: dict | None = None):
         from demist_bids.models.config import preset
 
+        sampling = {"sampler": self.recipe.eval_sampler, "steps": self.recipe.eval_steps,
+                    "start": self.recipe.eval_start, "precision": self.recipe.eval_precision}
         return preset(
             self.config.train.preset, ablation=METHOD_ABLATION[method],
             psr_scale=psr_scale, patch_size=list(self.recipe.patch_size), card=card or {},
+            sampling=sampling,
         )
 
     def train_fold(self, fold: int):
@@ -311,6 +314,7 @@ class CohortTrainer:
             result = synthesize(
                 model, cond, sampler=self.recipe.eval_sampler, steps=self.recipe.eval_steps,
                 samples=self.recipe.eval_samples, seed=self.seed, device=str(self.device),
+                start=self.recipe.eval_start, precision=self.recipe.eval_precision,
             )
             return result.mean
 
@@ -342,7 +346,9 @@ class CohortTrainer:
                 old = roc.get(method, (np.empty(0), np.empty(0)))
                 roc[method] = (np.r_[old[0], pos], np.r_[old[1], neg])
         notes = (f"<p>Preset {self.config.train.preset}, {self.config.train.folds} folds, seed "
-                 f"{self.seed}, sampler {self.recipe.eval_sampler} with {self.recipe.eval_steps} steps.</p>")
+                 f"{self.seed}, sampler {self.recipe.eval_sampler} with {self.recipe.eval_steps} steps"
+                 + (f" from the conditioning latent noised to {self.recipe.eval_start:g}"
+                    if self.recipe.eval_start < 1 else " from pure noise") + ".</p>")
         paths = write_evaluation(pd.DataFrame(rows), roc, self.out_dir / "evaluation", notes=notes)
         LOGGER.info("Evaluation written to %s", paths["html"])
 

@@ -131,6 +131,35 @@ def test_autoencoders_run_in_training_patch_windows(model):
     assert decoded.shape[2:] == big.shape[2:]
 
 
+def test_batched_windows_give_the_same_map(model):
+    """Windows go through the networks several at a time; every normalization is per window."""
+    from dataclasses import replace
+
+    import torch
+
+    from demist_bids.inference.sampler import _VolumeRunner
+
+    cond = torch.from_numpy(_condition(tuple(2 * p for p in model.config.patch_size)))[None]
+    plan = plan_inference(model.config, tuple(cond.shape[2:]), "cpu", sdpa=False, window=(8, 8, 8))
+    assert plan.window_batch > 1
+    batched = _VolumeRunner(model, plan, "cpu", bf16=False)
+    single = _VolumeRunner(model, replace(plan, window_batch=1), "cpu", bf16=False)
+    t = torch.full((1,), 10, dtype=torch.long)
+    with torch.no_grad():
+        z_b, z_s = batched.encode(cond), single.encode(cond)
+        torch.testing.assert_close(z_b, z_s, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(batched.noise(z_b, t, z_b), single.noise(z_s, t, z_s), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(batched.decode(z_b), single.decode(z_s), atol=1e-5, rtol=1e-4)
+
+
+def test_window_batch_follows_memory():
+    config = preset("paper")
+    roomy = plan_inference(config, (160, 192, 160), "cpu", sdpa=False, budget_bytes=int(1e12))
+    short = plan_inference(config, (160, 192, 160), "cpu", sdpa=False, budget_bytes=int(1e8))
+    assert roomy.window_batch == 4 and short.window_batch == 1
+    assert plan_inference(config, (160, 192, 160), "cpu", sdpa=False, window="whole", budget_bytes=1).whole
+
+
 def test_window_is_chosen_when_memory_is_short(model):
     cond = _condition((32, 32, 32))
     result = synthesize(model, cond, steps=1, memory_budget_gb=1e-6)

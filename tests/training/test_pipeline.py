@@ -53,6 +53,10 @@ def test_train_two_folds_then_eval_stage_alone(cohort):
     assert model.config.card["training_data"]["synthetic"] is True
     assert "not a clinical model" in (out / "model" / "README.md").read_text()
     assert model.config.psr_latent_scale != 1.0  # scale factors were computed and stored
+    # The exported model samples the way it was evaluated (the small recipe's eval sampler).
+    sampling = model.config.sampling
+    assert (sampling.sampler, sampling.steps, sampling.start, sampling.precision) == ("ddim", 2, 0.15, "bf16")
+    assert "noised to 0.15" in (out / "evaluation" / "evaluation.html").read_text()
 
     # --stage eval alone: reuses the trained models, retrains nothing.
     checkpoint = out / "training" / "fold-0" / "diffusion-demist" / "checkpoint.pt"
