@@ -79,6 +79,14 @@ python -m demist_bids.evaluation.external --model "$WORK/train_out/model" \
     --train-bids "$WORK/train_bids" --test-bids "$WORK/test_bids" --out "$WORK/external" \
     --work "$WORK/work" --seed 0 | tee "$WORK/external_summary.txt"
 
+# 4b. Confirmatory validation, declared before it was first run (session 6): a larger fresh cohort
+#     (20 subjects, seed 41, never used before) so that the paired tests have the power to call a
+#     difference. "Clearly better" means paired Wilcoxon p < 0.05 on PSNR and on lesion AUC.
+[ -d "$WORK/confirm_bids" ] || demist-phantom "$WORK/confirm_bids" --subjects 20 --seed 41 --scale 0.6
+python -m demist_bids.evaluation.external --model "$WORK/train_out/model" \
+    --train-bids "$WORK/train_bids" --test-bids "$WORK/confirm_bids" --out "$WORK/external_confirm" \
+    --work "$WORK/work" --test-cache confirm_preproc --seed 0 | tee "$WORK/external_confirm_summary.txt"
+
 # 5. Ship it: weights, config (with the card) and README, plus the external validation table.
 rm -rf "$DEST.new" && cp -r "$WORK/train_out/model" "$DEST.new" && chmod -R a+rX,u+w "$DEST.new"
 cp "$WORK/external/evaluation_summary.tsv" "$DEST.new/external_validation.tsv"

@@ -37,9 +37,13 @@ def preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
 
 def evaluate_model(
     model_dir: Path, train_bids: Path, test_bids: Path, out_dir: Path, *, work_dir: Path,
-    sampler: str | None = None, steps: int | None = None, seed: int = 0,
+    sampler: str | None = None, steps: int | None = None, seed: int = 0, test_cache: str = "test_preproc",
 ):
-    """Measure ``model_dir`` and the linear baseline on ``test_bids``; return the per-scan table."""
+    """Measure ``model_dir`` and the linear baseline on ``test_bids``; return the per-scan table.
+
+    ``test_cache`` names the test cohort's preprocessing cache in ``work_dir``: give
+    each test cohort its own, or a second cohort would overwrite the first one's.
+    """
     import pandas as pd
 
     from demist_bids.evaluation.crossval import evaluate_fold
@@ -52,7 +56,7 @@ def evaluate_model(
     sampler = sampler or model.config.sampling.sampler
     steps = steps or model.config.sampling.steps
     train = preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
-    test = preprocessed_volumes(Path(test_bids), Path(work_dir), "test_preproc")
+    test = preprocessed_volumes(Path(test_bids), Path(work_dir), test_cache)
     linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
 
     def demist(cond):
@@ -78,11 +82,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-cache", default="test_preproc",
+                        help="name of the test cohort's preprocessing cache in --work (one per cohort)")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     per_scan = evaluate_model(
         opts.model, opts.train_bids, opts.test_bids, opts.out,
         work_dir=opts.work or opts.out / "work", sampler=opts.sampler, steps=opts.steps, seed=opts.seed,
+        test_cache=opts.test_cache,
     )
     columns = [c for c in ("psnr", "ssim", "mse", "auc_proximal", "auc_distal", "auc_combined") if c in per_scan]
     means = per_scan.groupby("method")[columns].mean()

@@ -92,13 +92,13 @@ def render_model_card(config: dict) -> str:
     rows = card.get("cross_validation") or []
     lines.append(_metric_table(rows) if rows else "No cross-validation was run (one fold).")
     lines += ["", f"demist version {config.get('demist_version', '?')}", ""]
-    external = card.get("external_validation")
-    if external:
+    external = card.get("external_validation") or []
+    for entry in [external] if isinstance(external, dict) else external:
         lines += ["## External validation", "",
-                  f"On {external['cohort']}, never seen in training; the linear baseline was fitted on "
+                  f"On {entry['cohort']}, never seen in training; the linear baseline was fitted on "
                   "the training cohort. Mean ± SD over scans is not shown: one fold.", "",
-                  _metric_table(external["rows"]), ""]
-        lines += _against_linear(external["rows"], external.get("paired_tests", []))
+                  _metric_table(entry["rows"]), ""]
+        lines += _against_linear(entry["rows"], entry.get("paired_tests", []))
     return "\n".join(lines)
 
 
@@ -155,17 +155,23 @@ def write_model_card(model_dir: Path) -> Path:
 
 
 def append_external_validation(model_dir: Path, summary_tsv: Path, cohort: str) -> Path:
-    """Record an external validation (:mod:`demist_bids.evaluation.external`) in the card.
+    """Add an external validation (:mod:`demist_bids.evaluation.external`) to the card.
 
-    It goes into ``config.json`` (so a re-rendered README keeps it) and the README.
+    It goes into ``config.json`` (so a re-rendered README keeps it) and the README;
+    validations on several cohorts are kept in the order they were added, and a
+    second one on the same cohort replaces the first.
     """
     from demist_bids.models.io import read_model_config, write_model_config
 
     model_dir = Path(model_dir)
     config = read_model_config(model_dir)
-    config.card = {**config.card, "external_validation": {
+    previous = config.card.get("external_validation") or []
+    previous = [previous] if isinstance(previous, dict) else list(previous)
+    entry = {
         "cohort": cohort, "rows": evaluation_summary(Path(summary_tsv).parent),
         "paired_tests": _read_tsv(Path(summary_tsv).parent / "paired_tests.tsv"),
-    }}
+    }
+    config.card = {**config.card,
+                   "external_validation": [e for e in previous if e.get("cohort") != cohort] + [entry]}
     write_model_config(model_dir, config)
     return write_model_card(model_dir)

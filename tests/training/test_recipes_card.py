@@ -58,4 +58,12 @@ def test_card_rendering(tmp_path):
     assert "noised to 0.15 of the schedule" in rerendered and "60.0x faster" in rerendered
     assert ("DEMIST minus the linear baseline: PSNR +6.750 dB (better; paired Wilcoxon p = 0.00781 "
             "over 8 scans).") in rerendered
+    # A second cohort adds a section; the same cohort again replaces its own.
+    (tmp_path / "eval" / "evaluation_summary.tsv").write_text(
+        "method\tpsnr_mean\tpsnr_sd\nlinear\t15.5\tn/a\ndemist\t19.75\tn/a\n")
+    append_external_validation(tmp_path / "model", tmp_path / "eval" / "evaluation_summary.tsv", "cohort Y")
+    text = append_external_validation(tmp_path / "model", tmp_path / "eval" / "evaluation_summary.tsv",
+                                      "cohort Y").read_text()
+    assert text.count("## External validation") == 2 and text.index("cohort X") < text.index("cohort Y")
+    assert "| demist | 22.25 |" in text and text.count("| demist | 19.75 |") == 1
     json.dumps(config)
