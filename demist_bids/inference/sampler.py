@@ -13,7 +13,8 @@ at the edges) is normalized unlike the patches they were trained on. On the
 cohort scored 18.4 dB whole and 24.7 dB in 32^3 windows (3 scans, PSNR inside
 the brain). Window overlap matters as much: on 6 seed-23 lesion scans the demo
 scored 21.29 dB at overlap 0.25, 22.67 at 0.5 (the default), 22.99 at 0.625 and
-23.16 at 0.75, for 0.6x, 1x, 1.7x and 4.5x the synthesis time. The UNet, in
+23.16 at 0.75, for 0.6x, 1x, 1.7x and 4.5x the synthesis time; each model
+carries its own (``sampling.autoencoder_overlap``). The UNet, in
 contrast, is better whole: 16^3 latent windows scored 22.27 dB there. Windows
 go through the networks several at a time (:attr:`InferencePlan.window_batch`).
 On CUDA the networks run under bf16 autocast with SDPA attention; on CPU in
@@ -46,7 +47,6 @@ LOGGER = logging.getLogger("demist.inference")
 __all__ = ["SynthesisResult", "synthesize", "recommended_sampler", "resolve_device", "chain_seed"]
 
 _LATENT_OVERLAP = 0.5
-_AUTOENCODER_OVERLAP = 0.5
 
 
 @dataclass
@@ -146,6 +146,9 @@ class _VolumeRunner:
         self.plan = plan
         self.latent = model.config.autoencoder.latent_channels
         self.factor = model.config.autoencoder.downsampling
+        self.overlap = float(model.config.sampling.autoencoder_overlap)
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
         kind = "cuda" if device.startswith("cuda") else "cpu"
         self.autocast = (lambda: torch.autocast(kind, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -159,7 +162,7 @@ class _VolumeRunner:
     def encode(self, cond: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             z_c = _windowed(
-                self.model.encode_condition, cond, self.autoencoder_window(), _AUTOENCODER_OVERLAP, self.plan.window_batch
+                self.model.encode_condition, cond, self.autoencoder_window(), self.overlap, self.plan.window_batch
             )
         return z_c.float()
 
@@ -182,7 +185,7 @@ class _VolumeRunner:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         roi = tuple(w // self.factor for w in self.autoencoder_window())
         with self.autocast():
-            image = _windowed(self.model.decode_psr, z, roi, _AUTOENCODER_OVERLAP, self.plan.window_batch)
+            image = _windowed(self.model.decode_psr, z, roi, self.overlap, self.plan.window_batch)
         return image.float()
 
 
@@ -303,6 +306,7 @@ def synthesize(
         "mode": "whole" if plan.whole else "window",
         "latent_window": list(plan.latent_window) if plan.latent_window else None,
         "window_batch": plan.window_batch,
+        "autoencoder_overlap": runner.overlap,
         "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),
         "psr_scale": scale,

@@ -153,6 +153,11 @@ class SamplingConfig:
     noise (the paper). Below 1 it starts from the aligned conditioning latent z_c noised to
     that level (SDEdit): the alignment stage trains z_c to approximate z_y, so z_c is a prior
     for the PSR latent and the model only has to refine it."""
+    autoencoder_overlap: float = 0.5
+    """Overlap of the Gaussian-blended windows the autoencoders run in (0 <= overlap < 1).
+    More overlap keeps every voxel further from a window edge, at (1 - overlap)^-3 windows:
+    on the 2x demo model, 6 seed-23 scans scored 21.3 / 22.7 / 23.0 / 23.2 dB at 0.25 / 0.5 /
+    0.625 / 0.75 for 0.6x / 1x / 1.7x / 4.5x the synthesis time."""
 
 
 @dataclass

@@ -137,6 +137,9 @@ def _sampler_line(config: dict) -> str:
     if float(sampling.get("start", 1.0)) < 1:
         text += (f", starting from the aligned conditioning latent noised to {sampling['start']:g} of "
                  "the schedule (1.0 would be pure noise, the paper)")
+    overlap = float(sampling.get("autoencoder_overlap", 0.5))
+    if overlap != 0.5:
+        text += f"; autoencoder windows overlap by {overlap:g}"
     bench = config.get("card", {}).get("sampler_benchmark")
     if bench:
         text += (f"; benchmarked against {bench['reference']}: {bench['speedup']}x faster, "

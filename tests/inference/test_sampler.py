@@ -152,6 +152,31 @@ def test_batched_windows_give_the_same_map(model):
         torch.testing.assert_close(batched.decode(z_b), single.decode(z_s), atol=1e-5, rtol=1e-4)
 
 
+def test_autoencoder_overlap_comes_from_the_model():
+    """Each model carries its window overlap; more overlap means more windows and a different blend."""
+    from unittest import mock
+
+    import monai.inferers
+
+    cond = _condition((48, 48, 48))
+    counts, maps = {}, {}
+    for overlap in (0.0, 0.75):
+        model = build_model(tiny_config(psr_scale=0.3, sampling={"autoencoder_overlap": overlap}))
+        pretend_pretrained(model)
+        pretend_trained_streams(model)
+        with mock.patch.object(monai.inferers, "sliding_window_inference",
+                               wraps=monai.inferers.sliding_window_inference) as spy:
+            result = synthesize(model, cond, steps=1, window="whole")
+        counts[overlap] = {call.kwargs["overlap"] for call in spy.call_args_list}
+        maps[overlap] = result.mean
+        assert result.info["autoencoder_overlap"] == overlap
+    assert counts == {0.0: {0.0}, 0.75: {0.75}}
+    assert not np.allclose(maps[0.0], maps[0.75])
+    bad = build_model(tiny_config(sampling={"autoencoder_overlap": 1.0}))
+    with pytest.raises(ValueError, match="autoencoder_overlap"):
+        synthesize(bad, cond, steps=1)
+
+
 def test_window_batch_follows_memory():
     config = preset("paper")
     roomy = plan_inference(config, (160, 192, 160), "cpu", sdpa=False, budget_bytes=int(1e12))
