@@ -91,9 +91,11 @@ def recipe(preset: str) -> TrainingRecipe:
         return TrainingRecipe(
             patch_size=[32, 32, 32],
             batch_size=2,
-            # A 6-subject, 2-fold run (2 folds + the final model, 4 methods per fold)
-            # finishes in about 15-20 min on 2 shared CPU cores; the demo model's
-            # recipe (scripts/make_demo_model.sh) trains ~10x longer.
+            # A 6-subject, 2-fold run of full-size phantom heads (2 folds + the final
+            # model, 4 methods per fold) took 27 min on 2 CPU cores: 4 min
+            # preprocessing, 2 min training per fold, 17 min evaluating 24 held-out
+            # syntheses of ~40 s, 1 min for the final model. The demo model's recipe
+            # (scripts/make_demo_model.sh) trains ~10x longer.
             steps={"ae": 50, "align": 30, "backbone": 100, "diffusion": 30},
             steps_per_epoch=25,
             learning_rate={"ae": 1e-3, "align": 5e-4, "backbone": 5e-4, "diffusion": 5e-4},
