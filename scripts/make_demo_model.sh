@@ -90,12 +90,16 @@ python -m demist_bids.evaluation.external --model "$WORK/train_out/model" \
 # 5. Ship it: weights, config (with the card) and README, plus the external validation table.
 rm -rf "$DEST.new" && cp -r "$WORK/train_out/model" "$DEST.new" && chmod -R a+rX,u+w "$DEST.new"
 cp "$WORK/external/evaluation_summary.tsv" "$DEST.new/external_validation.tsv"
-python - "$DEST.new" "$WORK/external/evaluation_summary.tsv" <<'PY'
+cp "$WORK/external_confirm/evaluation_summary.tsv" "$DEST.new/external_validation_confirm.tsv"
+python - "$DEST.new" "$WORK/external/evaluation_summary.tsv" "$WORK/external_confirm/evaluation_summary.tsv" <<'PY'
 import sys
 from pathlib import Path
 from demist_bids.training.model_card import append_external_validation
 append_external_validation(Path(sys.argv[1]), Path(sys.argv[2]),
                            "a fresh demist-phantom cohort (8 subjects, seed 23, scale 0.6)")
+append_external_validation(Path(sys.argv[1]), Path(sys.argv[3]),
+                           "a larger fresh demist-phantom cohort (20 subjects, seed 41, scale 0.6; "
+                           "confirmatory, success criterion declared before the run)")
 PY
 rm -rf "$DEST" && mv "$DEST.new" "$DEST"
 du -sh "$DEST"
