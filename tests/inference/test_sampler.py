@@ -145,11 +145,13 @@ def test_batched_windows_give_the_same_map(model):
     batched = _VolumeRunner(model, plan, "cpu", bf16=False)
     single = _VolumeRunner(model, replace(plan, window_batch=1), "cpu", bf16=False)
     t = torch.full((1,), 10, dtype=torch.long)
+    # Batched and single convolutions take different kernels (oneDNN or not): equal to rounding,
+    # where mixing up windows or timesteps would differ by the size of the values.
     with torch.no_grad():
         z_b, z_s = batched.encode(cond), single.encode(cond)
-        torch.testing.assert_close(z_b, z_s, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(batched.noise(z_b, t, z_b), single.noise(z_s, t, z_s), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(batched.decode(z_b), single.decode(z_s), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(z_b, z_s, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(batched.noise(z_b, t, z_b), single.noise(z_s, t, z_s), atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(batched.decode(z_b), single.decode(z_s), atol=1e-4, rtol=1e-3)
 
 
 def test_autoencoder_overlap_comes_from_the_model():
