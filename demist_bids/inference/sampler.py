@@ -11,11 +11,10 @@ layers normalize over the whole input, so a whole brain box (mostly background
 at the edges) is normalized unlike the patches they were trained on. On the
 2x-latent demo model, decoding the conditioning latent of a fresh phantom
 cohort scored 18.4 dB whole and 24.7 dB in 32^3 windows (3 scans, PSNR inside
-the brain). Window overlap matters as much: on 6 seed-23 lesion scans the demo
-scored 21.29 dB at overlap 0.25, 22.67 at 0.5 (the default), 22.99 at 0.625 and
-23.16 at 0.75, for 0.6x, 1x, 1.7x and 4.5x the synthesis time; each model
-carries its own (``sampling.autoencoder_overlap``). The UNet, in
-contrast, is better whole: 16^3 latent windows scored 22.27 dB there. Windows
+the brain). Their window overlap matters as much and is set per model
+(``SamplingConfig.autoencoder_overlap``, with its measurements). The UNet, in
+contrast, is better whole: on 6 seed-23 scans 16^3 latent windows scored
+22.27 dB against 22.67 dB for the whole latent. Windows
 go through the networks several at a time (:attr:`InferencePlan.window_batch`).
 On CUDA the networks run under bf16 autocast with SDPA attention; on CPU in
 fp32 unless the model asks for bf16 and the CPU computes it natively (bf16 is
