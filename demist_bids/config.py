@@ -58,6 +58,9 @@ class ExecutionConfig:
     """demist sends no telemetry in any case; accepted for NiPreps compatibility."""
     output_spaces: list[str] = field(default_factory=list)
     """Extra output grids; ``model`` adds the 1 mm RAS grid the model used."""
+    max_image_voxels: int = 512**3
+    """Largest voxel count an input image's header may declare; more is refused (exit 65)
+    before any voxel is read, since nibabel would allocate whatever the header promises."""
     verbosity: int = 0
     """How many ``-v`` were given."""
     run_uuid: str = field(default_factory=_new_run_uuid)

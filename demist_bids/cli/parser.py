@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from demist_bids import __version__
-from demist_bids.config import Config
+from demist_bids.config import Config, ExecutionConfig
 from demist_bids.exceptions import (
     BIDSValidationError,
     UnknownAnalysisLevelError,
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    action="store_true", help="write the citation boilerplate and stop")
     g.add_argument("--notrack", action="store_true",
                    help="accepted for NiPreps compatibility; demist never sends telemetry")
+    g.add_argument("--max-image-voxels", "--max_image_voxels", dest="max_image_voxels",
+                   type=_positive_int, default=ExecutionConfig.max_image_voxels, metavar="N",
+                   help="refuse input images whose header declares more voxels (exit 65)")
     g.add_argument("--output-spaces", "--output_spaces", dest="output_spaces", nargs="*",
                    default=[], metavar="SPACE",
                    help="extra output grids: 'model' adds the 1 mm RAS grid the model used")
@@ -249,6 +252,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ex.boilerplate_only = opts.boilerplate_only
     ex.stop_on_first_crash = opts.stop_on_first_crash
     ex.output_spaces = list(opts.output_spaces)
+    ex.max_image_voxels = opts.max_image_voxels
     ex.verbosity = opts.verbosity
 
     ny = config.nipype

@@ -47,14 +47,16 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _preflight(inputs):
+def _preflight(inputs, max_voxels: int):
     """Check every image before building the graph; split usable from unusable subjects."""
     from demist_bids.preprocessing.validation import check_pair
+    from demist_bids.utils.image_check import check_image_files
 
     usable, bad = [], []
     for item in inputs:
         try:
-            check_pair(item.t1w, item.flair)
+            check_image_files([item.brain_mask, item.lesion_mask], max_voxels)
+            check_pair(item.t1w, item.flair, max_voxels=max_voxels)
         except BadDataError as exc:
             LOGGER.error("%s: %s", item.bids_name, exc)
             bad.append((item, str(exc)))
@@ -85,7 +87,10 @@ def run_participant(config) -> int:
         raise MissingInputError("; ".join(m.message for m in missing))
 
     model_dir, is_demo = resolve_model(config.synthesis.model)
+    from demist_bids.models.validation import check_model_dir
     from demist_bids.utils.model_files import directory_sha256, read_card
+
+    check_model_dir(model_dir)  # 64 before any work: sizes, checksums, tensor shapes
 
     card, sha = read_card(model_dir), directory_sha256(model_dir)
     if is_demo:
@@ -95,7 +100,7 @@ def run_participant(config) -> int:
         )
     LOGGER.info("model %s (sha256 %s)", model_dir, sha[:12])
 
-    usable, bad = _preflight(inputs)
+    usable, bad = _preflight(inputs, ex.max_image_voxels)
     write_dataset_files(ex.output_dir, ex.bids_dir)
     device = resolve_device(config.synthesis.device)
     from demist_bids.workflows.base import init_demist_wf

@@ -132,17 +132,25 @@ def _subtitle(bids_dir: Path, n_runs: int) -> str:
 
 
 def run_group(config) -> int:
-    """Write ``group_PSR.tsv`` and ``group_PSR.html`` into the output directory; return 0.
+    """Write ``group_PSR.tsv`` and ``group_PSR.html`` into the output directory.
+
+    Every image of a run is checked (header and byte stream) before its voxels
+    are read; a run with an unusable one is a failed row naming the file, and the
+    others are still measured.
+
+    Returns:
+        0, or 65 when some run had an unusable image.
 
     Raises:
         MissingInputError: the output directory holds no participant results.
     """
-    from demist_bids.exceptions import MissingInputError
+    from demist_bids.exceptions import BadDataError, MissingInputError
     from demist_bids.group.collect import Failure, find_failures, find_runs, read_participants
     from demist_bids.group.html import render_report
     from demist_bids.group.measures import image_measures, sidecar_measures
     from demist_bids.group.table import build_table, flag_outliers, write_tsv
     from demist_bids.utils.atomic import atomic_write_text
+    from demist_bids.utils.image_check import check_image_files
 
     execution = config.execution
     out, bids_dir = Path(execution.output_dir), Path(execution.bids_dir)
@@ -165,6 +173,7 @@ def run_group(config) -> int:
     crashed = {(f.subject, f.session): f for f in failures if f.status == "failed"}
 
     rows, thumbnails, links = [], {}, {}
+    unusable = False
     for run in runs:
         row: dict[str, Any] = {
             "bids_name": run.bids_name,
@@ -178,9 +187,13 @@ def run_group(config) -> int:
         if run.report is not None:
             links[run.bids_name] = run.report.name
         try:
-            measures, thumbnails[run.bids_name] = image_measures(run, _sources(run, **roots))
+            sources = _sources(run, **roots)
+            check_image_files([run.psr, run.std, run.brain_mask, run.dseg, sources.lesion_mask,
+                               sources.tissue, sources.measured], execution.max_image_voxels)
+            measures, thumbnails[run.bids_name] = image_measures(run, sources)
         except Exception as err:  # an unreadable output must not hide the rest of the cohort
             LOGGER.error("cannot measure %s: %s", run.psr, err)
+            unusable |= isinstance(err, BadDataError)
             reason = f"unreadable outputs: {err}"
             row.update(status="failed", failure_reason=reason)
             failures.append(Failure(run.subject, run.session, "failed", reason))
@@ -214,4 +227,4 @@ def run_group(config) -> int:
         int(table["outlier"].sum()),
         len(failures),
     )
-    return 0
+    return BadDataError.exit_code if unusable else 0

@@ -38,11 +38,15 @@ class ValidateAnatomical(SimpleInterface):
     output_spec = _ValidateAnatomicalOutputSpec
 
     def _run_interface(self, runtime):
+        import sys
+
         import nibabel as nib
 
         from ..preprocessing.validation import load_validated
 
-        img, fixes = load_validated(self.inputs.in_file)
+        # the command line refused images over the configured --max-image-voxels before
+        # building the workflow; here only the header and byte stream are checked again
+        img, fixes = load_validated(self.inputs.in_file, max_voxels=sys.maxsize)
         self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, "_valid")
         nib.save(img, self._results["out_file"])
         self._results["fixes"] = fixes

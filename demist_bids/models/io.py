@@ -8,8 +8,10 @@ Layout::
       cond_autoencoder.safetensors
       backbone.safetensors        plain MONAI DiffusionModelUNet keys, adapters excluded
       streams.safetensors         semantic.*, controlnet.*, backbone.*lora_* (absent with no stream)
+      SHA256SUMS                  the weights files' SHA256 (sha256sum format)
 
-Nothing is unpickled when loading. A directory is written to a temporary
+Nothing is unpickled when loading; :mod:`demist_bids.models.validation` checks a
+directory (sizes, checksums, tensor shapes) before anything is built from it. A directory is written to a temporary
 sibling and renamed into place, so readers never see half a model. Bundle
 (MONAI GenerativeModels) ``.pt`` weights are read with
 ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
@@ -43,6 +45,7 @@ LOGGER = logging.getLogger("demist.models")
 __all__ = [
     "save_model",
     "load_model",
+    "component_states",
     "model_sha256",
     "read_model_config",
     "write_model_config",
@@ -54,7 +57,8 @@ CONFIG_NAME = "config.json"
 _AUTOENCODERS = ("psr_autoencoder", "cond_autoencoder")
 
 
-def _component_states(model: DemistModel) -> dict[str, dict[str, torch.Tensor]]:
+def component_states(model: DemistModel) -> dict[str, dict[str, torch.Tensor]]:
+    """The tensors of each weights file (``<name>.safetensors``), as :func:`save_model` writes them."""
     states = {name: getattr(model, name).state_dict() for name in _AUTOENCODERS}
     states["backbone"] = plain_state_dict(model.backbone)
     streams = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items() if is_adapter_key(k)}
@@ -89,6 +93,7 @@ def save_model(
     from safetensors.torch import save_file
 
     from demist_bids import __version__
+    from demist_bids.utils.model_files import write_weights_sums
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +102,7 @@ def save_model(
     config.demist_version = __version__
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        for name, state in _component_states(model).items():
+        for name, state in component_states(model).items():
             tensors = {
                 k: (v.to(WEIGHT_DTYPES[weights]) if v.is_floating_point() else v).detach().cpu().contiguous()
                 for k, v in state.items()
@@ -105,6 +110,7 @@ def save_model(
             # one metadata entry only: safetensors writes a map's keys in random order,
             # and the directory checksum must not change between identical saves
             save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})
+        write_weights_sums(tmp)
         (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
         old = None
@@ -156,17 +162,24 @@ def load_model(directory: Path, device: str = "cpu") -> DemistModel:
 
     Returns:
         The model in eval mode, backbone frozen.
+
+    Raises:
+        UsageError: ``config.json`` asks for sizes beyond any sane model (nothing is allocated).
     """
     from safetensors.torch import load_file
 
+    from demist_bids.models.validation import check_model_config
+
     directory = Path(directory)
-    model = build_model(read_model_config(directory))
+    config = read_model_config(directory)
+    check_model_config(config, directory / CONFIG_NAME)
+    model = build_model(config)
     for name in _AUTOENCODERS:
         getattr(model, name).load_state_dict(load_file(str(directory / f"{name}.safetensors")))
     load_plain_state_dict(model.backbone, load_file(str(directory / "backbone.safetensors")))
     streams_file = directory / "streams.safetensors"
     streams = load_file(str(streams_file)) if streams_file.exists() else {}
-    expected = _component_states(model).get("streams", {})
+    expected = component_states(model).get("streams", {})
     if set(streams) != set(expected):
         raise KeyError(
             f"stream weights do not match the config: missing {sorted(set(expected) - set(streams))[:5]}, "

@@ -81,7 +81,10 @@ def template_dir() -> Path:
 
 
 def _load(kind: str) -> tuple[np.ndarray, np.ndarray]:
-    image = nib.load(template_dir() / TEMPLATE_NAME.format(kind))
+    from demist_bids.utils.image_check import check_image_file
+
+    # a damaged nilearn install is exit 65 naming the file, not an EOFError mid-cohort
+    image = check_image_file(template_dir() / TEMPLATE_NAME.format(kind))
     return np.asanyarray(image.dataobj).astype(np.float32) / 255.0, image.affine
 
 

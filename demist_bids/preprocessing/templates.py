@@ -15,6 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..utils.image_check import check_image_file
+
 LOGGER = logging.getLogger("demist.preprocessing")
 
 TEMPLATEFLOW_NAME = "MNI152NLin2009cAsym"
@@ -66,13 +68,13 @@ def load_template(home: Path | None = None) -> BrainTemplate:
     found = templateflow_files(home)
     if found is not None:
         try:
-            t1w, mask = (nib.load(p) for p in found)
+            t1w, mask = (check_image_file(p) for p in found)
             LOGGER.info("brain template: TemplateFlow %s (%s)", TEMPLATEFLOW_NAME, found[0])
             return BrainTemplate(TEMPLATEFLOW_NAME, t1w, mask, has_skull=True)
         except Exception as exc:  # a truncated download: say so and fall back
             LOGGER.warning("TemplateFlow files %s unreadable (%s); using nilearn's", found, exc)
     path = nilearn_files()
-    t1w = nib.load(path)
+    t1w = check_image_file(path)
     data = np.asanyarray(t1w.dataobj).astype(np.float32)
     # nilearn's own definition of its brain mask (load_mni152_brain_mask): > 20 % of the maximum
     mask = ndi.binary_fill_holes(data > 0.2 * data.max()).astype(np.uint8)

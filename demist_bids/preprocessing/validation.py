@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ..exceptions import BadDataError
+from ..utils.image_check import DEFAULT_MAX_VOXELS, check_image_file
 
 LOGGER = logging.getLogger("demist.preprocessing")
 
@@ -122,21 +123,15 @@ def _data_fixes(data: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return data, fixes
 
 
-def _load(path: str | Path) -> nib.Nifti1Image:
-    path = Path(path)
-    if not path.is_file():
-        raise BadDataError(f"{path}: file not found")
-    try:
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise BadDataError(f"{path}: cannot be read as an image ({exc})") from exc
-
-
-def load_validated(path: str | Path) -> tuple[nib.Nifti1Image, list[str]]:
+def load_validated(
+    path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> tuple[nib.Nifti1Image, list[str]]:
     """Load an anatomical image as a clean 3D float32 NIfTI on its own voxel grid.
 
     Args:
         path: the raw image.
+        max_voxels: largest voxel count its header may declare (see
+            :func:`~demist_bids.utils.image_check.check_image_file`).
 
     Returns:
         The image (qform == sform, code 1 when unset; no NaN, no negatives;
@@ -146,7 +141,7 @@ def load_validated(path: str | Path) -> tuple[nib.Nifti1Image, list[str]]:
         BadDataError: naming ``path``, when the image cannot be used.
     """
     path = Path(path)
-    img = _load(path)
+    img = check_image_file(path, max_voxels)
     try:
         shape, fixes = _spatial_shape(path, img.shape)
         affine, header_fixes = _header_fixes(img)
@@ -164,22 +159,23 @@ def load_validated(path: str | Path) -> tuple[nib.Nifti1Image, list[str]]:
     return out, fixes + header_fixes + data_fixes + notes
 
 
-def check_image(path: str | Path) -> list[str]:
+def check_image(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> list[str]:
     """Say which fixes an anatomical image will need; raise when it is unusable.
 
     Cheap enough to call for every input before a workflow is built.
 
     Args:
         path: the raw image.
+        max_voxels: largest voxel count its header may declare.
 
     Returns:
         The fixes/notes, exactly as :func:`load_validated` will record them.
 
     Raises:
         BadDataError: ``"<path>: <what>"`` for 2D images, several volumes, all-zero
-            or constant images, unreadable files and singular affines.
+            or constant images, unreadable, truncated or oversized files and singular affines.
     """
-    return load_validated(path)[1]
+    return load_validated(path, max_voxels)[1]
 
 
 def header_coverage(t1w: nib.spatialimages.SpatialImage,
@@ -206,7 +202,8 @@ def header_coverage(t1w: nib.spatialimages.SpatialImage,
 
 
 def check_pair(t1w_path: str | Path, flair_path: str | Path,
-               min_coverage: float = MIN_FLAIR_COVERAGE) -> list[str]:
+               min_coverage: float = MIN_FLAIR_COVERAGE,
+               max_voxels: int = DEFAULT_MAX_VOXELS) -> list[str]:
     """Check a T1w/FLAIR pair before processing; return both images' fixes, prefixed.
 
     Raises:
@@ -214,8 +211,8 @@ def check_pair(t1w_path: str | Path, flair_path: str | Path,
             FLAIR's field of view holds less than ``min_coverage`` of the T1w head
             (message names the FLAIR file).
     """
-    t1w, t1w_fixes = load_validated(t1w_path)
-    flair, flair_fixes = load_validated(flair_path)
+    t1w, t1w_fixes = load_validated(t1w_path, max_voxels)
+    flair, flair_fixes = load_validated(flair_path, max_voxels)
     coverage = header_coverage(t1w, flair)
     if coverage < min_coverage:
         raise BadDataError(

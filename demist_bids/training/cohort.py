@@ -27,6 +27,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 
 from demist_bids.exceptions import MissingInputError
 from demist_bids.training.volumes import VolumePaths
+from demist_bids.utils.image_check import DEFAULT_MAX_VOXELS, check_image_files
 
 LOGGER = logging.getLogger("demist.train")
 
@@ -43,11 +44,13 @@ def find_training_scans(
     bids_filter=None,
     derivatives=None,
     psr_derivatives: Path | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
 ):
-    """T1w+FLAIR inputs that also have a measured PSR map.
+    """T1w+FLAIR inputs that also have a measured PSR map, each image checked before use.
 
     Raises:
         MissingInputError: no scan has a PSR map (nothing to train on).
+        BadDataError: an image is truncated, oversized or unreadable (names the file).
     """
     from demist_bids.bids.query import collect_inputs
 
@@ -72,6 +75,9 @@ def find_training_scans(
             f"no subject has a measured PSR map (*_PSRmap.nii[.gz]) in {where}; "
             "point --psr-derivatives at the derivatives dataset that holds them"
         )
+    for item in with_psr:
+        check_image_files([item.t1w, item.flair, item.psr, item.brain_mask, item.lesion_mask],
+                          max_voxels)
     LOGGER.info("Training cohort: %d scans of %d subjects with a PSR map",
                 len(with_psr), len({i.subject for i in with_psr}))
     return with_psr

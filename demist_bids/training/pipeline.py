@@ -103,6 +103,7 @@ def prepare_cohort(config, ctx) -> list[VolumePaths]:
             bids_filter=bids_filter,
             derivatives=config.execution.derivatives,
             psr_derivatives=config.train.psr_derivatives,
+            max_voxels=config.execution.max_image_voxels,
         )
         nprocs = config.nipype.nprocs or 1
         paths = preprocess_cohort(

@@ -1,10 +1,31 @@
-"""Facts about a model directory that need no torch: its checksum and model card."""
+"""Facts about a model directory that need no torch: its checksums and model card."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+
+WEIGHTS_SUMS = "SHA256SUMS"
+"""The weights files' SHA256, in ``sha256sum`` format, written beside them by ``save_model``.
+
+Only the weights are listed: ``config.json`` changes with every card or sampler
+update and is checked by its content instead (:mod:`demist_bids.models.validation`).
+``sha256sum -c SHA256SUMS`` inside the directory checks them by hand.
+"""
+
+
+def _update(digest, path: Path) -> None:
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA256 of one file, read in chunks."""
+    digest = hashlib.sha256()
+    _update(digest, Path(path))
+    return digest.hexdigest()
 
 
 def directory_sha256(directory: Path) -> str:
@@ -15,18 +36,45 @@ def directory_sha256(directory: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        _update(digest, path)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def write_weights_sums(directory: Path) -> Path:
+    """Record the SHA256 of every ``*.safetensors`` file of ``directory`` in :data:`WEIGHTS_SUMS`."""
+    directory = Path(directory)
+    lines = [f"{file_sha256(p)}  {p.name}\n" for p in sorted(directory.glob("*.safetensors"))]
+    path = directory / WEIGHTS_SUMS
+    path.write_text("".join(lines))
+    return path
+
+
+def read_weights_sums(directory: Path) -> dict[str, str] | None:
+    """File name -> recorded SHA256, or None for a model saved before checksums were recorded.
+
+    Raises:
+        ValueError: a line is not ``<64 hex digits>  <name>``.
+    """
+    path = Path(directory) / WEIGHTS_SUMS
+    if not path.is_file():
+        return None
+    sums = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name or set(digest.lower()) - set("0123456789abcdef"):
+            raise ValueError(f"{path} line {number} is not '<sha256>  <file name>'")
+        sums[name.strip()] = digest.lower()
+    return sums
 
 
 def read_card(directory: Path) -> dict:
     """The model card stored in ``config.json`` (``card`` key), or an empty dict."""
     try:
         config = json.loads((Path(directory) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # absent, not UTF-8, not JSON
+        return {}
+    if not isinstance(config, dict):
         return {}
     card = config.get("card") or config.get("model_card") or {}
     return card if isinstance(card, dict) else {"summary": str(card)}

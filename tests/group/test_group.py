@@ -14,6 +14,7 @@ from demist_bids.config import Config
 from demist_bids.exceptions import MissingInputError
 from demist_bids.group import run_group
 from tests.group import cohort as toy
+from tests.utils.damaged import header_only
 
 
 def _config(c: toy.Cohort, **derivatives) -> Config:
@@ -284,9 +285,25 @@ def test_unreadable_output_is_a_failure_not_a_crash(tmp_path):
     c = toy.make_cohort(tmp_path)
     c.add_result("01")
     c.add_result("02").write_bytes(b"not a nifti")
-    assert run_group(_config(c)) == 0
+    assert run_group(_config(c)) == 65  # the others are still measured and reported
     table = _read(c).set_index("subject")
     assert table.loc[1, "status"] == "ok"
     assert table.loc[2, "status"] == "failed"
     assert table.loc[2, "failure_reason"].startswith("unreadable outputs")
     assert "unreadable outputs" in (c.out / "group_PSR.html").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "2000-cubed"])
+def test_damaged_output_is_65_naming_it_before_reading_voxels(tmp_path, damage):
+    c = toy.make_cohort(tmp_path)
+    c.add_result("01")
+    psr = c.add_result("02")
+    if damage == "truncated":
+        raw = psr.read_bytes()
+        psr.write_bytes(raw[: len(raw) // 2])
+    else:
+        header_only(psr)  # a header promising 2000^3 float32 over a few bytes
+    assert run_group(_config(c)) == 65
+    table = _read(c).set_index("subject")
+    assert table.loc[1, "status"] == "ok"
+    assert table.loc[2, "failure_reason"].startswith(f"unreadable outputs: {psr}: ")

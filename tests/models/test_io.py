@@ -31,6 +31,7 @@ def trained_model():
 def test_round_trip_is_exact(trained_model, tmp_path):
     directory = save_model(trained_model, tmp_path / "model", card={"folds": 5})
     assert sorted(p.name for p in directory.iterdir()) == [
+        "SHA256SUMS",
         "backbone.safetensors",
         "cond_autoencoder.safetensors",
         "config.json",
