@@ -31,6 +31,7 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -151,21 +152,29 @@ def long01(root: Path, work: Path) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests read its defaults)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phantom", type=int, default=0, metavar="N", help="phantom subjects")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--long01", type=Path, help="openms_subset folder")
-    parser.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--work", type=Path, help="work folder (default: a temporary one, removed at exit)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    opts = parser.parse_args(argv)
-    work = opts.work or Path(tempfile.mkdtemp(prefix="preproc-accuracy-"))
-    work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    if opts.phantom:
-        rows += phantom(opts.phantom, work, opts.seed)
-    if opts.long01:
-        rows += long01(opts.long01, work)
+    return parser
+
+
+def main(argv=None) -> None:
+    opts = build_parser().parse_args(argv)
+    given = contextlib.nullcontext(opts.work) if opts.work else \
+        tempfile.TemporaryDirectory(prefix="preproc-accuracy-")
+    with given as work:
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if opts.phantom:
+            rows += phantom(opts.phantom, work, opts.seed)
+        if opts.long01:
+            rows += long01(opts.long01, work)
     for row in rows:
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()))

@@ -24,8 +24,9 @@ the truth is within 0.3 dB of the reference's::
 Inputs must be on the model's grid (1 mm RAS; T1w and FLAIR scaled to [0, 1],
 as the participant level's preprocessing writes them). Without ``--t1w`` the
 benchmark makes one fresh ``demist-phantom`` subject (seed 11, never used for
-training or validation), preprocesses it as the train level does (cached in
-``--phantom-work``) and uses a 64x80x64 box around the brain centre unless
+training or validation), preprocesses it as the train level does (in a temporary
+folder removed once the subject is in memory, or cached in ``--phantom-work``
+when given) and uses a 64x80x64 box around the brain centre unless
 ``--crop`` says otherwise, which keeps the run under 10 minutes on 2 CPU cores;
 ``--synthetic-head`` uses an ellipsoid head (brain, white matter, lesions) for
 plumbing checks. Without ``--model`` it uses the embedded demo model or,
@@ -40,9 +41,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on shared CPUs
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import resource  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -145,7 +148,8 @@ def _student(model_dir: Path | None):
     return load_model(found) if found is not None else None
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (no heavy imports: tests read its defaults)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: embedded demo model, else random)")
     parser.add_argument("--preset", choices=["small", "paper"], default="small", help="for the random model")
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="without --t1w: seed of the fresh demist-phantom subject (the demo model "
                              "trained on seed 0 and was validated on seeds 7 and 23)")
     parser.add_argument("--phantom-scale", type=float, default=0.6, help="its head scale (the demo's)")
-    parser.add_argument("--phantom-work", default="benchmark-work", help="where the phantom is made and cached")
+    parser.add_argument("--phantom-work", default=None,
+                        help="where the phantom is made and cached (default: a temporary folder, removed)")
     parser.add_argument("--synthetic-head", action="store_true",
                         help="use an ellipsoid head instead of a phantom subject (plumbing checks)")
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64], help="synthetic head size")
@@ -173,7 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--write-choice", action="store_true", help="record the choice in the model's config.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     import torch
@@ -206,8 +215,11 @@ def main(argv: list[str] | None = None) -> None:
         cond, truth, mask = synthetic_head(tuple(args.shape), args.seed)
         source = f"synthetic head {tuple(args.shape)}"
     else:
-        cond, truth, mask = phantom_subject(Path(args.phantom_work).resolve(), args.phantom_seed,
-                                            args.phantom_scale)
+        # never into the working tree: a given folder, else a temporary one removed once read
+        given = contextlib.nullcontext(args.phantom_work) if args.phantom_work else \
+            tempfile.TemporaryDirectory(prefix="sampler-speed-")
+        with given as work:
+            cond, truth, mask = phantom_subject(Path(work).resolve(), args.phantom_seed, args.phantom_scale)
         source = f"demist-phantom subject (seed {args.phantom_seed}, scale {args.phantom_scale:g})"
         args.crop = args.crop or PHANTOM_CROP
     if args.crop:

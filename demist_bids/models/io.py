@@ -11,8 +11,9 @@ Layout::
       SHA256SUMS                  the weights files' SHA256 (sha256sum format)
 
 Nothing is unpickled when loading; :mod:`demist_bids.models.validation` checks a
-directory (sizes, checksums, tensor shapes) before anything is built from it. A directory is written to a temporary
-sibling and renamed into place, so readers never see half a model. Bundle
+directory (sizes, checksums, tensor shapes) before anything is built from it. A
+directory is written to a temporary sibling and renamed into place, so readers
+never see half a model. Bundle
 (MONAI GenerativeModels) ``.pt`` weights are read with
 ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 """
