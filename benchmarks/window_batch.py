@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(opts.threads)
 
     from demist_bids.inference.memory import plan_inference
-    from demist_bids.inference.sampler import _VolumeRunner
+    from demist_bids.inference.sampler import VolumeRunner
     from demist_bids.models.config import preset
     from demist_bids.models.demist import build_model
     from demist_bids.models.io import load_model
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds, outputs, counts = {}, {}, {}
     with torch.no_grad():
         for name, run_plan in runs.items():
-            runner = _VolumeRunner(model, run_plan, "cpu", bf16=False)
+            runner = VolumeRunner(model, run_plan, "cpu", bf16=False)
             windows[0] = 0
             start = time.perf_counter()
             z = runner.encode(cond)

@@ -137,7 +137,7 @@ def _windowed(
     )
 
 
-class _VolumeRunner:
+class VolumeRunner:
     """The three network passes of one volume, whole or windowed, under the right precision."""
 
     def __init__(self, model: DemistModel, plan: InferencePlan, device: str, bf16: bool) -> None:
@@ -164,6 +164,14 @@ class _VolumeRunner:
                 self.model.encode_condition, cond, self.autoencoder_window(), self.overlap, self.plan.window_batch
             )
         return z_c.float()
+
+    def encode_psr(self, psr01: torch.Tensor) -> torch.Tensor:
+        """The PSR latent of a whole map (diagnostics and the autoencoder's ceiling)."""
+        with self.autocast():
+            z_y = _windowed(
+                self.model.encode_psr, psr01, self.autoencoder_window(), self.overlap, self.plan.window_batch
+            )
+        return z_y.float()
 
     def noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
         with self.autocast():
@@ -252,7 +260,7 @@ def synthesize(
     image_shape = tuple(padded.shape[1:])
     budget = None if memory_budget_gb is None else int(memory_budget_gb * 1e9)
     plan = plan_inference(model.config, image_shape, device, sdpa=cuda, budget_bytes=budget, window=window)
-    runner = _VolumeRunner(model, plan, device, bf16)
+    runner = VolumeRunner(model, plan, device, bf16)
 
     cond_t = torch.from_numpy(padded)[None].to(device)
     z_c = runner.encode(cond_t)

@@ -10,9 +10,16 @@ Two corrections to MONAI 1.6's ``DDIMScheduler`` are made by subclassing:
 * its ``set_timesteps`` spaces timesteps with ``linspace(T-1, 0, n)`` while
   ``step`` assumes the previous timestep is ``t - T // n``; with 5 steps the
   network is then asked about noise level 749 for a sample that is at level
-  799. :class:`DDIMSampler` uses *trailing* spacing ``T-1, T-1-T//n, ...``
+  799. :class:`DDIMSampler` uses *trailing* spacing ``T-1``, then every ``T/n`` (rounded)
   (Lin et al. 2024, https://arxiv.org/abs/2305.08891), for which both agree;
+* its ``step`` goes to ``t - T // n``, so a step count that does not divide T
+  ends short of the clean sample (14 steps ended at t = 5); :class:`DDIMSampler`
+  steps to the next timestep of its own list and from the last one to t = 0;
 * ``eta`` is a constructor argument, so ``step`` has the common signature.
+
+Every scheduler is fed epsilon: :meth:`DemistModel.predict_noise` converts a
+v-predicting network's output, so the schedulers are always built for
+``epsilon`` whatever the model's ``prediction_type``.
 
 ``clip_sample`` is always off: latents are not confined to [-1, 1].
 """
@@ -26,7 +33,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from demist_bids.models.config import ScheduleConfig
 
-__all__ = ["SAMPLERS", "DDIMSampler", "DPMSolverMultistepScheduler", "make_scheduler", "training_scheduler"]
+__all__ = ["SAMPLERS", "trailing_timesteps", "DDIMSampler", "DPMSolverMultistepScheduler", "make_scheduler", "training_scheduler"]
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 """Names accepted by :func:`make_scheduler`."""
@@ -38,16 +45,18 @@ def _schedule_arguments(schedule: ScheduleConfig) -> dict:
         schedule=schedule.schedule,
         beta_start=schedule.beta_start,
         beta_end=schedule.beta_end,
-        prediction_type=schedule.prediction_type,
+        prediction_type="epsilon",
         clip_sample=False,
     )
 
 
-def _trailing_timesteps(num_train_timesteps: int, steps: int, device: str | torch.device | None) -> torch.Tensor:
+def trailing_timesteps(num_train_timesteps: int, steps: int, device: str | torch.device | None = None) -> torch.Tensor:
+    """``T - 1``, then every ``T / steps`` (rounded): the sampling grid of every sampler here."""
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
-    stride = num_train_timesteps // steps
-    return torch.arange(num_train_timesteps - 1, -1, -stride, device=device)[:steps].long()
+    stride = num_train_timesteps / steps
+    times = [int(round(num_train_timesteps - i * stride)) - 1 for i in range(steps)]
+    return torch.tensor(times, device=device, dtype=torch.long)
 
 
 class DDIMSampler(DDIMScheduler):
@@ -64,9 +73,10 @@ class DDIMSampler(DDIMScheduler):
         self.eta = eta
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Trailing spacing: consecutive timesteps differ by exactly ``T // n``."""
+        """Trailing spacing: ``T - 1``, then every ``T / n`` (rounded), the last step ending at t = 0."""
         self.num_inference_steps = num_inference_steps
-        self.timesteps = _trailing_timesteps(self.num_train_timesteps, num_inference_steps, device)
+        self.timesteps = trailing_timesteps(self.num_train_timesteps, num_inference_steps, device)
+        self._next = {int(a): int(b) for a, b in zip(self.timesteps[:-1], self.timesteps[1:])}
 
     def step(  # type: ignore[override]
         self,
@@ -75,8 +85,27 @@ class DDIMSampler(DDIMScheduler):
         sample: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DDIM update with this sampler's ``eta`` (see MONAI ``DDIMScheduler.step``)."""
-        return super().step(model_output, int(timestep), sample, eta=self.eta, generator=generator)
+        """One DDIM update (Song et al. 2021, eq. 12) to the next timestep of the list.
+
+        From the last timestep of the list the update goes to the clean sample
+        (abar = 1), so every step count ends at t = 0.
+
+        Returns:
+            The sample at the next timestep and the predicted clean sample.
+        """
+        timestep = int(timestep)
+        abar = self.alphas_cumprod[timestep].to(sample.device, torch.float32)
+        following = self._next.get(timestep, -1)
+        abar_next = (self.alphas_cumprod[following] if following >= 0 else torch.tensor(1.0)).to(
+            sample.device, torch.float32)
+        x0 = (sample - (1.0 - abar).sqrt() * model_output) / abar.sqrt()
+        sigma = self.eta * ((1.0 - abar_next) / (1.0 - abar) * (1.0 - abar / abar_next)).clamp_min(0).sqrt()
+        direction = (1.0 - abar_next - sigma**2).clamp_min(0).sqrt() * model_output
+        prev = abar_next.sqrt() * x0 + direction
+        if self.eta > 0 and following >= 0:
+            noise = torch.randn(sample.shape, generator=generator, device=generator.device if generator else None)
+            prev = prev + sigma * noise.to(sample.device)
+        return prev, x0
 
 
 class DPMSolverMultistepScheduler:
@@ -98,8 +127,6 @@ class DPMSolverMultistepScheduler:
     """
 
     def __init__(self, schedule: ScheduleConfig) -> None:
-        if schedule.prediction_type != "epsilon":
-            raise ValueError("DPM-Solver++ here supports epsilon prediction only")
         self.num_train_timesteps = schedule.num_train_timesteps
         self.alphas_cumprod = training_scheduler(schedule).alphas_cumprod.double()
         self.num_inference_steps: int | None = None
@@ -110,7 +137,7 @@ class DPMSolverMultistepScheduler:
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Choose ``num_inference_steps`` trailing timesteps and reset the solver history."""
         self.num_inference_steps = num_inference_steps
-        self.timesteps = _trailing_timesteps(self.num_train_timesteps, num_inference_steps, device)
+        self.timesteps = trailing_timesteps(self.num_train_timesteps, num_inference_steps, device)
         self._previous_x0 = None
         self._previous_h = None
 

@@ -19,7 +19,7 @@ from demist_bids.models.config import AutoencoderConfig
 
 LOGGER = logging.getLogger("demist.models")
 
-__all__ = ["build_autoencoder", "posterior_mean", "latent_scale_factor"]
+__all__ = ["build_autoencoder", "posterior_mean", "latent_scale_factor", "latent_channel_statistics"]
 
 
 def build_autoencoder(config: AutoencoderConfig, in_channels: int) -> AutoencoderKL:
@@ -87,3 +87,29 @@ def latent_scale_factor(autoencoder: AutoencoderKL, batches: Iterable[torch.Tens
     factor = variance**-0.5
     LOGGER.info("latent scale factor %.4f over %d latent values", factor, count)
     return factor
+
+
+@torch.no_grad()
+def latent_channel_statistics(autoencoder: AutoencoderKL, batches: Iterable[torch.Tensor]):
+    """Per-channel mean and ``1 / std`` of the posterior means over many patches.
+
+    Args:
+        autoencoder: a trained autoencoder.
+        batches: iterable of B x C x H x W x D image patches.
+
+    Returns:
+        ``(shift, scale)``, two lists of L floats: ``(mu - shift) * scale`` has zero
+        mean and unit variance in every channel.
+    """
+    count, total, total_sq = 0, None, None
+    for batch in batches:
+        z = posterior_mean(autoencoder, batch).double().transpose(0, 1).flatten(1)
+        count += z.shape[1]
+        total = z.sum(1) if total is None else total + z.sum(1)
+        total_sq = (z * z).sum(1) if total_sq is None else total_sq + (z * z).sum(1)
+    if not count:
+        raise ValueError("no patches to compute the latent statistics from")
+    mean = total / count
+    variance = (total_sq / count - mean**2).clamp_min(1e-12)
+    LOGGER.info("latent channel means %s, stds %s", mean.tolist(), variance.sqrt().tolist())
+    return mean.tolist(), variance.rsqrt().tolist()

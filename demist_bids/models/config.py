@@ -131,6 +131,13 @@ class ScheduleConfig:
     beta_start: float = 0.0015
     beta_end: float = 0.0195
     prediction_type: str = "epsilon"
+    """What the backbone's output means: ``epsilon`` (the BraTS bundle) or ``v_prediction``
+    (v = sqrt(abar) eps - sqrt(1 - abar) z_0, Salimans & Ho 2022). Whatever the network
+    predicts, :meth:`DemistModel.predict_noise` returns epsilon, so samplers never need to know.
+    An epsilon network must be precise to ~1e-4 at high noise, where an error is amplified
+    sqrt((1 - abar) / abar) (84x at t = 999) into the clean estimate, and there the condition
+    changes its output by only sqrt(abar): a v network predicts about -z_0 at high noise, so
+    both the prior's and the condition's signal are of order one at every timestep."""
 
 
 @dataclass
@@ -175,6 +182,14 @@ class ModelConfig:
     """Multiplies the PSR posterior mean so latents have unit variance (computed over many patches)."""
     cond_latent_scale: float = 1.0
     """Same for the conditioning latent."""
+    latent_shift: list[float] = field(default_factory=list)
+    """Per-channel mean of the PSR posterior means (empty: scalar scaling only). With
+    :attr:`latent_channel_scale`, both latents are standardized per channel with the PSR
+    latent's statistics: z = (mu - shift) * scale. E_cond is aligned to E_PSR's raw latent,
+    so one standardization keeps z_c comparable to z_y. The diffusion noise is N(0, 1) per
+    channel; a channel with a tenth of the variance of another is drowned ten times sooner."""
+    latent_channel_scale: list[float] = field(default_factory=list)
+    """Per-channel ``1 / std`` of the PSR posterior means (see :attr:`latent_shift`)."""
     psr_scale: float = 0.3
     """Cohort-wide PSR value mapped to 1.0 (psr01 = PSR / psr_scale); never per subject."""
     input_channels: list[str] = field(default_factory=lambda: ["T1w", "FLAIR"])
@@ -243,6 +258,8 @@ def _small() -> ModelConfig:
             norm_num_groups=8,
         ),
         streams=StreamsConfig(token_dim=64, cross_attention_heads=2, lora_rank=4, lora_alpha=4.0),
+        # Its backbone is trained here, not taken from the BraTS bundle, so it can predict v.
+        schedule=ScheduleConfig(prediction_type="v_prediction"),
         sampling=SamplingConfig(sampler="dpm++", steps=10),
         patch_size=[64, 64, 64],
     )

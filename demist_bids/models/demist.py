@@ -72,6 +72,7 @@ class DemistModel(nn.Module):
         if streams.adaptive:
             attach_lora(self.backbone, streams.lora_rank, streams.lora_alpha)
         self.sync_controlnet_from_backbone()
+        self.register_buffer("alphas_cumprod", _alphas_cumprod(config), persistent=False)
         self.psr_autoencoder.requires_grad_(False)
         self.cond_autoencoder.requires_grad_(False)
         self.freeze_backbone()
@@ -110,6 +111,24 @@ class DemistModel(nn.Module):
         if self.controlnet is not None:
             copy_encoder_weights(self.controlnet, plain_state_dict(self.backbone))
 
+    def without_streams(self) -> "DemistModel":
+        """A copy with every stream switched off: the frozen backbone and the same autoencoders.
+
+        What the streams add is measured against this (``backbone-only`` rows,
+        diagnostics); nothing is shared with ``self``.
+        """
+        import dataclasses
+
+        config = dataclasses.replace(
+            self.config,
+            streams=dataclasses.replace(self.config.streams, semantic=False, spatial=False, adaptive=False),
+        )
+        bare = DemistModel(config)
+        bare.psr_autoencoder.load_state_dict(self.psr_autoencoder.state_dict())
+        bare.cond_autoencoder.load_state_dict(self.cond_autoencoder.state_dict())
+        bare.backbone.load_state_dict(plain_state_dict(self.backbone))
+        return bare.eval()
+
     # -- attention backend -----------------------------------------------------
     def use_sdpa(self, enabled: bool = True) -> None:
         """Switch every MONAI attention to ``torch.nn.functional.scaled_dot_product_attention``."""
@@ -118,6 +137,20 @@ class DemistModel(nn.Module):
                 module.use_flash_attention = enabled
 
     # -- latents ------------------------------------------------------------------
+    def _standardize(self, mu: torch.Tensor, scalar: float) -> torch.Tensor:
+        shift, scale = self._channel_statistics(mu)
+        if shift is None:
+            return mu * scalar
+        return (mu - shift) * scale
+
+    def _channel_statistics(self, like: torch.Tensor):
+        if not self.config.latent_channel_scale:
+            return None, None
+        shape = (1, -1) + (1,) * (like.ndim - 2)
+        shift = torch.tensor(self.config.latent_shift, dtype=like.dtype, device=like.device).view(shape)
+        scale = torch.tensor(self.config.latent_channel_scale, dtype=like.dtype, device=like.device).view(shape)
+        return shift, scale
+
     def encode_condition(self, cond: torch.Tensor) -> torch.Tensor:
         """Conditioning latent.
 
@@ -125,9 +158,9 @@ class DemistModel(nn.Module):
             cond: B x 2 x H x W x D T1w+FLAIR in [0, 1].
 
         Returns:
-            B x L x H/4 x W/4 x D/4 scaled posterior mean.
+            B x L x H/f x W/f x D/f standardized posterior mean.
         """
-        return posterior_mean(self.cond_autoencoder, cond) * self.config.cond_latent_scale
+        return self._standardize(posterior_mean(self.cond_autoencoder, cond), self.config.cond_latent_scale)
 
     def encode_psr(self, psr01: torch.Tensor) -> torch.Tensor:
         """PSR latent.
@@ -136,32 +169,55 @@ class DemistModel(nn.Module):
             psr01: B x 1 x H x W x D PSR divided by ``config.psr_scale``.
 
         Returns:
-            B x L x H/4 x W/4 x D/4 scaled posterior mean.
+            B x L x H/f x W/f x D/f standardized posterior mean.
         """
-        return posterior_mean(self.psr_autoencoder, psr01) * self.config.psr_latent_scale
+        return self._standardize(posterior_mean(self.psr_autoencoder, psr01), self.config.psr_latent_scale)
 
     def decode_psr(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode a scaled PSR latent.
+        """Decode a standardized PSR latent.
 
         Args:
             z: B x L x h x w x d.
 
         Returns:
-            B x 1 x 4h x 4w x 4d in the [0, 1] PSR space (multiply by ``psr_scale``).
+            B x 1 x fh x fw x fd in the [0, 1] PSR space (multiply by ``psr_scale``).
         """
-        return self.psr_autoencoder.decode(z / self.config.psr_latent_scale)
+        shift, scale = self._channel_statistics(z)
+        raw = z / self.config.psr_latent_scale if shift is None else z / scale + shift
+        return self.psr_autoencoder.decode(raw)
+
+    # -- the network's parametrization ---------------------------------------------
+    @property
+    def predicts_velocity(self) -> bool:
+        """True when the backbone (and so the streams) output v rather than epsilon."""
+        return self.config.schedule.prediction_type == "v_prediction"
+
+    def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        abar = self.alphas_cumprod.to(like.device)[t.long()].to(like.dtype)
+        return abar.view(-1, *([1] * (like.ndim - 1)))
+
+    def to_noise(self, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Epsilon from the network's raw output (identity for an epsilon network)."""
+        if not self.predicts_velocity:
+            return output
+        abar = self._abar(_timesteps(t, z_t), z_t)
+        return abar.sqrt() * output + (1.0 - abar).sqrt() * z_t
+
+    def training_target(self, z_0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the raw network output is trained towards: the noise, or v."""
+        if not self.predicts_velocity:
+            return noise
+        abar = self._abar(_timesteps(t, z_0), z_0)
+        return abar.sqrt() * noise - (1.0 - abar).sqrt() * z_0
 
     # -- noise prediction -----------------------------------------------------------
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
-        """Conditional noise prediction with all enabled streams.
+    def network_output(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        """The raw conditional output (epsilon or v, per ``schedule.prediction_type``).
 
         Args:
             z_t: B x L x h x w x d noisy PSR latent.
             t: B (or scalar) integer timesteps.
             z_c: B x L x h x w x d conditioning latent.
-
-        Returns:
-            B x L x h x w x d predicted noise.
         """
         t = _timesteps(t, z_t)
         down = mid = None
@@ -173,6 +229,24 @@ class DemistModel(nn.Module):
                 z_t, t, down_block_additional_residuals=down, mid_block_additional_residual=mid
             )
 
+    def backbone_output(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The raw output of the backbone alone: no condition, adapters off."""
+        with self.adapters_disabled():
+            return self.backbone(z_t, _timesteps(t, z_t))
+
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        """Conditional noise prediction with all enabled streams.
+
+        Args:
+            z_t: B x L x h x w x d noisy PSR latent.
+            t: B (or scalar) integer timesteps.
+            z_c: B x L x h x w x d conditioning latent.
+
+        Returns:
+            B x L x h x w x d predicted noise.
+        """
+        return self.to_noise(self.network_output(z_t, t, z_c), z_t, _timesteps(t, z_t))
+
     def backbone_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The backbone alone: no condition, adapters off (unconditional stage, zero-init checks).
 
@@ -183,8 +257,7 @@ class DemistModel(nn.Module):
         Returns:
             B x L x h x w x d predicted noise.
         """
-        with self.adapters_disabled():
-            return self.backbone(z_t, _timesteps(t, z_t))
+        return self.to_noise(self.backbone_output(z_t, t), z_t, _timesteps(t, z_t))
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -205,6 +278,17 @@ class DemistModel(nn.Module):
                 layer.enable_adapters(True)
             for delta, scaling in zip(deltas, saved):
                 delta.scaling = scaling
+
+
+def _alphas_cumprod(config: ModelConfig) -> torch.Tensor:
+    """abar_t of the training schedule (MONAI's own schedule functions)."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    schedule = config.schedule
+    return DDPMScheduler(
+        num_train_timesteps=schedule.num_train_timesteps, schedule=schedule.schedule,
+        beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+    ).alphas_cumprod.float()
 
 
 def _timesteps(t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:

@@ -92,8 +92,8 @@ def distillation_loss(
     """One student DDIM step against two teacher DDIM steps from the same noisy latent.
 
     The student's grid is :class:`~demist_bids.inference.schedulers.DDIMSampler`'s
-    trailing grid for ``steps``: t = T-1 - k*(T//steps), each step to t - T//steps
-    (the clean sample below 0); the teacher stops half way.
+    trailing grid for ``steps`` (T-1, then every T/steps rounded), each step to the
+    next grid point and the last one to the clean sample; the teacher stops half way.
 
     Args:
         student: model being trained (its streams need gradients).
@@ -107,11 +107,12 @@ def distillation_loss(
     Returns:
         Scalar mean squared error between the two landing latents.
     """
-    total = alphas_cumprod.shape[0]
-    stride = total // steps
+    from demist_bids.inference.schedulers import trailing_timesteps
+
+    grid = torch.cat([trailing_timesteps(alphas_cumprod.shape[0], steps), torch.tensor([-1])])
     k = torch.randint(0, steps, (z0.shape[0],), generator=generator)
-    t = (total - 1 - k * stride).to(z0.device)
-    t_mid, t_next = t - stride // 2, t - stride
+    t, t_next = grid[k].to(z0.device), grid[k + 1].to(z0.device)
+    t_mid = torch.div(t + t_next, 2, rounding_mode="floor")
     noise = torch.randn(z0.shape, generator=generator).to(z0.device)
     now = _alpha_sigma(alphas_cumprod, t)
     mid, nxt = _alpha_sigma(alphas_cumprod, t_mid), _alpha_sigma(alphas_cumprod, t_next)

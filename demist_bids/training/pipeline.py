@@ -153,6 +153,10 @@ class CohortTrainer:
         self.device = device
         self.out_dir = Path(config.execution.output_dir)
         self.recipe = load_recipe(config.train.preset, config.train.recipe)
+        if config.train.backbone is not None and self.recipe.latent_standardization != "scalar":
+            # the pretrained backbone learned the bundle's scalar-scaled latents
+            LOGGER.info("a pretrained backbone is given: latents are scaled by one factor, not per channel")
+            self.recipe.latent_standardization = "scalar"
         self.stages = selected_stages(config.train.stage)
         self.seed = int(config.seeds.master)
 
@@ -215,10 +219,13 @@ class CohortTrainer:
 
         sampling = {"sampler": self.recipe.eval_sampler, "steps": self.recipe.eval_steps,
                     "start": self.recipe.eval_start, "precision": self.recipe.eval_precision}
+        overrides = {}
+        if self.config.train.backbone is not None:  # the BraTS bundle predicts epsilon
+            overrides["schedule"] = {"prediction_type": "epsilon"}
         return preset(
             self.config.train.preset, ablation=METHOD_ABLATION[method],
             psr_scale=psr_scale, patch_size=list(self.recipe.patch_size), card=card or {},
-            sampling=sampling,
+            sampling=sampling, **overrides,
         )
 
     def train_fold(self, fold: int):
@@ -253,8 +260,7 @@ class CohortTrainer:
             stage = Stage(name, directory, 0, 1, modules=modules)
             load_finished(stage)
             if name == "align":
-                foundation.config.psr_latent_scale = float(stage.extra["psr_latent_scale"])
-                foundation.config.cond_latent_scale = float(stage.extra["cond_latent_scale"])
+                st.apply_latent_statistics(foundation.config, stage.extra)
 
         autoencoders = {"psr_autoencoder": foundation.psr_autoencoder,
                         "cond_autoencoder": foundation.cond_autoencoder}
@@ -284,7 +290,7 @@ class CohortTrainer:
         from demist_bids.models.demist import build_model
         from demist_bids.models.io import load_model, save_model
         from demist_bids.models.unet import load_plain_state_dict, plain_state_dict
-        from demist_bids.training.stages import train_streams
+        from demist_bids.training.stages import apply_latent_statistics, train_streams
 
         model_dir = fold_dir / "models" / method
         if "diffusion" not in self.stages:
@@ -292,8 +298,7 @@ class CohortTrainer:
                 raise MissingInputError(f"{model_dir} is missing: run the diffusion stage first")
             return load_model(model_dir, device=str(self.device))
         config = self._model_config(method, foundation.config.psr_scale)
-        config.psr_latent_scale = foundation.config.psr_latent_scale
-        config.cond_latent_scale = foundation.config.cond_latent_scale
+        apply_latent_statistics(config, foundation.config)
         torch.manual_seed(self.seed + 100 * (fold_index(fold_dir) + 1) + METHODS.index(method))
         model = build_model(config).to(self.device)
         model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())

@@ -61,6 +61,13 @@ class TrainingRecipe:
     encoder must learn there (FLAIR-bright, T1w-dark means PSR loss) is the point of a PSR map.
     Off by default: 0.25 in a longer demo recipe scored worse on a fresh phantom cohort
     (demist_bids/data/models/README.md)."""
+    latent_standardization: str = "channel"
+    """``channel``: the align stage measures per-channel mean and std of the PSR latent and both
+    latents are standardized per channel (``ModelConfig.latent_shift``); ``scalar``: one scale
+    factor per latent, as the BraTS bundle (used whenever a pretrained backbone is given, since
+    that backbone learned the scalar-scaled latents)."""
+    high_noise_bias: float = 0.0
+    """Backbone and streams draw timestep t with density ~ ``1 + bias * t / T`` (0: uniform)."""
     edge_timestep_max: int = 500
     """The diffusion edge term only counts for t below this (z0_hat is noise above)."""
     cond_encoder_in_diffusion: bool = False

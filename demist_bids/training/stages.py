@@ -196,7 +196,7 @@ def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
     Returns:
         ``{"psr_latent_scale": ..., "cond_latent_scale": ...}``, also set on ``model.config``.
     """
-    from demist_bids.models.autoencoders import latent_scale_factor, posterior_mean
+    from demist_bids.models.autoencoders import latent_channel_statistics, latent_scale_factor, posterior_mean
 
     recipe, ctx = run.recipe, run.ctx
     model.psr_autoencoder.requires_grad_(False).eval()
@@ -240,19 +240,52 @@ def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
             model.psr_autoencoder, (b["psr01"] for b in batches))
         stage.extra["cond_latent_scale"] = latent_scale_factor(
             model.cond_autoencoder, (b["cond"] for b in batches))
+        shift, scale = [], []
+        if recipe.latent_standardization == "channel":
+            shift, scale = latent_channel_statistics(model.psr_autoencoder, (b["psr01"] for b in batches))
+        stage.extra["latent_shift"], stage.extra["latent_channel_scale"] = shift, scale
 
     run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume, finalize=scale_factors)
     model.cond_autoencoder.requires_grad_(False).eval()
-    model.config.psr_latent_scale = float(stage.extra["psr_latent_scale"])
-    model.config.cond_latent_scale = float(stage.extra["cond_latent_scale"])
-    return {k: float(stage.extra[k]) for k in ("psr_latent_scale", "cond_latent_scale")}
+    return apply_latent_statistics(model.config, stage.extra)
+
+
+LATENT_STATISTICS = ("psr_latent_scale", "cond_latent_scale", "latent_shift", "latent_channel_scale")
+"""What the ``align`` stage measures and every model built on its autoencoders must carry."""
+
+
+def apply_latent_statistics(config, source) -> dict:
+    """Copy the latent scaling of ``source`` (an align stage's extra or a config) onto ``config``."""
+    values = {}
+    for key in LATENT_STATISTICS:
+        value = source.get(key) if isinstance(source, dict) else getattr(source, key)
+        if value is None:  # a stage finished before per-channel statistics existed
+            value = []
+        values[key] = [float(v) for v in value] if isinstance(value, list) else float(value)
+        setattr(config, key, values[key])
+    return values
 
 
 # -- the unconditional backbone --------------------------------------------------------------
 
 
-def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator):
-    t = torch.randint(0, scheduler.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
+def sample_timesteps(count: int, total: int, high_noise_bias: float, generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps, uniform or with density growing linearly towards high noise.
+
+    The density is proportional to ``1 + bias * t / T`` (bias 0: uniform): the steps
+    a pure-noise sampler takes first, where its errors are amplified most, are drawn
+    ``1 + bias`` times as often as the last.
+    """
+    u = torch.rand(count, generator=generator)
+    if high_noise_bias <= 0:
+        return (u * total).long().clamp_(0, total - 1)
+    b = float(high_noise_bias)
+    x = (torch.sqrt(1.0 + 2.0 * b * u * (1.0 + 0.5 * b)) - 1.0) / b  # inverse CDF
+    return (x * total).long().clamp_(0, total - 1)
+
+
+def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator, high_noise_bias: float = 0.0):
+    t = sample_timesteps(z0.shape[0], scheduler.num_train_timesteps, high_noise_bias, generator).to(z0.device)
     noise = torch.randn(z0.shape, generator=generator).to(z0.device)
     return scheduler.add_noise(z0, noise, t), noise, t
 
@@ -271,8 +304,9 @@ def train_backbone(model, run: StageRun) -> None:
         gen = step_generator(run.seed, ctx.rank, "backbone", i)
         with torch.no_grad():
             z0 = model.encode_psr(batch["psr01"])
-        z_t, noise, t = _noisy(model, scheduler, z0, gen)
-        loss = losses.noise_loss(model.backbone_noise(z_t, t), noise)
+        z_t, noise, t = _noisy(model, scheduler, z0, gen, recipe.high_noise_bias)
+        # the network's own parametrization (epsilon or v) is what is trained
+        loss = losses.noise_loss(model.backbone_output(z_t, t), model.training_target(z0, noise, t))
         _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
         return {"loss": average_scalar(ctx, float(loss.detach()))}
 
@@ -310,10 +344,11 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
         with torch.no_grad():
             z_y = model.encode_psr(batch["psr01"])
         z_c = model.encode_condition(batch["cond"])
-        z_t, noise, t = _noisy(model, scheduler, z_y, gen)
-        eps = model.predict_noise(z_t, t, z_c)
+        z_t, noise, t = _noisy(model, scheduler, z_y, gen, recipe.high_noise_bias)
+        output = model.network_output(z_t, t, z_c)
+        eps = model.to_noise(output, z_t, t)
         parts = {
-            "mse": losses.noise_loss(eps, noise),
+            "mse": losses.noise_loss(output, model.training_target(z_y, noise, t)),
             "align": losses.alignment_loss(z_c, z_y),
             "edge": torch.zeros((), device=run.device),
         }

@@ -111,13 +111,13 @@ def test_autoencoders_run_in_training_patch_windows(model):
     import torch
 
     from demist_bids.inference.memory import InferencePlan
-    from demist_bids.inference.sampler import _VolumeRunner
+    from demist_bids.inference.sampler import VolumeRunner
 
     patch = tuple(model.config.patch_size)
     f = model.config.autoencoder.downsampling
-    whole = _VolumeRunner(model, InferencePlan(True, None, 0.0, 0.0), "cpu", bf16=False)
+    whole = VolumeRunner(model, InferencePlan(True, None, 0.0, 0.0), "cpu", bf16=False)
     assert whole.autoencoder_window() == patch
-    small = _VolumeRunner(model, InferencePlan(False, (8, 8, 8), 0.0, 0.0), "cpu", bf16=False)
+    small = VolumeRunner(model, InferencePlan(False, (8, 8, 8), 0.0, 0.0), "cpu", bf16=False)
     assert small.autoencoder_window() == tuple(min(p, 8 * f) for p in patch)
 
     one_patch = torch.from_numpy(_condition(patch))[None]
@@ -137,13 +137,13 @@ def test_batched_windows_give_the_same_map(model):
 
     import torch
 
-    from demist_bids.inference.sampler import _VolumeRunner
+    from demist_bids.inference.sampler import VolumeRunner
 
     cond = torch.from_numpy(_condition(tuple(2 * p for p in model.config.patch_size)))[None]
     plan = plan_inference(model.config, tuple(cond.shape[2:]), "cpu", sdpa=False, window=(8, 8, 8))
     assert plan.window_batch > 1
-    batched = _VolumeRunner(model, plan, "cpu", bf16=False)
-    single = _VolumeRunner(model, replace(plan, window_batch=1), "cpu", bf16=False)
+    batched = VolumeRunner(model, plan, "cpu", bf16=False)
+    single = VolumeRunner(model, replace(plan, window_batch=1), "cpu", bf16=False)
     t = torch.full((1,), 10, dtype=torch.long)
     # Batched and single convolutions take different kernels (oneDNN or not): equal to rounding,
     # where mixing up windows or timesteps would differ by the size of the values.
