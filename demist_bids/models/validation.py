@@ -224,6 +224,20 @@ def check_model_dir(directory: Path) -> ModelConfig:
             tensors do not match the configuration.
     """
     directory = Path(directory)
+    try:
+        config = _check_files(directory)
+    except OSError as exc:  # unreadable files: permissions, I/O errors
+        raise UsageError(f"--model {directory}: cannot be read ({exc})") from exc
+    from demist_bids.inference.student import student_dir
+
+    student = student_dir(directory)
+    if student is not None:
+        check_model_dir(student)
+    return config
+
+
+def _check_files(directory: Path) -> ModelConfig:
+    """Layout, config.json, checksums and tensor shapes of one directory, cheapest first."""
     if not directory.is_dir():
         raise _layout_error(directory, "not a directory")
     absent = [n for n in (CONFIG_NAME, *(f"{w}.safetensors" for w in REQUIRED_WEIGHTS))
@@ -243,9 +257,4 @@ def check_model_dir(directory: Path) -> ModelConfig:
     _check_checksums(directory, names)
     for name, shapes in expected.items():
         _check_shapes(directory / f"{name}.safetensors", shapes)
-    from demist_bids.inference.student import student_dir
-
-    student = student_dir(directory)
-    if student is not None:
-        check_model_dir(student)
     return config

@@ -84,13 +84,15 @@ def check_image_file(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS):
 
     path = Path(path)
     if not path.is_file():
-        raise BadDataError(f"{path}: file not found")
+        raise BadDataError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
     try:
         img = nib.load(str(path))
         shape = tuple(int(s) for s in img.shape)
         itemsize = img.get_data_dtype().itemsize
     except Exception as exc:  # nibabel raises many types for damaged headers
         raise BadDataError(f"{path}: cannot be read as an image ({_first_line(exc)})") from exc
+    if any(s < 0 for s in shape):
+        raise BadDataError(f"{path}: its header declares a negative size {shape}")
     voxels = prod(shape)
     if voxels > max_voxels:
         raise BadDataError(

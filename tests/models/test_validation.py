@@ -141,3 +141,14 @@ def test_meta_build_allocates_nothing():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     tensors, grown_mb = map(int, proc.stdout.split())
     assert tensors > 500 and grown_mb < 200
+
+
+def test_unreadable_weights_are_a_usage_error(model_dir, monkeypatch):
+    import demist_bids.utils.model_files as model_files
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(model_files, "file_sha256", unreadable)
+    with pytest.raises(UsageError, match=rf"--model {model_dir}: cannot be read .*Permission denied"):
+        check_model_dir(model_dir)

@@ -67,3 +67,16 @@ def test_corrupt_gzip_and_missing_files(tmp_path):
         check_image_file(garbage)
     with pytest.raises(BadDataError, match="nope.nii.gz: file not found"):
         check_image_files([None, tmp_path / "nope.nii.gz"])
+
+
+def test_directories_and_negative_sizes(tmp_path):
+    folder = tmp_path / "sub-01_T1w.nii.gz"
+    folder.mkdir()
+    with pytest.raises(BadDataError, match=rf"^{folder}: not a regular file"):
+        check_image_file(folder)
+    path = header_only(tmp_path / "negative.nii", shape=(40, 40, 40))
+    raw = bytearray(path.read_bytes())
+    raw[42:44] = (-5).to_bytes(2, "little", signed=True)  # dim[1]
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BadDataError, match="negative size"):
+        check_image_file(path)
