@@ -43,7 +43,10 @@ from demist_bids.models.demist import DemistModel
 
 LOGGER = logging.getLogger("demist.inference")
 
-__all__ = ["SynthesisResult", "synthesize", "recommended_sampler", "resolve_device", "chain_seed"]
+__all__ = [
+    "SynthesisResult", "synthesize", "recommended_sampler", "resolve_device", "chain_seed",
+    "decode_condition", "reconstruct_psr",
+]
 
 _LATENT_OVERLAP = 0.5
 
@@ -146,6 +149,7 @@ class VolumeRunner:
         self.latent = model.config.autoencoder.latent_channels
         self.factor = model.config.autoencoder.downsampling
         self.overlap = float(model.config.sampling.autoencoder_overlap)
+        self.guidance = float(model.config.sampling.guidance)
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -173,15 +177,22 @@ class VolumeRunner:
             )
         return z_y.float()
 
+    def _guided(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        eps = self.model.predict_noise(z_t, t, z_c)
+        if self.guidance == 1.0:
+            return eps
+        unconditional = self.model.backbone_noise(z_t, t)
+        return unconditional + self.guidance * (eps - unconditional)
+
     def noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             if self.plan.whole:
-                eps = self.model.predict_noise(z_t, t, z_c)
+                eps = self._guided(z_t, t, z_c)
             else:
                 latent = self.latent
 
                 def predictor(window: torch.Tensor) -> torch.Tensor:
-                    return self.model.predict_noise(window[:, :latent], t[:1].expand(len(window)), window[:, latent:])
+                    return self._guided(window[:, :latent], t[:1].expand(len(window)), window[:, latent:])
 
                 eps = _windowed(
                     predictor, torch.cat([z_t, z_c], dim=1), self.plan.latent_window, _LATENT_OVERLAP,
@@ -194,6 +205,81 @@ class VolumeRunner:
         with self.autocast():
             image = _windowed(self.model.decode_psr, z, roi, self.overlap, self.plan.window_batch)
         return image.float()
+
+
+
+@dataclass
+class PreparedVolume:
+    """A volume cut, padded and planned the way :func:`synthesize` runs it."""
+
+    runner: VolumeRunner
+    image: torch.Tensor
+    """1 x C x padded grid, on the device."""
+    box: tuple[slice, ...]
+    """Where the padded volume's content sits in the input grid."""
+    crop: tuple[slice, ...]
+    """The box's voxels inside the padded grid (:func:`crop_to_original`)."""
+    device: str
+    bf16: bool
+
+    def paste(self, psr01: torch.Tensor, shape: tuple[int, ...], scale: float) -> np.ndarray:
+        """A decoded 1 x 1 x padded map, clamped to [0, 1], in PSR units on the input grid (0 outside the box)."""
+        out = np.zeros(shape, np.float32)
+        out[self.box] = crop_to_original(psr01.clamp(0.0, 1.0)[0, 0].float().cpu().numpy(), self.crop) * scale
+        return out
+
+
+def prepare_volume(
+    model: DemistModel,
+    volume: np.ndarray,
+    device: str,
+    precision: str | None,
+    *,
+    crop_to_content: bool = True,
+    window: str | tuple[int, int, int] = "auto",
+    budget_bytes: int | None = None,
+) -> PreparedVolume:
+    """Crop ``volume`` (C x X x Y x Z) to its content, pad it and plan its passes; the model goes to ``device``."""
+    device = resolve_device(device)
+    cuda = device.startswith("cuda")
+    bf16 = resolve_precision(model.config.sampling.precision if precision is None else precision, device)
+    model = model.to(device).eval()
+    model.use_sdpa(cuda)
+    box = content_box(volume) if crop_to_content else tuple(slice(0, n) for n in volume.shape[1:])
+    padded, crop = pad_to_multiple(volume[(slice(None), *box)], model.config.size_multiple)
+    plan = plan_inference(model.config, tuple(padded.shape[1:]), device, sdpa=cuda,
+                          budget_bytes=budget_bytes, window=window)
+    image = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))[None].to(device)
+    return PreparedVolume(VolumeRunner(model, plan, device, bf16), image, box, crop, device, bf16)
+
+
+@torch.no_grad()
+def decode_condition(model: DemistModel, cond: np.ndarray, *, device: str = "cpu",
+                     precision: str | None = None) -> np.ndarray:
+    """The PSR decoder applied to the conditioning latent z_c: DEMIST with no diffusion at all.
+
+    The evaluation's ``no-diffusion`` row: what the aligned encoder alone gives, so
+    the table shows what the diffusion steps add to it (issue 16). Same windows,
+    crop and precision as :func:`synthesize`; PSR units on ``cond``'s grid.
+    """
+    cond = np.asarray(cond, dtype=np.float32)
+    prepared = prepare_volume(model, cond, device, precision)
+    z_c = prepared.runner.encode(prepared.image)
+    return prepared.paste(prepared.runner.decode(z_c), cond.shape[1:], model.config.psr_scale)
+
+
+@torch.no_grad()
+def reconstruct_psr(model: DemistModel, psr: np.ndarray, *, device: str = "cpu",
+                    precision: str | None = None) -> np.ndarray:
+    """A measured PSR map (PSR units, X x Y x Z) through the PSR autoencoder and back.
+
+    The evaluation's ``ae-ceiling`` row: nothing that works in this latent space
+    can beat its own autoencoder's reconstruction. PSR units on ``psr``'s grid.
+    """
+    psr01 = np.asarray(psr, dtype=np.float32)[None] / model.config.psr_scale
+    prepared = prepare_volume(model, psr01, device, precision)
+    z_y = prepared.runner.encode_psr(prepared.image)
+    return prepared.paste(prepared.runner.decode(z_y), psr01.shape[1:], model.config.psr_scale)
 
 
 @torch.no_grad()
@@ -249,21 +335,15 @@ def synthesize(
     if not 0.0 < level <= 1.0:
         raise ValueError(f"start must be in (0, 1], got {level}")
     start = time.perf_counter()
-    device = resolve_device(device)
-    cuda = device.startswith("cuda")
-    bf16 = resolve_precision(model.config.sampling.precision if precision is None else precision, device)
-    model = model.to(device).eval()
-    model.use_sdpa(cuda)
-
-    box = content_box(cond) if crop_to_content else tuple(slice(0, n) for n in cond.shape[1:])
-    padded, crop = pad_to_multiple(cond[(slice(None), *box)], model.config.size_multiple)
-    image_shape = tuple(padded.shape[1:])
     budget = None if memory_budget_gb is None else int(memory_budget_gb * 1e9)
-    plan = plan_inference(model.config, image_shape, device, sdpa=cuda, budget_bytes=budget, window=window)
-    runner = VolumeRunner(model, plan, device, bf16)
+    prepared = prepare_volume(model, cond, device, precision, crop_to_content=crop_to_content,
+                              window=window, budget_bytes=budget)
+    runner, box, crop, plan = prepared.runner, prepared.box, prepared.crop, prepared.runner.plan
+    model, device, bf16 = runner.model, prepared.device, prepared.bf16
+    cuda = device.startswith("cuda")
+    image_shape = tuple(prepared.image.shape[2:])
 
-    cond_t = torch.from_numpy(padded)[None].to(device)
-    z_c = runner.encode(cond_t)
+    z_c = runner.encode(prepared.image)
     latent_shape = z_c.shape
     length, timesteps = start_schedule(sampler, model.config.schedule, steps, level)
     total = samples * len(timesteps)
@@ -314,6 +394,7 @@ def synthesize(
         "latent_window": list(plan.latent_window) if plan.latent_window else None,
         "window_batch": plan.window_batch,
         "autoencoder_overlap": runner.overlap,
+        "guidance": runner.guidance,
         "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),
         "psr_scale": scale,

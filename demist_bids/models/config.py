@@ -160,6 +160,10 @@ class SamplingConfig:
     noise (the paper). Below 1 it starts from the aligned conditioning latent z_c noised to
     that level (SDEdit): the alignment stage trains z_c to approximate z_y, so z_c is a prior
     for the PSR latent and the model only has to refine it."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale with the frozen backbone as the unconditional branch:
+    eps = eps_backbone + guidance * (eps_model - eps_backbone). 1 is the model alone (one
+    network evaluation per step); above 1 costs a second, backbone-only evaluation per step."""
     autoencoder_overlap: float = 0.5
     """Overlap of the Gaussian-blended windows the autoencoders run in (0 <= overlap < 1).
     More overlap keeps every voxel further from a window edge, at (1 - overlap)^-3 windows:

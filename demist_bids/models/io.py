@@ -229,6 +229,9 @@ def load_backbone_weights(model: DemistModel, path: Path) -> None:
     state = _read_state_dict(path)
     plain_keys = set(plain_state_dict(model.backbone))
     if set(state) != plain_keys:
+        if model.predicts_velocity:
+            raise ValueError(f"{path}: the BraTS bundle's backbone predicts epsilon, but the model is "
+                             "configured for v_prediction (schedule.prediction_type)")
         latent = model.config.autoencoder.latent_channels
         state = convert_old_state_dict(model.config.unet, latent, state)
     load_plain_state_dict(model.backbone, state)

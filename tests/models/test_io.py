@@ -124,7 +124,7 @@ def _to_old_generative_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def test_load_bundle_format_backbone(tmp_path):
-    config = tiny_config("full")
+    config = tiny_config("full", schedule={"prediction_type": "epsilon"})  # the bundle's parametrization
     source = build_backbone(config.unet, 8)
     with torch.no_grad():
         for param in source.parameters():
@@ -134,6 +134,8 @@ def test_load_bundle_format_backbone(tmp_path):
     path = tmp_path / "model_brats_mri_generative_diffusion_v1.pt"
     torch.save(old, path)
 
+    with pytest.raises(ValueError, match="predicts epsilon"):
+        load_backbone_weights(build_model(tiny_config("full")), path)  # a v_prediction model
     model = build_model(config)
     load_backbone_weights(model, path)
     expected = source.state_dict()
@@ -151,7 +153,7 @@ def test_load_bundle_format_backbone(tmp_path):
 def test_load_genuine_generative_weights(tmp_path):
     """With monai-generative 0.2.3 (``pip install --no-deps``) the real old classes write the file."""
     nets = pytest.importorskip("generative.networks.nets")
-    config = tiny_config("full")
+    config = tiny_config("full", schedule={"prediction_type": "epsilon"})  # the bundle's parametrization
     unet = config.unet
     old_unet = nets.DiffusionModelUNet(
         spatial_dims=3,
