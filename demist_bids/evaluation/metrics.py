@@ -150,6 +150,13 @@ def _voxel_size(affine: np.ndarray | None, voxel_size: Sequence[float]) -> tuple
     return tuple(float(v) for v in np.sqrt(np.sum(np.asarray(affine)[:3, :3] ** 2, axis=0)))
 
 
+def _mirror_sum(reference: np.ndarray, axis: int) -> int | None:
+    """first + last index of ``reference``'s extent along ``axis``: i mirrors to this minus i."""
+    ref = np.moveaxis(_as_mask(reference), axis, 0)
+    present = np.nonzero(ref.reshape(ref.shape[0], -1).any(axis=1))[0]
+    return None if present.size == 0 else int(present[0] + present[-1])
+
+
 def mirror_left_right(volume: np.ndarray, reference: np.ndarray, *, axis: int = 0) -> np.ndarray:
     """Mirror ``volume`` across the mid-sagittal plane of ``reference``'s extent.
 
@@ -160,12 +167,10 @@ def mirror_left_right(volume: np.ndarray, reference: np.ndarray, *, axis: int = 
     midline when the field of view is off-centre.
     """
     volume = np.asarray(volume)
-    ref = np.moveaxis(_as_mask(reference), axis, 0)
-    present = np.nonzero(ref.reshape(ref.shape[0], -1).any(axis=1))[0]
     out = np.zeros_like(volume)
-    if present.size == 0:
+    total = _mirror_sum(reference, axis)
+    if total is None:
         return out
-    total = int(present[0] + present[-1])
     src = np.moveaxis(volume, axis, 0)
     dst = np.moveaxis(out, axis, 0)  # a view: writing into it fills ``out``
     for i in range(src.shape[0]):
@@ -173,6 +178,31 @@ def mirror_left_right(volume: np.ndarray, reference: np.ndarray, *, axis: int = 
         if 0 <= j < src.shape[0]:
             dst[j] = src[i]
     return out
+
+
+def _check_shell(proximal_mm: tuple[float, float]) -> tuple[float, float]:
+    low, high = proximal_mm
+    if not 0 <= low < high:
+        raise ValueError(f"proximal_mm must be (low, high) with 0 <= low < high, got {proximal_mm}")
+    return low, high
+
+
+def _distance_near(
+    lesion: np.ndarray, spacing: Sequence[float], high: float
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Distance (mm) to the nearest voxel of ``lesion`` inside its bounding box grown by ``high``.
+
+    Distances only matter up to ``high``: the grown box holds every voxel that
+    close, exactly, and costs far less than a whole-volume distance transform.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    coords = np.nonzero(lesion)
+    box = tuple(
+        slice(max(int(c.min()) - reach, 0), int(c.max()) + reach + 1)
+        for c, reach in zip(coords, (int(np.ceil(high / s)) + 1 for s in spacing))
+    )
+    return box, distance_transform_edt(~lesion[box], sampling=spacing)
 
 
 def nawm_regions(
@@ -202,26 +232,15 @@ def nawm_regions(
     axis closest to world x as left-right; without it axis 0 is left-right.
     All three are boolean arrays of the input shape; empty when there is no lesion.
     """
-    from scipy.ndimage import distance_transform_edt
-
     _check_same_shape(lesion_mask, wm_mask)
     lesion = _as_mask(lesion_mask)
     nawm = _as_mask(wm_mask) & ~lesion
-    low, high = proximal_mm
-    if not 0 <= low < high:
-        raise ValueError(f"proximal_mm must be (low, high) with 0 <= low < high, got {proximal_mm}")
+    low, high = _check_shell(proximal_mm)
     if not lesion.any():
         empty = np.zeros(lesion.shape, dtype=bool)
         return {name: empty.copy() for name in REGION_NAMES}
     spacing = _voxel_size(affine, voxel_size)
-    # Distances only matter up to ``high``: work in the lesions' bounding box grown by
-    # that much (exact, and far cheaper than a whole-volume distance transform).
-    coords = np.nonzero(lesion)
-    box = tuple(
-        slice(max(int(c.min()) - reach, 0), int(c.max()) + reach + 1)
-        for c, reach in zip(coords, (int(np.ceil(high / s)) + 1 for s in spacing))
-    )
-    distance = distance_transform_edt(~lesion[box], sampling=spacing)
+    box, distance = _distance_near(lesion, spacing, high)
     near = np.zeros(lesion.shape, dtype=bool)
     near[box] = distance <= high
     proximal = np.zeros(lesion.shape, dtype=bool)
@@ -270,6 +289,128 @@ def lesion_auc(
     if regions is None:
         regions = nawm_regions(lesion_mask, wm_mask, **kw)
     return {f"auc_{name}": _auc(psr[regions[name]], lesion_values) for name in REGION_NAMES}
+
+
+
+LESION_LEVEL_NAMES = tuple(f"lesion_auc_{name}" for name in REGION_NAMES)
+"""Columns of :func:`lesion_level_auc`: the paper's lesion-level AUCs."""
+
+
+def lesion_regions(
+    lesion_mask: np.ndarray,
+    wm_mask: np.ndarray,
+    *,
+    proximal_mm: tuple[float, float] = (1, 5),
+    voxel_size: Sequence[float] = (1, 1, 1),
+    affine: np.ndarray | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Each lesion and the NAWM matched to it, as flat voxel indices (for :func:`lesion_medians`).
+
+    Lesions are the 26-connected components of ``lesion_mask``. With NAWM and
+    distances defined as in :func:`nawm_regions`, lesion k is matched with
+
+    - ``proximal``: NAWM at proximal_mm[0] < d_k <= proximal_mm[1] from lesion k
+      (the shell around that lesion alone; other lesions are never NAWM);
+    - ``distal``: the contralateral mirror of lesion k and its neighbourhood
+      (d_k <= proximal_mm[1]) across the white matter's mid-sagittal plane, kept
+      where it is NAWM at more than proximal_mm[1] from every lesion. Mirroring
+      the neighbourhood rather than the lesion alone keeps a small lesion's
+      distal region from being a handful of voxels;
+    - ``combined``: their union.
+
+    Returns one dict per lesion (``lesion``, ``proximal``, ``distal``,
+    ``combined``); [] without lesions. Regions may be empty.
+    """
+    from scipy.ndimage import distance_transform_edt, find_objects, label
+
+    _check_same_shape(lesion_mask, wm_mask)
+    lesion = _as_mask(lesion_mask)
+    nawm = _as_mask(wm_mask) & ~lesion
+    low, high = _check_shell(proximal_mm)
+    if not lesion.any():
+        return []
+    spacing = _voxel_size(affine, voxel_size)
+    axis = _left_right_axis(affine)
+    total = _mirror_sum(wm_mask, axis)
+    near_box, near_distance = _distance_near(lesion, spacing, high)
+    far_nawm = nawm.copy()
+    far_nawm[near_box] &= near_distance > high
+    labels, _ = label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
+    reach = [int(np.ceil(high / s)) + 1 for s in spacing]
+    regions = []
+    for k, found in enumerate(find_objects(labels), start=1):
+        box = tuple(slice(max(sl.start - r, 0), min(sl.stop + r, n))
+                    for sl, r, n in zip(found, reach, lesion.shape))
+        offset = np.array([sl.start for sl in box])[:, None]
+        distance = distance_transform_edt(labels[box] != k, sampling=spacing)
+        proximal = np.argwhere(nawm[box] & (distance > low) & (distance <= high)).T + offset
+        distal = np.argwhere(distance <= high).T + offset
+        if total is None:
+            distal = distal[:, :0]
+        else:
+            distal[axis] = total - distal[axis]
+            distal = distal[:, (distal[axis] >= 0) & (distal[axis] < lesion.shape[axis])]
+            distal = distal[:, far_nawm[tuple(distal)]]
+        proximal = np.ravel_multi_index(tuple(proximal), lesion.shape)
+        distal = np.ravel_multi_index(tuple(distal), lesion.shape)
+        regions.append({
+            "lesion": np.flatnonzero(labels == k),
+            "proximal": proximal,
+            "distal": distal,
+            "combined": np.union1d(proximal, distal),
+        })
+    return regions
+
+
+def lesion_medians(psr: np.ndarray, regions: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Median PSR of each lesion and of each of its NAWM regions (``nan`` where a region is empty)."""
+    flat = np.asarray(psr, dtype=np.float64).ravel()
+    return {
+        name: np.array([np.median(flat[r[name]]) if r[name].size else math.nan for r in regions])
+        for name in ("lesion", *REGION_NAMES)
+    }
+
+
+def lesion_level_auc_of(medians: dict[str, np.ndarray]) -> dict[str, float]:
+    """AUCs over lesions of :func:`lesion_medians` (one scan's, or several concatenated: pooled).
+
+    NAWM medians are the positive class, lesion medians the negative, as in
+    :func:`lesion_auc`; lesions whose region is empty are left out of that region's AUC.
+    """
+    lesions = medians["lesion"]
+    out = {}
+    for name in REGION_NAMES:
+        values = medians[name]
+        keep = np.isfinite(values)
+        out[f"lesion_auc_{name}"] = _auc(values[keep], lesions[keep])
+    return out
+
+
+def lesion_level_auc(
+    psr: np.ndarray,
+    lesion_mask: np.ndarray,
+    wm_mask: np.ndarray,
+    *,
+    regions: list[dict[str, np.ndarray]] | None = None,
+    **kw,
+) -> dict[str, float]:
+    """Lesion-level ROC AUC, as the DEMIST paper reports it beside the voxel-wise one.
+
+    Each lesion (a connected component) is one observation: its median PSR
+    against the median PSR of its own proximal and distal NAWM
+    (:func:`lesion_regions`), so a large lesion counts as much as a small one
+    and partial-volume edges weigh less than in :func:`lesion_auc`. Returns
+    ``lesion_auc_proximal``, ``lesion_auc_distal`` and ``lesion_auc_combined``:
+    1 when every lesion is darker than every matched NAWM region, 0.5 chance,
+    ``nan`` without lesions. ``regions`` passes :func:`lesion_regions`' result when
+    several maps share one lesion mask; keyword arguments go to it otherwise.
+    """
+    _check_same_shape(psr, lesion_mask)
+    if regions is None:
+        regions = lesion_regions(lesion_mask, wm_mask, **kw)
+    if not regions:
+        return {name: math.nan for name in LESION_LEVEL_NAMES}
+    return lesion_level_auc_of(lesion_medians(psr, regions))
 
 
 def robust_z(values) -> np.ndarray:

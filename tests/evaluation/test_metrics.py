@@ -12,6 +12,10 @@ from demist_bids.evaluation.metrics import (
     bland_altman,
     image_metrics,
     lesion_auc,
+    lesion_level_auc,
+    lesion_level_auc_of,
+    lesion_medians,
+    lesion_regions,
     mirror_left_right,
     nawm_regions,
     robust_z,
@@ -204,3 +208,68 @@ def test_nawm_regions_crop_is_exact():
     assert np.array_equal(regions["proximal"], nawm & (distance > 1) & (distance <= 4))
     expected_distal = mirror_left_right(lesion, wm) & nawm & (distance > 4)
     assert np.array_equal(regions["distal"], expected_distal)
+
+
+def _three_lesions():
+    """White matter 4..27 along every axis; three separate lesions on the left (axis 0 < 16)."""
+    wm = np.zeros((32, 32, 32), dtype=bool)
+    wm[4:28, 4:28, 4:28] = True
+    lesion = np.zeros_like(wm)
+    lesion[7:9, 8:10, 8:10] = True
+    lesion[8:11, 20:23, 20:23] = True
+    lesion[10, 15, 22] = True
+    return wm, lesion
+
+
+def test_lesion_regions_are_per_lesion_and_matched():
+    wm, lesion = _three_lesions()
+    regions = lesion_regions(lesion, wm)
+    assert [r["lesion"].size for r in regions] == [8, 27, 1]
+    from scipy.ndimage import distance_transform_edt
+
+    nawm = (wm & ~lesion).ravel()
+    far = (distance_transform_edt(~lesion) > 5).ravel()
+    for r in regions:
+        prox = np.zeros(wm.size, bool)
+        prox[r["proximal"]] = True
+        dist = np.zeros(wm.size, bool)
+        dist[r["distal"]] = True
+        assert r["proximal"].size and r["distal"].size
+        assert not (prox & lesion.ravel()).any() and not (dist & lesion.ravel()).any()
+        assert (prox <= nawm).all() and (dist <= nawm & far).all()
+        # distal regions lie on the other side of the midline (index 15.5 along axis 0)
+        assert (np.unravel_index(r["distal"], wm.shape)[0] > 15).all()
+        assert np.array_equal(r["combined"], np.union1d(r["proximal"], r["distal"]))
+    # the single-voxel lesion's shell is the (1, 5] mm ball around it less the one voxel,
+    # 5 mm away, of its neighbour: lesions are never NAWM
+    assert regions[2]["proximal"].size == _shell_count(1, 5) - 1
+
+
+def test_lesion_level_auc_known_answers():
+    wm, lesion = _three_lesions()
+    darker = np.where(lesion, 0.09, 0.18) * (wm | lesion)
+    assert lesion_level_auc(darker, lesion, wm) == {
+        "lesion_auc_proximal": 1.0, "lesion_auc_distal": 1.0, "lesion_auc_combined": 1.0}
+    equal = np.where(wm | lesion, 0.18, 0.0)
+    assert lesion_level_auc(equal, lesion, wm) == {
+        "lesion_auc_proximal": 0.5, "lesion_auc_distal": 0.5, "lesion_auc_combined": 0.5}
+    # one lesion brighter than the NAWM: 6 of the 9 (NAWM, lesion) pairs are ordered
+    bright = darker.copy()
+    bright[10, 15, 22] = 0.25
+    assert lesion_level_auc(bright, lesion, wm)["lesion_auc_proximal"] == pytest.approx(6 / 9)
+    # a lesion counts once whatever its size: voxel-wise the big one dominates
+    assert lesion_auc(bright, lesion, wm)["auc_proximal"] > 0.9
+
+
+def test_lesion_level_auc_without_lesions_is_nan_and_pools():
+    wm, lesion = _three_lesions()
+    none = lesion_level_auc(np.ones(wm.shape), np.zeros_like(lesion), wm)
+    assert set(none) == {"lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined"}
+    assert all(math.isnan(v) for v in none.values())
+    regions = lesion_regions(lesion, wm)
+    darker = lesion_medians(np.where(lesion, 0.09, 0.18), regions)
+    brighter = lesion_medians(np.where(lesion, 0.3, 0.18), regions)
+    pooled = {k: np.r_[darker[k], brighter[k]] for k in darker}
+    assert len(pooled["lesion"]) == 6
+    # 3 dark lesions below all 6 NAWM medians, 3 bright ones above all: 18 of 36 pairs
+    assert lesion_level_auc_of(pooled)["lesion_auc_combined"] == pytest.approx(0.5)
