@@ -13,8 +13,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES = ("ae", "align", "backbone", "diffusion")
-"""Optimisation stages in order; ``eval`` follows them in cross-validation."""
+STAGES = ("ae", "align", "backbone", "diffusion", "regressor")
+"""Optimisation stages in order; ``eval`` follows them in cross-validation. ``regressor``
+(the U-Net baseline) needs none of the others and is trained on cross-validation folds only."""
+
+REGRESSOR_STEPS = {"small": 75, "paper": 200000}
+"""Steps of the ``regressor`` stage, chosen so that the U-Net baseline gets the compute of one
+method's ``diffusion`` stage (the brief of issue 16: same patches, same budget). One diffusion
+step (encode both patches, UNet + streams forward and backward, the edge term's decode for the
+half of the steps with t < 500) against one regressor step, batch 2, counted with torch's
+FlopCounterMode: small 0.033 vs 0.014 TFLOP (2.3x; wall time on one CPU thread 0.52 vs 0.21 s,
+2.4x), so 30 diffusion steps ~ 75 regressor steps; paper 15.9 vs 1.5 TFLOP (10.5x), so 20000
+~ 200000. The whole DEMIST (autoencoders, alignment, backbone) costs several times more."""
 
 METHODS = ("demist", "ftldm", "controlnet", "lora")
 """Diffusion variants trained per fold: DEMIST and the paper's Table 1 ablations."""
@@ -32,13 +42,15 @@ class TrainingRecipe:
     batch_size: int = 2
     """Patches per step and process."""
     steps: dict[str, int] = field(
-        default_factory=lambda: {"ae": 20000, "align": 5000, "backbone": 40000, "diffusion": 20000}
+        default_factory=lambda: {"ae": 20000, "align": 5000, "backbone": 40000, "diffusion": 20000,
+                                 "regressor": REGRESSOR_STEPS["paper"]}
     )
     """Optimisation steps per stage (``--max-steps`` caps them)."""
     steps_per_epoch: int = 500
     """Steps between checkpoints: an epoch is the most a kill can lose."""
     learning_rate: dict[str, float] = field(
-        default_factory=lambda: {"ae": 1e-4, "align": 1e-4, "backbone": 1e-4, "diffusion": 1e-4}
+        default_factory=lambda: {"ae": 1e-4, "align": 1e-4, "backbone": 1e-4, "diffusion": 1e-4,
+                                 "regressor": 1e-4}
     )
     """Adam learning rate per stage (the discriminator uses the ``ae`` rate)."""
     kl_weight: float = 1e-6
@@ -75,6 +87,8 @@ class TrainingRecipe:
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
     grad_clip: float = 1.0
+    regressor_features: list[int] = field(default_factory=lambda: [32, 32, 64, 128, 256, 32])
+    """Widths of the ``unet-regressor`` baseline (MONAI BasicUNet; :mod:`demist_bids.models.regressor`)."""
     eval_sampler: str = "ddim"
     """Sampler of the held-out evaluation; exported models carry it as their default."""
     eval_steps: int = 50
@@ -103,9 +117,12 @@ def recipe(preset: str) -> TrainingRecipe:
             # preprocessing, 2 min training per fold, 17 min evaluating 24 held-out
             # syntheses of ~40 s, 1 min for the final model. The demo model's recipe
             # (scripts/make_demo_model.sh) trains ~10x longer.
-            steps={"ae": 50, "align": 30, "backbone": 100, "diffusion": 30},
+            steps={"ae": 50, "align": 30, "backbone": 100, "diffusion": 30,
+                   "regressor": REGRESSOR_STEPS["small"]},
             steps_per_epoch=25,
-            learning_rate={"ae": 1e-3, "align": 5e-4, "backbone": 5e-4, "diffusion": 5e-4},
+            learning_rate={"ae": 1e-3, "align": 5e-4, "backbone": 5e-4, "diffusion": 5e-4,
+                           "regressor": 1e-3},
+            regressor_features=[16, 16, 32, 64, 128, 16],
             adversarial_start=0.6,
             scale_factor_batches=8,
             # The sampler the benchmark validated on the small-preset demo model (2 DDIM

@@ -11,7 +11,9 @@
   only where no pretrained backbone was given (a frozen random UNet is not the
   method);
 - :func:`train_streams` (``diffusion``): only the enabled conditioning streams,
-  noise MSE + edge on the decoded predicted clean latent + alignment.
+  noise MSE + edge on the decoded predicted clean latent + alignment;
+- :func:`train_regressor` (``regressor``): the deterministic U-Net baseline of
+  the evaluation, L1 on the same patches, independent of everything above.
 
 Every stage runs through :func:`~demist_bids.training.engine.run_stage`
 (checkpoints, resume, SIGTERM, logs) and averages gradients over DDP ranks
@@ -371,3 +373,40 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
     run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
     model.eval()
     model.cond_autoencoder.requires_grad_(False)
+
+
+# -- the U-Net regressor baseline ------------------------------------------------------------
+
+
+def regressor_config(recipe: TrainingRecipe, psr_scale: float):
+    """The regressor a recipe trains: its widths, the recipe's patch, the cohort's PSR scale."""
+    from demist_bids.models.regressor import RegressorConfig
+
+    return RegressorConfig(features=list(recipe.regressor_features), patch_size=list(recipe.patch_size),
+                           psr_scale=float(psr_scale))
+
+
+def train_regressor(net: nn.Module, run: StageRun) -> None:
+    """Train the deterministic U-Net baseline, T1w+FLAIR -> PSR/psr_scale with L1 (``regressor`` stage).
+
+    Same patches as the diffusion stages (its own random stream), same optimiser
+    and cosine schedule; nothing of DEMIST is shared, so it can run before,
+    after or without them.
+    """
+    recipe, ctx = run.recipe, run.ctx
+    net.train()
+    params = list(net.parameters())
+    lr = recipe.learning_rate["regressor"]
+    optimizer = torch.optim.Adam(params, lr=lr)
+
+    def step(i: int) -> dict[str, float]:
+        cosine_learning_rate([optimizer], lr, i, run.steps)
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=5), run.device)
+        loss = torch.nn.functional.l1_loss(net(batch["cond"]), batch["psr01"])
+        _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
+        return {"loss": average_scalar(ctx, float(loss.detach()))}
+
+    stage = Stage("regressor", run.directory, run.steps, recipe.steps_per_epoch,
+                  modules={"regressor": net}, optimizers={"regressor": optimizer})
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
+    net.eval()
