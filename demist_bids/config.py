@@ -113,6 +113,13 @@ class TrainConfig:
     """Network sizes: ``paper`` (the published configuration) or ``small`` (CPU)."""
     backbone: Path | None = None
     """Pretrained backbone weights (BraTS bundle format); None trains one."""
+    backbone_autoencoder: Path | None = None
+    """The autoencoder the pretrained backbone's latents came from (BraTS bundle format); required
+    with ``backbone``: both demist autoencoders start from it (the conditioning one widened to
+    T1w+FLAIR), so the frozen prior sees the latent space it was trained on."""
+    autoencoders_from: Path | None = None
+    """A demist model directory whose trained (and aligned) autoencoders are reused: the ``ae`` and
+    ``align`` stages are skipped and only the latent statistics are measured on this cohort."""
     resume: bool = False
     """Continue from the latest checkpoint in the output directory."""
     stage: TrainStage = "all"

@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network sizes")
     g.add_argument("--backbone", type=Path,
                    help="pretrained BraTS diffusion backbone weights (MONAI bundle .pt)")
+    g.add_argument("--backbone-autoencoder", "--backbone_autoencoder", dest="backbone_autoencoder", type=Path,
+                   help="the autoencoder of --backbone (MONAI bundle .pt); required with --backbone")
+    g.add_argument("--autoencoders-from", "--autoencoders_from", dest="autoencoders_from", type=Path,
+                   metavar="MODEL_DIR", help="reuse a demist model's trained autoencoders (skips ae and align)")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     g.add_argument("--stage", default="all",
                    choices=("all", "ae", "align", "backbone", "diffusion", "eval", "distill"),
@@ -270,6 +274,22 @@ def parse_args(argv: list[str] | None = None) -> Config:
     tr.psr_derivatives = opts.psr_derivatives and opts.psr_derivatives.absolute()
     tr.folds, tr.preset, tr.resume, tr.stage = opts.folds, opts.preset, opts.resume, opts.stage
     tr.backbone = opts.backbone and opts.backbone.absolute()
+    tr.backbone_autoencoder = opts.backbone_autoencoder and opts.backbone_autoencoder.absolute()
+    tr.autoencoders_from = opts.autoencoders_from and opts.autoencoders_from.absolute()
+    if tr.backbone is not None and tr.backbone_autoencoder is None:
+        raise UsageError("--backbone needs --backbone-autoencoder: the frozen prior only knows the latent "
+                         "space of its own autoencoder")
+    if tr.backbone_autoencoder is not None and tr.backbone is None:
+        raise UsageError("--backbone-autoencoder is only used with --backbone")
+    if tr.autoencoders_from is not None and tr.backbone is not None:
+        raise UsageError("--autoencoders-from and --backbone exclude each other (the backbone needs its "
+                         "own autoencoder)")
+    for option, path in (("--backbone", tr.backbone), ("--backbone-autoencoder", tr.backbone_autoencoder)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    if tr.autoencoders_from is not None and not (tr.autoencoders_from / "config.json").is_file():
+        raise UsageError(f"--autoencoders-from {tr.autoencoders_from}: not a demist model directory "
+                         "(config.json and the *.safetensors weights)")
     tr.max_steps = opts.max_steps
     if opts.train_recipe is not None:
         if not opts.train_recipe.is_file():

@@ -265,10 +265,17 @@ class CohortTrainer:
         autoencoders = {"psr_autoencoder": foundation.psr_autoencoder,
                         "cond_autoencoder": foundation.cond_autoencoder}
         later = self.stages - {"ae"}
-        if "ae" in self.stages or later:
-            stage_or_load("ae", st.train_autoencoders, autoencoders)
-        if "align" in self.stages or later - {"align"}:
-            stage_or_load("align", st.align_condition_encoder, autoencoders)
+        if self.config.train.autoencoders_from is not None:
+            self._reuse_autoencoders(foundation, fold_dir, sampler)
+        else:
+            if self.config.train.backbone_autoencoder is not None and "ae" in self.stages:
+                from demist_bids.models.io import load_autoencoder_weights
+
+                load_autoencoder_weights(foundation, Path(self.config.train.backbone_autoencoder))
+            if "ae" in self.stages or later:
+                stage_or_load("ae", st.train_autoencoders, autoencoders)
+            if "align" in self.stages or later - {"align"}:
+                stage_or_load("align", st.align_condition_encoder, autoencoders)
         if self.config.train.backbone is not None:
             from demist_bids.models.io import load_backbone_weights
 
@@ -282,6 +289,25 @@ class CohortTrainer:
         if fold >= 0 and "eval" in self.stages and self.ctx.is_main:
             return self._evaluate_fold(fold, models)
         return models
+
+    def _reuse_autoencoders(self, foundation, fold_dir: Path, sampler) -> None:
+        """Both autoencoders from ``--autoencoders-from``; latent statistics measured on this cohort."""
+        from demist_bids.models.io import load_model
+        from demist_bids.training import stages as st
+
+        source = load_model(Path(self.config.train.autoencoders_from))
+        if source.config.autoencoder != foundation.config.autoencoder:
+            raise UsageError(f"--autoencoders-from {self.config.train.autoencoders_from}: its autoencoders "
+                             f"are not the {self.config.train.preset} preset's")
+        foundation.psr_autoencoder.load_state_dict(source.psr_autoencoder.state_dict())
+        foundation.cond_autoencoder.load_state_dict(source.cond_autoencoder.state_dict())
+        statistics = st.measure_latent_statistics(foundation, self._run_args(fold_dir / "align", "align", sampler))
+        st.apply_latent_statistics(foundation.config, statistics)
+        if self.ctx.is_main:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            (fold_dir / "autoencoders_from.json").write_text(json.dumps(
+                {"model": str(self.config.train.autoencoders_from), **statistics}, indent=1))
+        LOGGER.info("%s: autoencoders from %s", fold_dir.name, self.config.train.autoencoders_from)
 
     def _diffusion_model(self, method: str, foundation, fold_dir: Path, sampler):
         """Build ``method``'s model on the fold's autoencoders and backbone; train or load its streams."""
@@ -371,6 +397,11 @@ class CohortTrainer:
             "seed": self.seed,
             "max_steps": self.config.train.max_steps,
             "backbone": str(self.config.train.backbone) if self.config.train.backbone else "trained unconditionally on the cohort's PSR latents",
+            "autoencoders": (f"from the demist model {self.config.train.autoencoders_from} (ae and align stages "
+                             "not run; latent statistics measured on this cohort)"
+                             if self.config.train.autoencoders_from else
+                             f"fine-tuned from {self.config.train.backbone_autoencoder}"
+                             if self.config.train.backbone_autoencoder else "trained on this cohort"),
         }
         if summary["synthetic"]:
             card["intended_use"] = ("Demonstration and testing only. Trained on synthetic (phantom) data; "

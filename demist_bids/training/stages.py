@@ -198,7 +198,7 @@ def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
     Returns:
         ``{"psr_latent_scale": ..., "cond_latent_scale": ...}``, also set on ``model.config``.
     """
-    from demist_bids.models.autoencoders import latent_channel_statistics, latent_scale_factor, posterior_mean
+    from demist_bids.models.autoencoders import posterior_mean
 
     recipe, ctx = run.recipe, run.ctx
     model.psr_autoencoder.requires_grad_(False).eval()
@@ -234,22 +234,32 @@ def align_condition_encoder(model, run: StageRun) -> dict[str, float]:
 
     def scale_factors() -> None:
         model.cond_autoencoder.eval()
-        batches = [
-            _to(b, run.device)
-            for b in run.sampler.fixed_batches(recipe.scale_factor_batches, recipe.batch_size)
-        ]
-        stage.extra["psr_latent_scale"] = latent_scale_factor(
-            model.psr_autoencoder, (b["psr01"] for b in batches))
-        stage.extra["cond_latent_scale"] = latent_scale_factor(
-            model.cond_autoencoder, (b["cond"] for b in batches))
-        shift, scale = [], []
-        if recipe.latent_standardization == "channel":
-            shift, scale = latent_channel_statistics(model.psr_autoencoder, (b["psr01"] for b in batches))
-        stage.extra["latent_shift"], stage.extra["latent_channel_scale"] = shift, scale
+        stage.extra.update(measure_latent_statistics(model, run))
 
     run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume, finalize=scale_factors)
     model.cond_autoencoder.requires_grad_(False).eval()
     return apply_latent_statistics(model.config, stage.extra)
+
+
+def measure_latent_statistics(model, run: StageRun) -> dict:
+    """Latent scale factors (and per-channel statistics) over many un-augmented patches.
+
+    Run at the end of the ``align`` stage, or on autoencoders taken from another
+    model (``--autoencoders-from``), whose statistics on this cohort may differ.
+    """
+    from demist_bids.models.autoencoders import latent_channel_statistics, latent_scale_factor
+
+    recipe = run.recipe
+    batches = [_to(b, run.device) for b in run.sampler.fixed_batches(recipe.scale_factor_batches, recipe.batch_size)]
+    values = {
+        "psr_latent_scale": latent_scale_factor(model.psr_autoencoder, (b["psr01"] for b in batches)),
+        "cond_latent_scale": latent_scale_factor(model.cond_autoencoder, (b["cond"] for b in batches)),
+        "latent_shift": [], "latent_channel_scale": [],
+    }
+    if recipe.latent_standardization == "channel":
+        values["latent_shift"], values["latent_channel_scale"] = latent_channel_statistics(
+            model.psr_autoencoder, (b["psr01"] for b in batches))
+    return values
 
 
 LATENT_STATISTICS = ("psr_latent_scale", "cond_latent_scale", "latent_shift", "latent_channel_scale")

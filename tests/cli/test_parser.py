@@ -83,6 +83,11 @@ def test_config_toml_round_trip(bids, tmp_path):
         (["{bids}", "{out}", "participant", "--participant-label", "s_1"], UsageError),
         (["{bids}", "{out}", "participant", "--no-such-option"], UsageError),
         (["{bids}", "{out}", "participant", "--bids-filter-file", "{tmp}/nofile.json"], UsageError),
+        (["{bids}", "{out}", "train", "--backbone", "{bids}/dataset_description.json"], UsageError),
+        (["{bids}", "{out}", "train", "--backbone-autoencoder", "{bids}/dataset_description.json"], UsageError),
+        (["{bids}", "{out}", "train", "--backbone", "{tmp}/no.pt", "--backbone-autoencoder", "{tmp}/no.pt"],
+         UsageError),
+        (["{bids}", "{out}", "train", "--autoencoders-from", "{tmp}"], UsageError),
     ],
 )
 def test_bad_command_lines(bids, tmp_path, args, error):
