@@ -19,6 +19,18 @@ mkdir -p "$WORK"
 [ -d "$WORK/train_bids" ] || demist-phantom "$WORK/train_bids" --subjects 8 --seed 0 --scale 0.6
 [ -d "$WORK/test_bids" ] || demist-phantom "$WORK/test_bids" --subjects 8 --seed 23 --scale 0.6
 
+# 1b. Issue #16 (the diffusion model must do the work), declared before any model is scored on it:
+#     every choice of recipe and sampler is made on the development cohort (seed 11, 6 subjects;
+#     benchmarks/stream_diagnostics.py and the sampler benchmark use seed 11 too). The test cohort
+#     is seed 67, 12 subjects, scale 0.6, never generated before this commit; it is scored once, at
+#     the end, for the new model and for the previous demo model side by side. Targets (#16 §3):
+#     the paper's sampler (pure noise, <= 20 DDIM steps, mean of <= 4 samples) within 0.3 dB PSNR of
+#     decoding z_c (no diffusion) or above, >= 2 dB above the linear baseline, lesion AUC >= no
+#     diffusion's; the new default >= the previous demo model's default PSNR and lesion AUC.
+[ -d "$WORK/dev_bids" ] || demist-phantom "$WORK/dev_bids" --subjects 6 --seed 11 --scale 0.6
+TEST16_SEED=67
+[ -d "$WORK/test16_bids" ] || demist-phantom "$WORK/test16_bids" --subjects 12 --seed $TEST16_SEED --scale 0.6
+
 # 2. The demo recipe: the small preset's networks, ~10x the default steps.
 cat > "$WORK/demo_recipe.toml" <<'TOML'
 steps_per_epoch = 50
