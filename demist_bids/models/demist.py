@@ -92,6 +92,18 @@ class DemistModel(nn.Module):
         params += lora_parameters(self.backbone)
         return params
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The zero-initialised joins of the streams: the ControlNet's hint embedding and zero
+        convolutions and the cross-attention output projections. They start every stream at
+        exactly zero, so their learning rate decides how soon the condition is heard at all."""
+        gates = []
+        if self.controlnet is not None:
+            gates += [p for name, p in self.controlnet.named_parameters()
+                      if name.startswith(("controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block"))]
+        if self.semantic is not None:
+            gates += [p for name, p in self.semantic.named_parameters() if ".out_proj." in name]
+        return gates
+
     def freeze_backbone(self) -> None:
         """Freeze the backbone weights; make the stream parameters trainable."""
         for param in self.backbone_parameters():

@@ -78,6 +78,10 @@ class TrainingRecipe:
     latents are standardized per channel (``ModelConfig.latent_shift``); ``scalar``: one scale
     factor per latent, as the BraTS bundle (used whenever a pretrained backbone is given, since
     that backbone learned the scalar-scaled latents)."""
+    gate_lr_multiplier: float = 1.0
+    """``diffusion`` stage: the streams' zero-initialised joins (``DemistModel.gate_parameters``)
+    learn at this multiple of the stage's rate. The backbone and diffusion stages decay their
+    rate on a cosine, as the autoencoder stages do."""
     high_noise_bias: float = 0.0
     """Backbone and streams draw timestep t with density ~ ``1 + bias * t / T`` (0: uniform)."""
     edge_timestep_max: int = 500

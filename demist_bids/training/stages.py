@@ -112,12 +112,15 @@ def narrow_posterior(autoencoder) -> None:
 
 
 def cosine_learning_rate(optimizers, base: float, step: int, total: int, floor: float = 0.05) -> None:
-    """Set a cosine-decayed learning rate (a function of the step alone, so resume-safe)."""
+    """Set a cosine-decayed learning rate (a function of the step alone, so resume-safe).
+
+    A parameter group with an ``lr_scale`` entry gets that multiple of the rate.
+    """
     progress = min(step / max(total, 1), 1.0)
     lr = base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
     for optimizer in optimizers:
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def train_autoencoders(model, run: StageRun) -> None:
@@ -312,6 +315,7 @@ def train_backbone(model, run: StageRun) -> None:
     optimizer = torch.optim.Adam(params, lr=recipe.learning_rate["backbone"])
 
     def step(i: int) -> dict[str, float]:
+        cosine_learning_rate([optimizer], recipe.learning_rate["backbone"], i, run.steps)
         batch = _to(run.sampler.batch(i, recipe.batch_size, stream=3), run.device)
         gen = step_generator(run.seed, ctx.rank, "backbone", i)
         with torch.no_grad():
@@ -347,10 +351,15 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             p.requires_grad_(True)
         params = params + encoder
     model.train()
-    optimizer = torch.optim.Adam(params, lr=recipe.learning_rate["diffusion"])
+    gates = {id(p) for p in model.gate_parameters()}
+    optimizer = torch.optim.Adam([
+        {"params": [p for p in params if id(p) not in gates]},
+        {"params": [p for p in params if id(p) in gates], "lr_scale": recipe.gate_lr_multiplier},
+    ], lr=recipe.learning_rate["diffusion"])
     alphas_cumprod = scheduler.alphas_cumprod.to(run.device)
 
     def step(i: int) -> dict[str, float]:
+        cosine_learning_rate([optimizer], recipe.learning_rate["diffusion"], i, run.steps)
         batch = _to(run.sampler.batch(i, recipe.batch_size, stream=4), run.device)
         gen = step_generator(run.seed, ctx.rank, name, i)
         with torch.no_grad():
@@ -420,3 +429,17 @@ def train_regressor(net: nn.Module, run: StageRun) -> None:
                   modules={"regressor": net}, optimizers={"regressor": optimizer})
     run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
     net.eval()
+
+
+def fit_regressor(run: StageRun, psr_scale: float, destination: Path, *, save: bool = True) -> Path:
+    """Build the recipe's regressor on ``run.device``, train it (resumable) and save it in ``destination``.
+
+    Seed torch first: the initial weights come from its global generator.
+    ``save`` is False on every DDP rank but the main one.
+    """
+    from demist_bids.models.regressor import build_regressor, save_regressor
+
+    config = regressor_config(run.recipe, psr_scale)
+    net = build_regressor(config).to(run.device)
+    train_regressor(net, run)
+    return save_regressor(net, config, destination) if save else Path(destination)

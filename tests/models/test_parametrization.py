@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from demist_bids.models.autoencoders import latent_channel_statistics, posterior_mean
@@ -70,3 +71,25 @@ def test_without_streams_is_the_backbone_alone():
         assert not torch.allclose(model.predict_noise(z, t, z), model.backbone_noise(z, t))
         torch.testing.assert_close(bare.predict_noise(z, t, z), model.backbone_noise(z, t))
     assert bare.controlnet is None and bare.semantic is None
+
+
+def test_gate_parameters_are_the_zero_initialised_joins():
+    model = build_model(tiny_config("full"))
+    gates = model.gate_parameters()
+    trainable = {id(p) for p in model.trainable_stream_parameters()}
+    assert gates and all(id(p) in trainable for p in gates)
+    assert all(torch.count_nonzero(p) == 0 for p in gates)  # every stream starts at exactly zero
+    ablated = build_model(tiny_config("ft-ldm"))  # semantic stream only: its output projections
+    assert len(ablated.gate_parameters()) == 2 * len(ablated.semantic.cross_attentions)
+
+
+def test_cosine_rate_scales_each_group():
+    from demist_bids.training.stages import cosine_learning_rate
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    gate = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([{"params": [weight]}, {"params": [gate], "lr_scale": 10.0}], lr=1.0)
+    cosine_learning_rate([optimizer], 1e-3, 0, 100)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 1e-2])
+    cosine_learning_rate([optimizer], 1e-3, 100, 100)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-5, 5e-4])
