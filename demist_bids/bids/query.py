@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ class AnatInputs:
     brain_mask: Path | None = None
     lesion_mask: Path | None = None
     psr: Path | None = None
+    t1w_metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    """The T1w's sidecar metadata (pybids ``get_metadata``: inheritance applied)."""
+    flair_metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def bids_name(self) -> str:
@@ -246,6 +249,8 @@ def collect_inputs(
                     ),
                     lesion_mask=_match_derivative(lesion_layout, "mask", subject, session),
                     psr=_match_derivative(psr_layout, "PSRmap", subject, session),
+                    t1w_metadata=layout.get_metadata(str(picked["t1w"])),
+                    flair_metadata=layout.get_metadata(str(picked["flair"])),
                 )
             )
     if not any_session_selected:

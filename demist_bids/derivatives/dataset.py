@@ -1,10 +1,11 @@
-"""The derivatives dataset's own files: ``dataset_description.json`` and ``.bidsignore``.
+"""The derivatives dataset's own files: ``dataset_description.json``, ``.bidsignore``, ``dseg.tsv``.
 
 Several participant runs may share one output directory (one SLURM task per
 subject), so these files are created once, atomically, by whichever run comes
 first; later runs never truncate them. ``.bidsignore`` hides what BIDS has no
-name for yet (``*_PSRmap``, reports, logs) so that bids-validator-deno accepts the
-dataset (REFERENCE §3).
+name for yet (``*_PSRmap``, transforms, reports, logs) so that bids-validator-deno
+accepts the dataset (REFERENCE §3). ``dseg.tsv``, the lookup table of every
+subject's ``dseg`` labels, sits at the root where BIDS inheritance finds it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import logging
 from pathlib import Path
 
 from demist_bids import __version__
+from demist_bids.derivatives.outputs import DSEG_TSV, bidsignore_patterns, dseg_table
 from demist_bids.utils.atomic import atomic_write_if_absent
 
 LOGGER = logging.getLogger("demist.derivatives")
 CODE_URL = "https://github.com/demist-bids/demist"
 BIDS_VERSION = "1.10.0"
-BIDSIGNORE = ["*_PSRmap.*", "*.html", "logs", "log", "figures", "group_*", "models", "training"]
+BIDSIGNORE = [*bidsignore_patterns(), "*.html", "logs", "log", "figures", "group_*", "models",
+              "training"]
 
 
 def derivative_description(bids_dir: Path, *, container: dict | None = None) -> dict:
@@ -46,7 +49,7 @@ def derivative_description(bids_dir: Path, *, container: dict | None = None) -> 
 
 
 def write_dataset_files(output_dir: Path, bids_dir: Path) -> None:
-    """Create ``dataset_description.json`` and ``.bidsignore`` unless they exist."""
+    """Create ``dataset_description.json``, ``.bidsignore`` and ``dseg.tsv`` unless they exist."""
     output_dir = Path(output_dir)
     container = _container_info()
     description = derivative_description(bids_dir, container=container)
@@ -55,6 +58,7 @@ def write_dataset_files(output_dir: Path, bids_dir: Path) -> None:
     ):
         LOGGER.debug("wrote %s", output_dir / "dataset_description.json")
     atomic_write_if_absent(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+    atomic_write_if_absent(output_dir / DSEG_TSV, dseg_table())
 
 
 def _container_info() -> dict | None:

@@ -1,75 +1,66 @@
 """Place one subject's outputs in the derivatives dataset, all or nothing.
 
 Outputs are staged in a hidden directory next to their destination and only
-renamed into place once every file (images and JSON sidecars) has been written,
-so a failure leaves no partial subject behind and a reader never sees a
-truncated file. Renames are atomic on one filesystem; a rerun overwrites the
+renamed into place once every file (images, transform and JSON sidecars) has
+been written (:func:`~demist_bids.utils.atomic.commit_files`), so a failure
+leaves no partial subject behind and a reader never sees a truncated file.
+Names come from the declarations in :mod:`.outputs`. A rerun overwrites the
 same names with identical content.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demist_bids.utils.atomic import atomic_copy
+from demist_bids.derivatives.outputs import OUTPUTS
+from demist_bids.utils.atomic import atomic_copy, commit_files
 
 
 @dataclass
 class OutputItem:
-    """One image to write, with the entities that name it and its sidecar."""
+    """One declared output (:data:`~.outputs.OUTPUTS` key) to write, with its sidecar."""
 
+    key: str
     source: Path
-    suffix: str
-    desc: str | None = None
-    res: str | None = None
     metadata: dict = field(default_factory=dict)
-
-    def filename(self, bids_name: str) -> str:
-        parts = [bids_name]
-        if self.res:
-            parts.append(f"res-{self.res}")
-        if self.desc:
-            parts.append(f"desc-{self.desc}")
-        ext = ".nii.gz" if str(self.source).endswith(".gz") else Path(self.source).suffix
-        return "_".join(parts) + f"_{self.suffix}{ext}"
 
 
 def anat_dir(output_dir: Path, subject: str, session: str | None) -> Path:
     """``OUT/sub-X[/ses-Y]/anat``."""
-    path = Path(output_dir) / f"sub-{subject}"
-    if session:
-        path = path / f"ses-{session}"
-    return path / "anat"
+    return Path(output_dir) / OUTPUTS["psr"].path(subject, session).parent
+
+
+def copy_file(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest``, gzip-compressing (reproducibly) when only ``dest`` is ``.gz``."""
+    if str(dest).endswith(".gz") and not str(src).endswith(".gz"):
+        with open(src, "rb") as fin, gzip.GzipFile(dest, "wb", compresslevel=6, mtime=0) as fout:
+            shutil.copyfileobj(fin, fout)
+    else:
+        shutil.copyfile(src, dest)
+
+
+def write_json(metadata: dict):
+    """A writer for :func:`~demist_bids.utils.atomic.commit_files` saving ``metadata``."""
+    text = json.dumps(metadata, indent=2, default=str) + "\n"
+    return lambda path: Path(path).write_text(text)
 
 
 def commit_outputs(
     output_dir: Path, subject: str, session: str | None, items: list[OutputItem]
 ) -> list[Path]:
-    """Write every item and its sidecar under ``OUT/sub-X[/ses-Y]/anat``; return the image paths."""
-    bids_name = f"sub-{subject}" + (f"_ses-{session}" if session else "")
-    dest_dir = anat_dir(output_dir, subject, session)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{uuid.uuid4().hex[:8]}-", dir=dest_dir))
-    try:
-        staged: list[tuple[Path, Path]] = []
-        for item in items:
-            name = item.filename(bids_name)
-            shutil.copyfile(item.source, staging / name)
-            sidecar = name.split(".nii")[0] + ".json"
-            (staging / sidecar).write_text(json.dumps(item.metadata, indent=2, default=str) + "\n")
-            staged += [(staging / sidecar, dest_dir / sidecar), (staging / name, dest_dir / name)]
-        for src, dest in staged:
-            os.chmod(src, 0o644)
-            os.replace(src, dest)
-        return [dest for _, dest in staged if not dest.name.endswith(".json")]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Write every item and its sidecar under ``OUT/sub-X[/ses-Y]/anat``; return the file paths."""
+    writers = {}
+    for item in items:
+        out = OUTPUTS[item.key]
+        name = out.path(subject, session).name
+        writers[out.sidecar_path(subject, session).name] = write_json(item.metadata)
+        writers[name] = lambda path, src=item.source: copy_file(src, path)
+    written = commit_files(anat_dir(output_dir, subject, session), writers)
+    return [path for path in written if path.suffix != ".json"]
 
 
 def copy_reportlets(output_dir: Path, subject: str, reportlets: dict[str, Path], bids_name: str) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 LOGGER = logging.getLogger("demist.group")
 
-SYNTH_SUFFIX = "_desc-synth_PSRmap.nii.gz"
 _ENTITY = re.compile(r"(?:^|_)(sub|ses)-([a-zA-Z0-9]+)")
 _SESSION_MENTION = re.compile(r"(?<![a-zA-Z0-9])ses[-_]([a-zA-Z0-9]+)")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure)\b.*")
@@ -39,7 +38,7 @@ class ParticipantRun:
 
     @property
     def bids_name(self) -> str:
-        return self.prefix + SYNTH_SUFFIX.removesuffix(".nii.gz")
+        return self.psr.name.split(".nii")[0]
 
 
 @dataclass
@@ -83,30 +82,36 @@ def _existing(path: Path) -> Path | None:
 def find_runs(output_dir: Path) -> list[ParticipantRun]:
     """Every native-grid synthesized PSR map in ``output_dir`` with its companions.
 
-    Maps with a ``space-`` entity (the optional model-grid copy) are skipped:
-    tissue, masks and measured maps all live on the native T1w grid.
+    Files are recognised by their parsed BIDS entities against the output
+    declarations (:mod:`demist_bids.derivatives.outputs`): the model-grid copy
+    (``res-1mm``) and maps in other spaces are other outputs, never other
+    subjects; tissue, masks and measured maps all live on the native T1w grid.
     """
+    from demist_bids.derivatives.outputs import OUTPUTS, identify, parse
+
+    out = Path(output_dir)
     runs = []
-    patterns = (f"sub-*/anat/*{SYNTH_SUFFIX}", f"sub-*/ses-*/anat/*{SYNTH_SUFFIX}")
-    for psr in sorted(p for pattern in patterns for p in Path(output_dir).glob(pattern)):
-        if "_space-" in psr.name or psr.name.startswith("."):
+    patterns = ("sub-*/anat/*_PSRmap.nii*", "sub-*/ses-*/anat/*_PSRmap.nii*")
+    for psr in sorted(p for pattern in patterns for p in out.glob(pattern)):
+        if psr.name.startswith(".") or psr.name.endswith(".json") or identify(psr) != "psr":
             continue
-        prefix = psr.name[: -len(SYNTH_SUFFIX)]
-        labels = entities(prefix)
-        if "sub" not in labels:
-            continue
-        anat = psr.parent
+        labels = parse(psr)
+        subject, session = labels["subject"], labels.get("session")
+
+        def companion(key: str, extension: str | None = None) -> Path | None:
+            return _existing(out / OUTPUTS[key].path(subject, session, extension=extension))
+
         runs.append(
             ParticipantRun(
-                subject=labels["sub"],
-                session=labels.get("ses"),
-                prefix=prefix,
+                subject=subject,
+                session=session,
+                prefix=f"sub-{subject}" + (f"_ses-{session}" if session else ""),
                 psr=psr,
-                std=_existing(anat / f"{prefix}_desc-std_PSRmap.nii.gz"),
-                brain_mask=_existing(anat / f"{prefix}_desc-brain_mask.nii.gz"),
-                dseg=_existing(anat / f"{prefix}_dseg.nii.gz"),
-                sidecar=_existing(anat / psr.name.replace(".nii.gz", ".json")),
-                report=_existing(Path(output_dir) / f"sub-{labels['sub']}.html"),
+                std=companion("psr_std"),
+                brain_mask=companion("brain_mask"),
+                dseg=companion("dseg"),
+                sidecar=companion("psr", ".json"),
+                report=_existing(out / f"sub-{subject}.html"),
             )
         )
     return runs

@@ -47,7 +47,13 @@ AGREEMENT_MEASURES = {
 
 def run_label(bids_name: str) -> str:
     """The short display name of a run: ``sub-01_ses-1`` for ``sub-01_ses-1_desc-synth_PSRmap``."""
-    return bids_name.removesuffix("_desc-synth_PSRmap")
+    from demist_bids.derivatives.outputs import subject_session
+
+    try:
+        subject, session = subject_session(bids_name)
+    except ValueError:
+        return bids_name
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
 
 
 @dataclass

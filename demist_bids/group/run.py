@@ -107,9 +107,10 @@ def _derivative_roots(config) -> dict[str, Any]:
 
 
 def _missing_row(failure) -> dict[str, Any]:
-    prefix = f"sub-{failure.subject}" + (f"_ses-{failure.session}" if failure.session else "")
+    from demist_bids.derivatives.outputs import output_path
+
     return {
-        "bids_name": f"{prefix}_desc-synth_PSRmap",
+        "bids_name": output_path("psr", failure.subject, failure.session).name.split(".nii")[0],
         "subject": failure.subject,
         "session": failure.session,
         "status": failure.status,
@@ -144,6 +145,7 @@ def run_group(config) -> int:
     Raises:
         MissingInputError: the output directory holds no participant results.
     """
+    from demist_bids.derivatives.outputs import output_path
     from demist_bids.exceptions import BadDataError, MissingInputError
     from demist_bids.group.collect import Failure, find_failures, find_runs, read_participants
     from demist_bids.group.html import render_report
@@ -163,7 +165,7 @@ def run_group(config) -> int:
     ]
     if not runs:
         raise MissingInputError(
-            f"no participant results (*_desc-synth_PSRmap.nii.gz) in {out}: "
+            f"no participant results ({output_path('psr', '*').name}) in {out}: "
             "run the participant level first"
         )
     LOGGER.info("group level: %d subject/session runs with results in %s", len(runs), out)

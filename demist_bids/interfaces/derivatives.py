@@ -29,6 +29,9 @@ class _CommitDerivativesInputSpec(BaseInterfaceInputSpec):
     psr_model = File(desc="synthesized PSR on the 1 mm model grid (--output-spaces model)")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask, native grid")
     dseg = File(exists=True, desc="tissue labels, native grid")
+    t1w_preproc = File(exists=True, desc="bias-corrected T1w, native grid")
+    flair_preproc = File(exists=True, desc="bias-corrected FLAIR on the native T1w grid")
+    flair_to_t1w_xfm = File(exists=True, desc="ITK text transform, FLAIR -> T1w (mode image)")
     qc = File(exists=True, desc="preprocessing QC JSON")
     synthesis_info = File(exists=True, mandatory=True, desc="sampler JSON")
     lesion_values = File(exists=True, desc="lesion-vs-NAWM summary JSON")
@@ -48,6 +51,7 @@ class CommitDerivatives(SimpleInterface):
     output_spec = _CommitDerivativesOutputSpec
 
     def _run_interface(self, runtime):
+        from demist_bids.derivatives.outputs import OUTPUTS
         from demist_bids.derivatives.sidecars import build_items
         from demist_bids.derivatives.writer import commit_outputs, copy_reportlets
 
@@ -60,9 +64,8 @@ class CommitDerivatives(SimpleInterface):
         lesion = json.loads(opt("lesion_values").read_text()) if opt("lesion_values") else {}
         session = self.inputs.session or None
         items = build_items(
-            psr=opt("psr"), psr_std=opt("psr_std"), psr_model=opt("psr_model"),
-            brain_mask=opt("brain_mask"), dseg=opt("dseg"),
-            qc=qc, synthesis=info, static=dict(self.inputs.metadata or {}), lesion_values=lesion,
+            {key: opt(key) for key in OUTPUTS}, qc=qc, synthesis=info,
+            static=dict(self.inputs.metadata or {}), lesion_values=lesion,
         )
         bids_name = f"sub-{self.inputs.subject}" + (f"_ses-{session}" if session else "")
         if isdefined(self.inputs.reportlets):

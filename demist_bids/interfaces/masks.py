@@ -75,10 +75,13 @@ class _TissueSegmentationInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w")
     brain_mask = File(exists=True, mandatory=True)
     seed = traits.Int(0, usedefault=True)
+    label_order = traits.Str(desc="the labels written; part of the node's hash so that work "
+                                  "directories cached with the old order (1 CSF, 2 GM, 3 WM) "
+                                  "are recomputed")
 
 
 class _TissueSegmentationOutputSpec(TraitedSpec):
-    out_dseg = File(exists=True, desc="uint8 labels: 1 CSF, 2 GM, 3 WM")
+    out_dseg = File(exists=True, desc="uint8 labels: 1 GM, 2 WM, 3 CSF")
 
 
 class TissueSegmentation(SimpleInterface):
@@ -86,6 +89,12 @@ class TissueSegmentation(SimpleInterface):
 
     input_spec = _TissueSegmentationInputSpec
     output_spec = _TissueSegmentationOutputSpec
+
+    def __init__(self, **inputs):
+        from ..preprocessing.tissues import LABEL_ORDER
+
+        super().__init__(**inputs)
+        self.inputs.label_order = LABEL_ORDER
 
     def _run_interface(self, runtime):
         import nibabel as nib

@@ -83,3 +83,27 @@ class RigidRegistration(SimpleInterface):
         self._results["final_metric"] = result.final_metric
         self._results["iterations"] = result.iterations
         return runtime
+
+
+class _ExportTransformInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="linear ITK transform (any ITK text form)")
+
+
+class _ExportTransformOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the same transform as AffineTransform_double_3_3 text")
+
+
+class ExportTransform(SimpleInterface):
+    """Rewrite a linear transform in the ITK text form every reader accepts (ANTs, nitransforms)."""
+
+    input_spec = _ExportTransformInputSpec
+    output_spec = _ExportTransformOutputSpec
+
+    def _run_interface(self, runtime):
+        import SimpleITK as sitk
+
+        from ..preprocessing.registration import write_itk_affine
+
+        self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, "_affine", ".txt")
+        write_itk_affine(sitk.ReadTransform(self.inputs.in_file), self._results["out_file"])
+        return runtime

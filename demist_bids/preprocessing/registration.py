@@ -135,3 +135,18 @@ def displacement_mm(transform_a, transform_b, points_lps: np.ndarray) -> np.ndar
     a = np.array([transform_a.TransformPoint(tuple(map(float, p))) for p in points_lps])
     b = np.array([transform_b.TransformPoint(tuple(map(float, p))) for p in points_lps])
     return np.linalg.norm(a - b, axis=1)
+
+
+def write_itk_affine(transform, path) -> None:
+    """Save a linear ITK transform as ``AffineTransform_double_3_3`` text, the same mapping.
+
+    SimpleITK writes a rigid result as ``Euler3DTransform``, which ANTs reads but
+    nitransforms and several other readers do not; every one reads the affine form.
+    """
+    import SimpleITK as sitk
+
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(transform.GetCenter())
+    affine.SetMatrix(transform.GetMatrix())
+    affine.SetTranslation(transform.GetTranslation())
+    sitk.WriteTransform(affine, str(path))

@@ -1,4 +1,4 @@
-"""Three-class tissue segmentation (CSF=1, GM=2, WM=3) of a bias-corrected T1w inside the brain.
+"""Three-class tissue segmentation (GM=1, WM=2, CSF=3) of a bias-corrected T1w inside the brain.
 
 A Gaussian mixture on T1w intensity: on a T1w the three classes are ordered
 CSF < GM < WM, and unlike k-means a mixture allows classes of different width
@@ -6,6 +6,11 @@ and size (CSF is broad and small, WM narrow and large), which is what a
 partial-volume-blurred brain looks like. FLAIR is not used: lesions are bright
 on it and would pull a class. Means start at the 10th/50th/90th percentiles so
 labels are ordered and deterministic.
+
+Label values follow the BIDS common derivatives order that sMRIPrep and
+fMRIPrep write (1 GM, 2 WM, 3 CSF), so a demist ``dseg`` reads like theirs;
+:data:`LABELS` is the one table the ``dseg.tsv`` lookup file and every reader
+take them from.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-CSF, GM, WM = 1, 2, 3
+GM, WM, CSF = 1, 2, 3
+LABELS: tuple[tuple[int, str, str], ...] = (
+    (GM, "Gray Matter", "GM"),
+    (WM, "White Matter", "WM"),
+    (CSF, "Cerebrospinal Fluid", "CSF"),
+)
+"""(index, name, abbreviation) of each label, the rows of ``dseg.tsv``."""
+LABEL_ORDER = "1 GM, 2 WM, 3 CSF"
 MAX_FIT_SAMPLES = 50_000
 """Voxels used to fit the mixture (sampled evenly); every brain voxel is then labelled."""
 
@@ -24,7 +36,7 @@ def segment_tissues(
     *,
     seed: int = 0,
 ) -> nib.Nifti1Image:
-    """Label the brain voxels of ``t1w`` as CSF (1), GM (2) or WM (3); 0 outside the mask.
+    """Label the brain voxels of ``t1w`` as GM (1), WM (2) or CSF (3); 0 outside the mask.
 
     Args:
         t1w: bias-corrected T1w.

@@ -12,6 +12,7 @@ def lesion_summary(psr: Path, dseg: Path, lesion_mask: Path | None) -> dict:
     import nibabel as nb
 
     from demist_bids.evaluation.metrics import lesion_auc, nawm_regions
+    from demist_bids.preprocessing.tissues import WM
 
     if lesion_mask is None:
         return {}
@@ -20,7 +21,7 @@ def lesion_summary(psr: Path, dseg: Path, lesion_mask: Path | None) -> dict:
     lesion = np.asanyarray(nb.load(lesion_mask).dataobj) > 0
     if lesion.shape != values.shape:
         return {"error": f"lesion mask grid {lesion.shape} differs from the T1w grid {values.shape}"}
-    wm = np.asanyarray(nb.load(dseg).dataobj) == 3
+    wm = np.asanyarray(nb.load(dseg).dataobj) == WM
     regions = nawm_regions(lesion, wm, affine=psr_img.affine)
     summary = {
         "lesion_voxels": int(lesion.sum()),

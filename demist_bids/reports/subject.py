@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from demist_bids import __version__
+from demist_bids.derivatives.outputs import output_path, subject_session
 from demist_bids.utils.atomic import atomic_write_text
 
 SECTIONS = [
@@ -76,8 +77,8 @@ def render_subject_report(output_dir: Path, subject: str, bids_names: list[str],
     for bids_name in bids_names:
         if len(bids_names) > 1:
             parts.append(f"<h1>{html.escape(bids_name)}</h1>")
-        sidecars = sorted((out / f"sub-{subject}").rglob(f"{bids_name}_desc-synth_PSRmap.json"))
-        meta = json.loads(sidecars[0].read_text()) if sidecars else {}
+        sidecar = out / output_path("psr", *subject_session(bids_name), extension=".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         if meta:
             if meta.get("Warning"):
                 parts.append(f"<p class='warning'>{html.escape(meta['Warning'])}</p>")
@@ -113,8 +114,6 @@ def render_subject_report(output_dir: Path, subject: str, bids_names: list[str],
 def write_subject_reports(output_dir: Path, inputs, *, run_uuid: str,
                           extra_errors: dict[str, list[str]] | None = None) -> list[str]:
     """Write ``sub-X.html`` for each subject in ``inputs``; return the bids names that failed."""
-    from demist_bids.derivatives.writer import anat_dir
-
     extra_errors = extra_errors or {}
     by_subject: dict[str, list] = {}
     for item in inputs:
@@ -130,8 +129,7 @@ def write_subject_reports(output_dir: Path, inputs, *, run_uuid: str,
             if name.split("_")[0] == f"sub-{subject}":
                 errors += messages
         for item in items:
-            expected = anat_dir(output_dir, item.subject, item.session) / (
-                f"{item.bids_name}_desc-synth_PSRmap.nii.gz")
+            expected = Path(output_dir) / output_path("psr", item.subject, item.session)
             if not expected.is_file():
                 failed.append(item.bids_name)
                 if not errors:

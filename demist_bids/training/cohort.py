@@ -26,13 +26,11 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
                                     traits)
 
 from demist_bids.exceptions import MissingInputError
+from demist_bids.preprocessing.tissues import WM as WM_LABEL  # the dseg's white matter (2, BIDS order)
 from demist_bids.training.volumes import VolumePaths
 from demist_bids.utils.image_check import DEFAULT_MAX_VOXELS, check_image_files
 
 LOGGER = logging.getLogger("demist.train")
-
-WM_LABEL = 3
-"""White-matter label of the preprocessing ``dseg`` (FSL FAST order: 1 CSF, 2 GM, 3 WM)."""
 
 
 def find_training_scans(

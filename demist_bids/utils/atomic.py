@@ -13,7 +13,8 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -79,3 +80,30 @@ def atomic_write_if_absent(dest: Path, text: str) -> bool:
         return True
     finally:
         os.unlink(tmp)
+
+
+def commit_files(dest_dir: Path, writers: dict[str, Callable[[Path], object]]) -> list[Path]:
+    """Write several files into ``dest_dir`` so that they appear together or not at all.
+
+    Each ``writers[name](path)`` writes one file into a hidden staging folder
+    beside the destinations; only when every one has succeeded are they renamed
+    into place, in the order given (put a sidecar before its image so a reader
+    that sees an image also finds its sidecar). A failure leaves nothing behind.
+
+    Returns:
+        The destination paths, in the order given.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{uuid.uuid4().hex[:8]}-", dir=dest_dir))
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        done = []
+        for name in writers:
+            os.chmod(staging / name, 0o644)
+            os.replace(staging / name, dest_dir / name)
+            done.append(dest_dir / name)
+        return done
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -32,7 +32,7 @@ bias-corrected T1w, started from several head sizes; with the skull-stripped
 nilearn template, the registered mask's boundary was then redrawn within 6 mm
 from the T1w intensities (threshold, morphological opening, closing); images found to be already skull-stripped kept their own
 brain support, and a brain mask from another pipeline was used when given. Brain
-tissue was labelled as cerebrospinal fluid, grey matter or white matter with a
+tissue was labelled as grey matter, white matter or cerebrospinal fluid with a
 three-class Gaussian mixture model of T1w intensity [@scikit-learn]. """
 
 DESC_SCALE = """\
@@ -86,9 +86,11 @@ def init_anat_preproc_wf(
     t1w_preproc, flair_preproc
         float32 in [0, 1] on the model grid.
     brain_mask, dseg
-        uint8 mask and tissue labels (1 CSF, 2 GM, 3 WM) on the model grid.
+        uint8 mask and tissue labels (1 GM, 2 WM, 3 CSF) on the model grid.
     t1w_native, brain_mask_native, dseg_native
         The validated T1w and the mask and labels on its native grid.
+    t1w_biascorr, flair_biascorr
+        Each validated contrast bias-corrected (N4), on its own native grid.
     flair_to_t1w_xfm
         ITK rigid transform (T1w points -> FLAIR points, LPS).
     qc
@@ -114,7 +116,8 @@ def init_anat_preproc_wf(
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=[
         "t1w_preproc", "flair_preproc", "brain_mask", "dseg", "t1w_native", "brain_mask_native",
-        "dseg_native", "flair_to_t1w_xfm", "qc", "t1w_flair_svg", "mask_svg",
+        "dseg_native", "t1w_biascorr", "flair_biascorr", "flair_to_t1w_xfm", "qc",
+        "t1w_flair_svg", "mask_svg",
     ]), name="outputnode")
 
     conform_wf = _init_conform_wf(omp_nthreads=omp_nthreads, voxel_mm=voxel_mm)
@@ -164,6 +167,8 @@ def init_anat_preproc_wf(
         (mask_wf, outputnode, [("outputnode.brain_mask", "brain_mask"),
                                ("outputnode.dseg", "dseg")]),
         (conform_wf, outputnode, [("outputnode.t1w_native", "t1w_native"),
+                                  ("outputnode.t1w_biascorr", "t1w_biascorr"),
+                                  ("outputnode.flair_biascorr", "flair_biascorr"),
                                   ("outputnode.flair_to_t1w_xfm", "flair_to_t1w_xfm")]),
         (mask_native, outputnode, [("out_file", "brain_mask_native")]),
         (dseg_native, outputnode, [("out_file", "dseg_native")]),
@@ -190,7 +195,7 @@ def _init_conform_wf(*, omp_nthreads: int, voxel_mm: float, name: str = "conform
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "flair"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=[
         "t1w_native", "t1w_grid", "flair_grid", "t1w_fov", "flair_fov", "flair_to_t1w_xfm",
-        "registration_cost", "t1w_fixes", "flair_fixes",
+        "registration_cost", "t1w_fixes", "flair_fixes", "t1w_biascorr", "flair_biascorr",
     ]), name="outputnode")
 
     validate_t1w = pe.Node(ValidateAnatomical(), name="validate_t1w")
@@ -221,6 +226,8 @@ def _init_conform_wf(*, omp_nthreads: int, voxel_mm: float, name: str = "conform
         (coreg, flair_to_grid, [("out_transform", "transform")]),
         (validate_t1w, outputnode, [("out_file", "t1w_native"), ("fixes", "t1w_fixes")]),
         (validate_flair, outputnode, [("fixes", "flair_fixes")]),
+        (n4_t1w, outputnode, [("out_file", "t1w_biascorr")]),
+        (n4_flair, outputnode, [("out_file", "flair_biascorr")]),
         (t1w_to_grid, outputnode, [("out_file", "t1w_grid"), ("fov_mask", "t1w_fov")]),
         (flair_to_grid, outputnode, [("out_file", "flair_grid"), ("fov_mask", "flair_fov")]),
         (coreg, outputnode, [("out_transform", "flair_to_t1w_xfm"),

@@ -5,7 +5,7 @@ everything below them takes explicit keyword arguments.
 
 Per subject/session::
 
-    inputnode -> anat_preproc_wf -> synthesize -> to native grid --+
+    inputnode -> synthesis_wf (anat_preproc_wf -> synthesize -> to native grid) --+
                        |                                           +-> commit (all outputs at once)
                        +-> reportlets (registration, mask, PSR, uncertainty, lesions) --+
 """
@@ -53,10 +53,8 @@ def init_single_subject_wf(
 
     from demist_bids.derivatives.sidecars import static_metadata
     from demist_bids.interfaces.derivatives import CommitDerivatives
-    from demist_bids.interfaces.images import ResampleToNative
     from demist_bids.interfaces.reports import LesionValues, MapMosaic
-    from demist_bids.interfaces.synthesis import Synthesize
-    from demist_bids.workflows.anatomical import init_anat_preproc_wf
+    from demist_bids.workflows.synthesis import init_synthesis_wf
 
     name = item.bids_name.replace("-", "_")
     wf = Workflow(name=f"single_subject_{name}_wf")
@@ -74,25 +72,21 @@ def init_single_subject_wf(
     if item.brain_mask is not None:
         inputnode.inputs.brain_mask = str(item.brain_mask)
 
-    anat_wf = init_anat_preproc_wf(omp_nthreads=omp_nthreads)
-    use_gpu = device.startswith("cuda")
-    synth = pe.Node(
-        Synthesize(model_dir=str(model_dir), sampler=sampler, steps=steps, samples=samples,
-                   seed=seed, device=device, use_gpu=use_gpu, num_threads=omp_nthreads),
-        name="synthesize", n_procs=omp_nthreads, mem_gb=4.0,
+    synthesis_wf = init_synthesis_wf(
+        model_dir=model_dir, sampler=sampler, steps=steps, samples=samples, seed=seed,
+        device=device, omp_nthreads=omp_nthreads,
     )
-    synth.__desc__ = None
     wf.__postdesc__ = _synthesis_desc(card=card, is_demo=is_demo, samples=samples, seed=seed,
                                       sha=model_sha256)
-    psr_native = pe.Node(ResampleToNative(interpolation="linear"), name="psr_native")
-    std_native = pe.Node(ResampleToNative(interpolation="linear"), name="std_native")
     psr_mosaic = pe.Node(MapMosaic(title="Synthesized PSR"), name="psr_mosaic")
     commit = pe.Node(
         CommitDerivatives(
             output_dir=str(output_dir), subject=item.subject, session=item.session or "",
             metadata=static_metadata(bids_dir=Path(bids_dir), t1w=item.t1w, flair=item.flair,
                                      model_dir=model_dir, model_sha256=model_sha256,
-                                     is_demo=is_demo, card=card),
+                                     is_demo=is_demo, card=card,
+                                     t1w_metadata=item.t1w_metadata,
+                                     flair_metadata=item.flair_metadata),
         ),
         name="commit", run_without_submitting=True,
     )
@@ -103,27 +97,19 @@ def init_single_subject_wf(
     reportlet_names = ["registration", "brainmask", "psr"]
     merge_reportlets = pe.Node(niu.Merge(4 if samples > 1 else 3), name="merge_reportlets",
                                run_without_submitting=True)
+    native = ["psr", "brain_mask", "dseg", "t1w_preproc", "flair_preproc", "flair_to_t1w_xfm"]
     wf.connect([
-        (inputnode, anat_wf, [("t1w", "inputnode.t1w"), ("flair", "inputnode.flair"),
-                              ("brain_mask", "inputnode.brain_mask")]),
-        (anat_wf, synth, [("outputnode.t1w_preproc", "t1w"),
-                          ("outputnode.flair_preproc", "flair"),
-                          ("outputnode.brain_mask", "brain_mask")]),
-        (synth, psr_native, [("psr", "in_file")]),
-        (anat_wf, psr_native, [("outputnode.t1w_native", "reference")]),
-        (anat_wf, psr_mosaic, [("outputnode.t1w_preproc", "background"),
-                               ("outputnode.brain_mask", "brain_mask")]),
-        (synth, psr_mosaic, [("psr", "overlay")]),
-        (psr_native, lesions, [("out_file", "psr")]),
-        (anat_wf, lesions, [("outputnode.dseg_native", "dseg")]),
-        (anat_wf, merge_reportlets, [("outputnode.t1w_flair_svg", "in1"),
-                                     ("outputnode.mask_svg", "in2")]),
+        (inputnode, synthesis_wf, [("t1w", "inputnode.t1w"), ("flair", "inputnode.flair"),
+                                   ("brain_mask", "inputnode.brain_mask")]),
+        (synthesis_wf, psr_mosaic, [("outputnode.t1w_model", "background"),
+                                    ("outputnode.brain_mask_model", "brain_mask"),
+                                    ("outputnode.psr_model", "overlay")]),
+        (synthesis_wf, lesions, [("outputnode.psr", "psr"), ("outputnode.dseg", "dseg")]),
+        (synthesis_wf, merge_reportlets, [("outputnode.t1w_flair_svg", "in1"),
+                                          ("outputnode.mask_svg", "in2")]),
         (psr_mosaic, merge_reportlets, [("out_report", "in3")]),
-        (psr_native, commit, [("out_file", "psr")]),
-        (anat_wf, commit, [("outputnode.brain_mask_native", "brain_mask"),
-                           ("outputnode.dseg_native", "dseg"),
-                           ("outputnode.qc", "qc")]),
-        (synth, commit, [("info", "synthesis_info")]),
+        (synthesis_wf, commit, [(f"outputnode.{key}", key) for key in native]
+         + [("outputnode.qc", "qc"), ("outputnode.synthesis_info", "synthesis_info")]),
         (lesions, commit, [("out_json", "lesion_values")]),
         (merge_reportlets, commit, [("out", "reportlets")]),
     ])
@@ -132,17 +118,15 @@ def init_single_subject_wf(
                              name="std_mosaic")
         reportlet_names.append("uncertainty")
         wf.connect([
-            (synth, std_native, [("psr_std", "in_file")]),
-            (anat_wf, std_native, [("outputnode.t1w_native", "reference")]),
-            (std_native, commit, [("out_file", "psr_std")]),
-            (anat_wf, std_mosaic, [("outputnode.t1w_preproc", "background"),
-                                   ("outputnode.brain_mask", "brain_mask")]),
-            (synth, std_mosaic, [("psr_std", "overlay")]),
+            (synthesis_wf, commit, [("outputnode.psr_std", "psr_std")]),
+            (synthesis_wf, std_mosaic, [("outputnode.t1w_model", "background"),
+                                        ("outputnode.brain_mask_model", "brain_mask"),
+                                        ("outputnode.psr_std_model", "overlay")]),
             (std_mosaic, merge_reportlets, [("out_report", "in4")]),
         ])
     commit.inputs.reportlet_names = reportlet_names
     if output_model_grid:
-        wf.connect([(synth, commit, [("psr", "psr_model")])])
+        wf.connect([(synthesis_wf, commit, [("outputnode.psr_model", "psr_model")])])
     # Nipype reads crash settings per node: give every node of this subject its log folder.
     for node in wf._get_all_nodes():
         node.config = {**(node.config or {}), "execution": {

@@ -14,6 +14,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from demist_bids.derivatives.outputs import DSEG_TSV, dseg_table
+from demist_bids.preprocessing.tissues import CSF, GM, WM
+
 SHAPE = (32, 32, 32)
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
 AFFINE[:3, 3] = -15.5
@@ -27,12 +30,12 @@ def _radius() -> np.ndarray:
 
 
 def tissue() -> np.ndarray:
-    """dseg: 1 CSF, 2 GM, 3 WM; 0 outside the brain."""
+    """dseg in the BIDS order the participant level writes (1 GM, 2 WM, 3 CSF); 0 outside."""
     r = _radius()
     dseg = np.zeros(SHAPE, dtype=np.uint8)
-    dseg[r < 13] = 1
-    dseg[r < 11] = 2
-    dseg[r < 8] = 3
+    dseg[r < 13] = CSF
+    dseg[r < 11] = GM
+    dseg[r < 8] = WM
     return dseg
 
 
@@ -51,7 +54,7 @@ def save(path: Path, data: np.ndarray) -> Path:
 def psr_map(offset: float = 0.0, scale: float = 1.0, *, with_lesion: bool = False) -> np.ndarray:
     dseg = tissue()
     psr = np.zeros(SHAPE, dtype=np.float32)
-    for label, value in ((1, CSF_PSR), (2, GM_PSR), (3, WM_PSR)):
+    for label, value in ((CSF, CSF_PSR), (GM, GM_PSR), (WM, WM_PSR)):
         psr[dseg == label] = value + offset
     if with_lesion:
         psr[LESION] = LESION_PSR + offset
@@ -159,4 +162,5 @@ def make_cohort(root: Path, participants: dict[str, str] | None = None) -> Cohor
         ]
         (bids / "participants.tsv").write_text("\n".join(lines) + "\n")
     (out / "logs").mkdir(parents=True)
+    (out / DSEG_TSV).write_text(dseg_table())
     return Cohort(bids, out)

@@ -13,6 +13,7 @@ import pytest
 from demist_bids.config import Config
 from demist_bids.exceptions import MissingInputError
 from demist_bids.group import run_group
+from demist_bids.preprocessing.tissues import GM, WM
 from tests.group import cohort as toy
 from tests.utils.damaged import header_only
 
@@ -188,7 +189,7 @@ def test_tissue_from_derivatives(tmp_path):
     c.add_result("01")
     smriprep = tmp_path / "smriprep"
     dseg = toy.tissue()
-    dseg[dseg == 2] = 3  # this segmentation calls the GM shell white matter too
+    dseg[dseg == GM] = WM  # this segmentation calls the GM shell white matter too
     toy.save(smriprep / "sub-01" / "anat" / "sub-01_dseg.nii.gz", dseg)
     run_group(_config(c, smriprep=smriprep))
     row = _read(c).loc[0]
@@ -248,11 +249,44 @@ def test_tissue_labels_from_the_dataset_lookup_table(tmp_path):
     (root / "sub-01" / "anat").mkdir(parents=True)
     (root / "dataset_description.json").write_text("{}")
     dseg = root / "sub-01" / "anat" / "sub-01_dseg.nii.gz"
-    assert tissue_labels(dseg) == {"csf": 1, "gm": 2, "wm": 3}
+    assert tissue_labels(dseg) == {"gm": 1, "wm": 2, "csf": 3}  # BIDS common order by default
     (root / "dseg.tsv").write_text(
-        "index\tname\tabbreviation\n1\tgrey matter\tGM\n2\twhite matter\tWM\n3\tcerebrospinal fluid\tCSF\n"
+        "index\tname\tabbreviation\n1\tcerebrospinal fluid\tCSF\n2\tgrey matter\tGM\n3\twhite matter\tWM\n"
     )
+    assert tissue_labels(dseg) == {"csf": 1, "gm": 2, "wm": 3}
+
+
+def test_dseg_of_an_older_demist_is_read_from_its_sidecar(tmp_path):
+    """demist once wrote 1 CSF, 2 GM, 3 WM (and said so in the sidecar): those outputs stay right
+    next to a root dseg.tsv in the new order."""
+    import json
+
+    from demist_bids.derivatives.outputs import DSEG_TSV, dseg_table
+    from demist_bids.group.measures import tissue_labels
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (tmp_path / "dataset_description.json").write_text("{}")
+    (tmp_path / DSEG_TSV).write_text(dseg_table())
+    dseg = anat / "sub-01_dseg.nii.gz"
     assert tissue_labels(dseg) == {"gm": 1, "wm": 2, "csf": 3}
+    (anat / "sub-01_dseg.json").write_text(json.dumps({"Labels": {"1": "CSF", "2": "GM", "3": "WM"}}))
+    assert tissue_labels(dseg) == {"csf": 1, "gm": 2, "wm": 3}
+
+
+def test_model_grid_copy_is_not_a_subject(tmp_path):
+    """``--output-spaces model`` adds ``sub-X_res-1mm_desc-synth_PSRmap``: one row per scan still."""
+    c = toy.make_cohort(tmp_path)
+    path = c.add_result("01")
+    c.add_result("02", "1")
+    for psr in (path, c.out / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_desc-synth_PSRmap.nii.gz"):
+        shutil.copy(psr, psr.with_name(psr.name.replace("_desc-synth", "_res-1mm_desc-synth")))
+    assert run_group(_config(c)) == 0
+    table = _read(c)
+    assert list(table["bids_name"]) == ["sub-01_desc-synth_PSRmap", "sub-02_ses-1_desc-synth_PSRmap"]
+    assert set(table["status"]) == {"ok"}
+    assert not table["bids_name"].str.contains("res-1mm").any()
+    assert not table["subject"].astype(str).str.contains("res").any()
 
 
 def test_tissue_labels_of_smriprep(tmp_path):

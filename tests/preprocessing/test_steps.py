@@ -92,8 +92,8 @@ def test_tissue_classes_follow_t1w_contrast(stripped_pair):  # noqa: F811
     mask = nib.load(stripped_pair.brain_mask)
     dseg = np.asanyarray(segment_tissues(t1w, mask).dataobj)
     data = t1w.get_fdata()
-    means = [data[dseg == label].mean() for label in (1, 2, 3)]
-    assert means[0] < means[1] < means[2]
+    csf, gm, wm = (data[dseg == label].mean() for label in (3, 1, 2))  # BIDS: 1 GM, 2 WM, 3 CSF
+    assert csf < gm < wm
     assert dseg.dtype == np.uint8 and set(np.unique(dseg)) == {0, 1, 2, 3}
     assert not dseg[np.asanyarray(mask.dataobj) == 0].any()
 

@@ -15,7 +15,8 @@ from tests.preprocessing.synthetic import head_pair  # noqa: F401
 
 CONTRACT_OUTPUTS = {
     "t1w_preproc", "flair_preproc", "brain_mask", "dseg", "t1w_native", "brain_mask_native",
-    "dseg_native", "flair_to_t1w_xfm", "qc", "t1w_flair_svg", "mask_svg",
+    "dseg_native", "t1w_biascorr", "flair_biascorr", "flair_to_t1w_xfm", "qc", "t1w_flair_svg",
+    "mask_svg",
 }
 BIB = Path(__file__).resolve().parents[2] / "boilerplate" / "boilerplate.bib"
 

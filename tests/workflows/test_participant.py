@@ -91,10 +91,23 @@ def test_outputs_are_complete_and_described(first_run, cohort):
         t1w = nb.load(cohort / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
         assert psr.shape == t1w.shape and np.allclose(psr.affine, t1w.affine, atol=1e-4)
         assert np.isfinite(psr.get_fdata()).all()
-        for name in ("desc-std_PSRmap", "res-1mm_desc-synth_PSRmap", "desc-brain_mask", "dseg"):
+        for name in ("desc-std_PSRmap", "res-1mm_desc-synth_PSRmap", "desc-brain_mask", "dseg",
+                     "desc-preproc_T1w", "desc-preproc_FLAIR"):
             assert (anat / f"sub-{sub}_{name}.nii.gz").is_file(), name
             assert (anat / f"sub-{sub}_{name}.json").is_file(), name
+        for name in ("desc-preproc_T1w", "desc-preproc_FLAIR", "dseg"):
+            img = nb.load(anat / f"sub-{sub}_{name}.nii.gz")
+            assert img.shape == t1w.shape and np.allclose(img.affine, t1w.affine, atol=1e-4)
+        dseg = np.asanyarray(nb.load(anat / f"sub-{sub}_dseg.nii.gz").dataobj)
+        t1w_data = t1w.get_fdata()
+        gm, wm, csf = (np.median(t1w_data[dseg == label]) for label in (1, 2, 3))
+        assert csf < gm < wm  # BIDS common order: 1 GM, 2 WM, 3 CSF
+        xfm = anat / f"sub-{sub}_from-FLAIR_to-T1w_mode-image_xfm.txt"
+        assert "AffineTransform_double_3_3" in xfm.read_text()
+        assert (anat / f"sub-{sub}_from-FLAIR_to-T1w_mode-image_xfm.json").is_file()
         meta = json.loads((anat / f"sub-{sub}_desc-synth_PSRmap.json").read_text())
+        assert meta["MagneticFieldStrength"] == 3 and meta["Manufacturer"] == "demist-phantom"
+        assert meta["Units"] == "1" and meta["UnitsDescription"]
         assert meta["Sources"] == [f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz",
                                    f"bids:raw:sub-{sub}/anat/sub-{sub}_FLAIR.nii.gz"]
         assert meta["Sampler"]["Samples"] == 2 and meta["Sampler"]["Seed"] == 5
@@ -106,6 +119,7 @@ def test_outputs_are_complete_and_described(first_run, cohort):
         report = (out / f"sub-{sub}.html").read_text()
         assert "<svg" in report and "No errors to report" in report
         assert len(list((out / f"sub-{sub}" / "figures").glob("*.svg"))) == 4
+    assert (out / "dseg.tsv").read_text().splitlines()[0] == "index\tname\tabbreviation"
     citation = (out / "logs" / "CITATION.md").read_text()
     assert "DEMIST" in citation and "N4" in citation
     assert "missing bibliography" not in citation  # every @key is in boilerplate.bib
