@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 AnalysisLevel = Literal["participant", "group", "train"]
 Device = Literal["auto", "cpu", "cuda"]
-TrainStage = Literal["all", "ae", "align", "backbone", "diffusion", "eval", "distill"]
+TrainStage = Literal["all", "ae", "align", "backbone", "diffusion", "regressor", "eval", "distill"]
 
 
 def _new_run_uuid() -> str:

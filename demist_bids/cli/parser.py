@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="MODEL_DIR", help="reuse a demist model's trained autoencoders (skips ae and align)")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     g.add_argument("--stage", default="all",
-                   choices=("all", "ae", "align", "backbone", "diffusion", "eval", "distill"),
+                   choices=("all", "ae", "align", "backbone", "diffusion", "regressor", "eval", "distill"),
                    help="run one training stage alone")
     g.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=0,
                    help="cap on optimisation steps per stage (0: the preset's default)")

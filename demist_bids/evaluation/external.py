@@ -1,17 +1,25 @@
-"""External validation: a trained model on a new cohort, against the linear baseline.
+"""External validation: a trained model on a new cohort, against the baselines.
 
 Cross-validation (the ``train`` level) answers "how well does the method
 generalize within one cohort". This answers "how well does *this model file*
 do on scans it never saw": the model is applied to every scan of a test cohort
 that has a measured PSR map, the linear baseline is fitted on the model's own
-training cohort, and both are measured the same way (:mod:`.crossval`). It is
-how the embedded demo model is checked on a fresh phantom cohort::
+training cohort, and every row is measured the same way (:mod:`.crossval`):
+the rows of :mod:`.methods` (DEMIST with its default and the paper's sampler,
+backbone only, no diffusion, the autoencoder ceiling, and the U-Net regressor
+when ``--regressor`` names one). It is how the embedded demo model is checked
+on a fresh phantom cohort::
 
     python -m demist_bids.evaluation.external --model MODEL_DIR \
-        --train-bids TRAIN_BIDS --test-bids TEST_BIDS --out OUT_DIR [--work WORK]
+        --train-bids TRAIN_BIDS --test-bids TEST_BIDS --out OUT_DIR [--work WORK] \
+        [--regressor DIR [--train-regressor]]
 
-Writes ``OUT_DIR/evaluation*.tsv`` and ``evaluation.html`` (one "fold", 0)
-and prints the per-method means as its last lines.
+``--regressor DIR`` loads a saved regressor (a train run's
+``training/fold-<k>/models/unet-regressor``); with ``--train-regressor`` one
+is trained there first, when absent, on the training cohort with the model's
+preset recipe (resumable). Writes ``OUT_DIR/evaluation*.tsv``,
+``lesion_auc_pooled.tsv`` and ``evaluation.html`` (one "fold", 0) and prints
+the per-method means as its last lines.
 """
 
 from __future__ import annotations
@@ -35,40 +43,70 @@ def preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
     return [load_volume(p) for p in paths]
 
 
+def train_regressor_on(volumes, model, directory: Path, *, seed: int = 0, resume: bool = True) -> Path:
+    """Train the U-Net regressor on ``volumes`` with the model's preset recipe, saved in ``directory``.
+
+    The patches are those the train level draws (same patch size, the model's
+    PSR scale); the stage checkpoints in ``directory / "stage"`` and resumes.
+    """
+    import torch
+
+    from demist_bids.training.checkpoints import TerminationFlag
+    from demist_bids.training.distributed import DistributedContext
+    from demist_bids.training.patches import PatchSampler
+    from demist_bids.training.recipes import recipe
+    from demist_bids.training.stages import StageRun, fit_regressor
+
+    rec = recipe(model.config.preset)
+    rec.patch_size = list(model.config.patch_size)
+    sampler = PatchSampler(volumes, rec.patch_size, model.config.psr_scale, seed=seed)
+    torch.manual_seed(seed)
+    run = StageRun(sampler, rec, Path(directory) / "stage", rec.steps["regressor"], DistributedContext(),
+                   TerminationFlag(), resume, seed, torch.device("cpu"))
+    return fit_regressor(run, model.config.psr_scale, Path(directory))
+
+
 def evaluate_model(
     model_dir: Path, train_bids: Path, test_bids: Path, out_dir: Path, *, work_dir: Path,
     sampler: str | None = None, steps: int | None = None, seed: int = 0, test_cache: str = "test_preproc",
+    regressor: Path | None = None, train_regressor: bool = False,
 ):
-    """Measure ``model_dir`` and the linear baseline on ``test_bids``; return the per-scan table.
+    """Measure ``model_dir``, its reference rows and the baselines on ``test_bids``; return the per-scan table.
 
     ``test_cache`` names the test cohort's preprocessing cache in ``work_dir``: give
     each test cohort its own, or a second cohort would overwrite the first one's.
+    ``regressor`` is a saved U-Net regressor; ``train_regressor`` trains it there
+    first on ``train_bids`` when it is absent.
     """
+    import html
+
     import pandas as pd
 
     from demist_bids.evaluation.crossval import evaluate_fold
     from demist_bids.evaluation.linear_baseline import fit_linear_psr
+    from demist_bids.evaluation.methods import SamplerChoice, demist_rows
     from demist_bids.evaluation.report import write_evaluation
-    from demist_bids.inference.sampler import synthesize
     from demist_bids.models.io import load_model
+    from demist_bids.models.regressor import is_saved_regressor
 
     model = load_model(model_dir)
-    sampler = sampler or model.config.sampling.sampler
-    steps = steps or model.config.sampling.steps
+    sampling = model.config.sampling
+    choice = SamplerChoice(sampler or sampling.sampler, steps or sampling.steps, sampling.start, 1,
+                           sampling.precision)
     train = preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
     test = preprocessed_volumes(Path(test_bids), Path(work_dir), test_cache)
     linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
+    if regressor is not None and train_regressor and not is_saved_regressor(regressor):
+        train_regressor_on(train, model, Path(regressor), seed=seed)
 
-    def demist(cond):
-        return synthesize(model, cond, sampler=sampler, steps=steps, seed=seed, device="cpu").mean
-
-    result = evaluate_fold(0, test, {"demist": demist}, linear, model.config.psr_scale)
+    rows = demist_rows(model, choice, seed=seed, device="cpu", regressor_dir=regressor)
+    result = evaluate_fold(0, test, rows.synthesizers, linear, model.config.psr_scale, references=rows.references)
     per_scan = pd.DataFrame(result.rows)
     notes = (f"<p>External validation of {Path(model_dir).name} on {Path(test_bids).name} "
-             f"({len(test)} scans); sampler {sampler}, {steps} steps, seed {seed}; linear baseline "
-             f"fitted on {Path(train_bids).name}.</p>")
+             f"({len(test)} scans), seed {seed}; linear baseline fitted on {Path(train_bids).name}. "
+             + html.escape(" ".join(rows.notes)) + "</p>")
     write_evaluation(per_scan, result.pooled_roc(), Path(out_dir), title="DEMIST external validation",
-                     notes=notes)
+                     notes=notes, lesion_medians=result.pooled_lesion_medians())
     return per_scan
 
 
@@ -84,14 +122,21 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-cache", default="test_preproc",
                         help="name of the test cohort's preprocessing cache in --work (one per cohort)")
+    parser.add_argument("--regressor", type=Path, default=None,
+                        help="a saved U-Net regressor (the unet-regressor row; absent: no such row)")
+    parser.add_argument("--train-regressor", action="store_true",
+                        help="train the --regressor on --train-bids first when it is not there")
     opts = parser.parse_args(argv)
+    if opts.train_regressor and opts.regressor is None:
+        parser.error("--train-regressor needs --regressor DIR (where to save it)")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     per_scan = evaluate_model(
         opts.model, opts.train_bids, opts.test_bids, opts.out,
         work_dir=opts.work or opts.out / "work", sampler=opts.sampler, steps=opts.steps, seed=opts.seed,
-        test_cache=opts.test_cache,
+        test_cache=opts.test_cache, regressor=opts.regressor, train_regressor=opts.train_regressor,
     )
-    columns = [c for c in ("psnr", "ssim", "mse", "auc_proximal", "auc_distal", "auc_combined") if c in per_scan]
+    columns = [c for c in ("psnr", "ssim", "mse", "auc_proximal", "auc_distal", "auc_combined",
+                           "lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined") if c in per_scan]
     means = per_scan.groupby("method")[columns].mean()
     print(means.to_string(float_format=lambda v: f"{v:.4f}"))  # noqa: T201 - command output
     return 0

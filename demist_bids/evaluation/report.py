@@ -6,10 +6,16 @@ tables are:
 - ``evaluation_scans.tsv``: one row per (method, fold, scan);
 - ``evaluation.tsv``: one row per (method, fold), the mean over that fold's scans;
 - ``evaluation_summary.tsv``: one row per method, mean and SD over folds;
-- ``paired_tests.tsv``: DEMIST against the best baseline, per measure.
+- ``lesion_auc_pooled.tsv``: one row per method, the lesion-level AUCs over every
+  held-out lesion together (a scan has few lesions; its own AUC is coarse);
+- ``paired_tests.tsv``: DEMIST against every other method but the ceilings (and
+  the paper's sampler against no diffusion and the linear baseline), per measure.
 
-The HTML page shows the summary in Table 1's layout (mean +/- SD over folds),
-the lesion AUCs of the synthesized maps beside those of the measured maps, the
+The HTML page shows the summary in Table 1's layout (mean +/- SD over folds):
+every method, from the baselines a user could pick instead (linear, U-Net
+regressor) through the parts of DEMIST (no diffusion, backbone only, the
+single-stream ablations) to DEMIST with each sampler, and the ceilings (the
+PSR autoencoder, the measured map); then the pooled lesion-level AUCs, the
 paired tests and ROC curves of lesion vs normal-appearing white matter.
 """
 
@@ -24,18 +30,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from demist_bids.evaluation.statistics import HIGHER_IS_BETTER, best_baseline, paired_tests
+from demist_bids.evaluation.statistics import HIGHER_IS_BETTER, comparisons, paired_tests
 from demist_bids.utils.atomic import atomic_write_text
 
 METHOD_LABELS = {
     "linear": "Linear (T1w+FLAIR)",
+    "unet-regressor": "U-Net regressor (T1w+FLAIR, same patches and budget)",
+    "no-diffusion": "No diffusion: PSR decoder on z_c",
+    "backbone-only": "Backbone only (streams off, DEMIST's sampler)",
     "ftldm": "FT-LDM",
     "controlnet": "FT-LDM+ControlNet",
     "lora": "FT-LDM+LoRA",
-    "demist": "DEMIST",
+    "demist": "DEMIST (model's default sampler)",
+    "demist-paper": "DEMIST (paper's sampler: DDIM, 20 steps from pure noise)",
+    "ae-ceiling": "PSR autoencoder ceiling (measured PSR encoded and decoded)",
     "measured": "Measured PSR (qMT)",
 }
 """Display names, in the row order of the table."""
+
+CEILINGS = ("ae-ceiling", "measured")
+"""Rows that see the measured map: upper bounds, never a baseline to beat."""
 
 MEASURE_LABELS = {
     "psnr": "PSNR (dB)",
@@ -46,6 +60,9 @@ MEASURE_LABELS = {
     "auc_proximal": "AUC proximal",
     "auc_distal": "AUC distal",
     "auc_combined": "AUC combined",
+    "lesion_auc_proximal": "Lesion-level AUC proximal",
+    "lesion_auc_distal": "Lesion-level AUC distal",
+    "lesion_auc_combined": "Lesion-level AUC combined",
 }
 MEASURES = list(MEASURE_LABELS)
 
@@ -124,6 +141,20 @@ def _html_table(frame: pd.DataFrame, columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+HEADLINE_MEASURES = ("psnr", "ssim", "mse", "auc_combined", "lesion_auc_combined")
+"""Measures whose paired tests the page shows (``paired_tests.tsv`` holds every measure)."""
+
+
+def pooled_table(pooled: pd.DataFrame) -> str:
+    """HTML table of the pooled lesion-level AUCs (one row per method)."""
+    if pooled.empty:
+        return "<p>No lesions in the held-out scans: no lesion-level AUCs.</p>"
+    columns = [c for c in MEASURES if c.startswith("lesion_auc_") and c in pooled]
+    rows = [[html.escape(METHOD_LABELS.get(r["method"], r["method"])), str(int(r["n_lesions"]))]
+            + [_fmt(r[c], None, c) for c in columns] for _, r in pooled.iterrows()]
+    return _html_table(rows, ["Method", "Lesions"] + [MEASURE_LABELS[c] for c in columns])
+
+
 def render_html(
     summary: pd.DataFrame,
     tests: pd.DataFrame,
@@ -131,6 +162,7 @@ def render_html(
     *,
     title: str,
     notes: str = "",
+    pooled: pd.DataFrame | None = None,
 ) -> str:
     """The results page; ``notes`` is trusted HTML describing the run."""
     present = [m for m in MEASURES if f"{m}_mean" in summary]
@@ -140,6 +172,8 @@ def render_html(
         cells += [_fmt(rec[f"{m}_mean"], rec[f"{m}_sd"], m) for m in present]
         rows.append(cells)
     table = _html_table(rows, ["Method", "Folds"] + [MEASURE_LABELS[m] for m in present])
+    if not tests.empty:
+        tests = tests[tests["measure"].isin(HEADLINE_MEASURES)]
     test_rows = [
         [
             MEASURE_LABELS.get(r.measure, r.measure),
@@ -168,9 +202,17 @@ def render_html(
         "<h2>Table 1: held-out folds (mean &plusmn; SD over folds)</h2>"
         "<p>Image measures inside the brain mask on the PSR scale divided by the model's "
         "cohort-wide PSR scale (as in the paper's normalized [0,1] images); AUC: PSR separating "
-        "normal-appearing white matter from T2 lesions. The measured row is the qMT map itself, "
+        "normal-appearing white matter from T2 lesions, voxel by voxel; lesion-level AUC: each "
+        "lesion's median PSR against the medians of its own proximal and contralateral (distal) "
+        "NAWM, the paper's lesion-wise ROC (per scan, then averaged; n/a where no held-out scan has "
+        "a lesion). The two ceiling rows see the measured map: the PSR autoencoder's reconstruction "
+        "bounds anything that works in its latent space, and the measured row is the qMT map itself, "
         "the ceiling for the AUCs.</p>"
-        f"{table}<h2>Paired tests</h2>{tests_html}<h2>ROC curves</h2>{roc}</body></html>"
+        f"{table}<h2>Lesion-level AUC over every held-out lesion</h2>"
+        f"{pooled_table(pd.DataFrame() if pooled is None else pooled)}"
+        "<h2>Paired tests</h2><p>Scan-paired, on the held-out scans; the page shows the headline "
+        "measures, paired_tests.tsv every measure.</p>"
+        f"{tests_html}<h2>ROC curves</h2>{roc}</body></html>"
     )
 
 
@@ -182,28 +224,41 @@ def write_evaluation(
     method: str = "demist",
     title: str = "DEMIST cross-validation",
     notes: str = "",
+    lesion_medians: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Path]:
-    """Write the four TSVs and ``evaluation.html`` into ``out_dir``; return their paths."""
+    """Write the five TSVs and ``evaluation.html`` into ``out_dir``; return their paths.
+
+    ``lesion_medians`` (method -> every held-out lesion's medians,
+    :func:`~demist_bids.evaluation.crossval.pool_evaluations`) gives the pooled lesion-level AUCs.
+    """
+    from demist_bids.evaluation.crossval import pooled_lesion_auc
+
     out_dir = Path(out_dir)
     first = ["method", "fold", "bids_name"]
     per_scan = per_scan[first + [c for c in per_scan.columns if c not in first]]
     folds = fold_table(per_scan)
     summary = summary_table(folds)
-    synthesized = per_scan[per_scan["method"] != "measured"]
-    baseline = best_baseline(synthesized, method) if method in set(synthesized["method"]) else None
-    tests = paired_tests(synthesized, method, baseline) if baseline else pd.DataFrame()
+    synthesized = per_scan[~per_scan["method"].isin(CEILINGS)]
+    pairs = comparisons(_method_order(synthesized["method"]), method)
+    tests = pd.concat([paired_tests(synthesized, a, b) for a, b in pairs], ignore_index=True) if pairs else pd.DataFrame()
+    pooled = pd.DataFrame(pooled_lesion_auc(lesion_medians or {}))
+    if not pooled.empty:
+        pooled = pooled.set_index("method").loc[_method_order(pooled["method"])].reset_index()
     paths = {
         "scans": out_dir / "evaluation_scans.tsv",
         "folds": out_dir / "evaluation.tsv",
         "summary": out_dir / "evaluation_summary.tsv",
+        "pooled": out_dir / "lesion_auc_pooled.tsv",
         "tests": out_dir / "paired_tests.tsv",
         "html": out_dir / "evaluation.html",
     }
     atomic_write_text(paths["scans"], per_scan.to_csv(sep="\t", index=False, na_rep="n/a"))
     atomic_write_text(paths["folds"], folds.to_csv(sep="\t", index=False, na_rep="n/a"))
     atomic_write_text(paths["summary"], summary.to_csv(sep="\t", index=False, na_rep="n/a"))
+    atomic_write_text(paths["pooled"], pooled.to_csv(sep="\t", index=False, na_rep="n/a"))
     atomic_write_text(paths["tests"], tests.to_csv(sep="\t", index=False, na_rep="n/a"))
-    atomic_write_text(paths["html"], render_html(summary, tests, roc_scores, title=title, notes=notes))
+    atomic_write_text(paths["html"], render_html(summary, tests, roc_scores, title=title, notes=notes,
+                                                 pooled=pooled))
     return paths
 
 

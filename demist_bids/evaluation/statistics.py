@@ -22,6 +22,9 @@ HIGHER_IS_BETTER = {
     "auc_proximal": True,
     "auc_distal": True,
     "auc_combined": True,
+    "lesion_auc_proximal": True,
+    "lesion_auc_distal": True,
+    "lesion_auc_combined": True,
 }
 """The measures compared, and which direction is an improvement."""
 
@@ -33,6 +36,16 @@ def best_baseline(per_scan: pd.DataFrame, method: str, *, measure: str = "psnr")
         return None
     means = others.groupby("method")[measure].mean()
     return str(means.idxmax() if HIGHER_IS_BETTER[measure] else means.idxmin())
+
+
+def comparisons(methods, method: str = "demist", *, exclude=()) -> list[tuple[str, str]]:
+    """(method, baseline) pairs to test: ``method`` against every other method not in ``exclude``,
+    and the paper's sampler against the two things it must beat (no diffusion, the linear baseline)."""
+    present = [m for m in dict.fromkeys(methods) if m not in exclude]
+    pairs = [(method, other) for other in present if other != method] if method in present else []
+    if "demist-paper" in present and method != "demist-paper":
+        pairs += [("demist-paper", other) for other in ("no-diffusion", "linear") if other in present]
+    return pairs
 
 
 def paired_tests(per_scan: pd.DataFrame, method: str, baseline: str) -> pd.DataFrame:

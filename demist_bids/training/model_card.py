@@ -16,8 +16,25 @@ from demist_bids.utils.atomic import atomic_write_text
 
 
 def evaluation_summary(evaluation_dir: Path) -> list[dict]:
-    """Rows of ``evaluation_summary.tsv`` (mean/SD over folds per method); [] when absent."""
-    return _read_tsv(Path(evaluation_dir) / "evaluation_summary.tsv")
+    """Rows of ``evaluation_summary.tsv`` (mean/SD over folds per method); [] when absent.
+
+    The pooled lesion-level AUCs (``lesion_auc_pooled.tsv``) join each method's
+    row as ``pooled_lesion_auc_*`` and ``n_lesions``.
+    """
+    rows = _read_tsv(Path(evaluation_dir) / "evaluation_summary.tsv")
+    pooled = {r["method"]: r for r in _read_tsv(Path(evaluation_dir) / "lesion_auc_pooled.tsv")}
+    for row in rows:
+        extra = pooled.get(row.get("method"), {})
+        row.update({("pooled_" + k if k.startswith("lesion_auc_") else k): v
+                    for k, v in extra.items() if k != "method"})
+    return rows
+
+
+def comparison_tests(evaluation_dir: Path) -> list[dict]:
+    """The rows of ``paired_tests.tsv`` the card cites (its compared pairs, PSNR and lesion AUC)."""
+    pairs = {(method, baseline) for method, baseline, _ in _COMPARED}
+    return [r for r in _read_tsv(Path(evaluation_dir) / "paired_tests.tsv")
+            if (r.get("method"), r.get("baseline")) in pairs and r.get("measure") in ("psnr", "auc_combined")]
 
 
 _TEXT_COLUMNS = ("method", "measure", "baseline")
@@ -43,21 +60,50 @@ def _read_tsv(path: Path) -> list[dict]:
     return out
 
 
+_CARD_MEASURES = [
+    ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("mse", "MSE", "{:.3e}"),
+    ("auc_proximal", "AUC proximal", "{:.3f}"), ("auc_distal", "AUC distal", "{:.3f}"),
+    ("auc_combined", "Lesion AUC (combined)", "{:.3f}"),
+    ("lesion_auc_proximal", "Lesion-level AUC proximal", "{:.3f}"),
+    ("lesion_auc_distal", "Lesion-level AUC distal", "{:.3f}"),
+    ("lesion_auc_combined", "Lesion-level AUC combined", "{:.3f}"),
+]
+"""Columns of the card's table (those no row has, other than the first four, are left out)."""
+_ALWAYS = ("psnr", "ssim", "mse", "auc_combined")
+
+
+def _cell(value, sd, spec: str) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return spec.format(value) + ("" if sd is None or sd != sd else " ± " + spec.format(sd))
+
+
 def _metric_table(rows: list[dict]) -> str:
-    measures = [("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("mse", "MSE", "{:.3e}"),
-                ("auc_combined", "Lesion AUC (combined)", "{:.3f}")]
+    """Every method's row, every measure it has: the whole evaluation table (issue 16)."""
+    measures = [m for m in _CARD_MEASURES if m[0] in _ALWAYS or any(f"{m[0]}_mean" in r for r in rows)]
     lines = ["| Method | " + " | ".join(m[1] for m in measures) + " |",
              "|---" * (len(measures) + 1) + "|"]
     for row in rows:
-        cells = []
-        for key, _, spec in measures:
-            mean, sd = row.get(f"{key}_mean"), row.get(f"{key}_sd")
-            if mean is None or mean != mean:
-                cells.append("n/a")
-            else:
-                cells.append(spec.format(mean) + ("" if sd is None or sd != sd else " ± " + spec.format(sd)))
+        cells = [_cell(row.get(f"{key}_mean"), row.get(f"{key}_sd"), spec) for key, _, spec in measures]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    lines += ["", _method_legend(rows)]
+    pooled = [r for r in rows if r.get("n_lesions")]
+    if pooled:
+        names = ("proximal", "distal", "combined")
+        lines += ["", "Lesion-level AUC over every held-out lesion together:", "",
+                  "| Method | Lesions | " + " | ".join(f"Lesion-level AUC {n}" for n in names) + " |",
+                  "|---" * (len(names) + 2) + "|"]
+        lines += [f"| {r['method']} | {int(r['n_lesions'])} | "
+                  + " | ".join(_cell(r.get(f"pooled_lesion_auc_{n}"), None, "{:.3f}") for n in names) + " |"
+                  for r in pooled]
     return "\n".join(lines)
+
+
+def _method_legend(rows: list[dict]) -> str:
+    """What each row is, in one line (the evaluation page's labels)."""
+    from demist_bids.evaluation.report import METHOD_LABELS
+
+    return "Rows: " + "; ".join(f"`{r['method']}` {METHOD_LABELS.get(r['method'], r['method'])}" for r in rows) + "."
 
 
 def render_model_card(config: dict) -> str:
@@ -91,6 +137,8 @@ def render_model_card(config: dict) -> str:
     ]
     rows = card.get("cross_validation") or []
     lines.append(_metric_table(rows) if rows else "No cross-validation was run (one fold).")
+    if rows:
+        lines += [""] + _against_linear(rows, card.get("cross_validation_tests") or [])
     lines += ["", f"demist version {config.get('demist_version', '?')}", ""]
     external = card.get("external_validation") or []
     for entry in [external] if isinstance(external, dict) else external:
@@ -102,31 +150,43 @@ def render_model_card(config: dict) -> str:
     return "\n".join(lines)
 
 
+_COMPARED = (("demist", "linear", "DEMIST minus the linear baseline"),
+             ("demist", "unet-regressor", "DEMIST minus the U-Net regressor"),
+             ("demist", "no-diffusion", "DEMIST minus no diffusion (the PSR decoder on z_c)"),
+             ("demist", "backbone-only", "DEMIST minus its backbone alone (streams off)"),
+             ("demist-paper", "no-diffusion", "DEMIST with the paper's sampler minus no diffusion"))
+"""The differences the card spells out: against what a user would use instead, and where the quality comes from."""
+
+
 def _against_linear(rows: list[dict], paired: list[dict] = ()) -> list[str]:
-    """One plain sentence: DEMIST minus the linear baseline on PSNR and lesion AUC.
+    """Plain sentences: DEMIST minus each baseline on PSNR and lesion AUC (see ``_COMPARED``).
 
     With the evaluation's paired tests, each difference carries its scan-paired
     Wilcoxon p-value, so "better" can be read as a claim with its evidence.
     """
     by_method = {row.get("method"): row for row in rows}
-    demist, linear = by_method.get("demist"), by_method.get("linear")
-    if not demist or not linear:
-        return []
-    tests = {row.get("measure"): row for row in paired
-             if row.get("method") == "demist" and row.get("baseline") == "linear"}
-    parts = []
-    for key, name, unit in (("psnr", "PSNR", " dB"), ("auc_combined", "lesion AUC", "")):
-        try:
-            diff = float(demist[f"{key}_mean"]) - float(linear[f"{key}_mean"])
-        except (KeyError, TypeError, ValueError):
+    lines = []
+    for method, baseline, label in _COMPARED:
+        first, second = by_method.get(method), by_method.get(baseline)
+        if not first or not second:
             continue
-        if diff == diff:  # not NaN
-            text = f"{name} {diff:+.3f}{unit} ({'better' if diff > 0 else 'worse'}"
-            test = tests.get(key)
-            if test and test.get("wilcoxon_p") is not None:
-                text += f"; paired Wilcoxon p = {float(test['wilcoxon_p']):.3g} over {int(test['n_scans'])} scans"
-            parts.append(text + ")")
-    return [f"DEMIST minus the linear baseline: {', '.join(parts)}.", ""] if parts else []
+        tests = {row.get("measure"): row for row in paired
+                 if row.get("method") == method and row.get("baseline") == baseline}
+        parts = []
+        for key, name, unit in (("psnr", "PSNR", " dB"), ("auc_combined", "lesion AUC", "")):
+            try:
+                diff = float(first[f"{key}_mean"]) - float(second[f"{key}_mean"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if diff == diff:  # not NaN
+                text = f"{name} {diff:+.3f}{unit} ({'better' if diff > 0 else 'worse'}"
+                test = tests.get(key)
+                if test and test.get("wilcoxon_p") is not None:
+                    text += f"; paired Wilcoxon p = {float(test['wilcoxon_p']):.3g} over {int(test['n_scans'])} scans"
+                parts.append(text + ")")
+        if parts:
+            lines += [f"{label}: {', '.join(parts)}.", ""]
+    return lines
 
 
 def _sampler_line(config: dict) -> str:
@@ -172,7 +232,7 @@ def append_external_validation(model_dir: Path, summary_tsv: Path, cohort: str) 
     previous = [previous] if isinstance(previous, dict) else list(previous)
     entry = {
         "cohort": cohort, "rows": evaluation_summary(Path(summary_tsv).parent),
-        "paired_tests": _read_tsv(Path(summary_tsv).parent / "paired_tests.tsv"),
+        "paired_tests": comparison_tests(Path(summary_tsv).parent),
     }
     config.card = {**config.card,
                    "external_validation": [e for e in previous if e.get("cohort") != cohort] + [entry]}

@@ -5,7 +5,8 @@ Output layout (``OUTPUT_DIR``)::
     folds.tsv                        subject -> held-out fold (seeded, reused on resume)
     cohort.json                      the preprocessed training files per scan
     training/fold-<k>/<stage>/       checkpoint.pt, log.csv, done.json per stage
-    training/fold-<k>/models/<m>/    DEMIST and its ablations for fold k (model format)
+    training/fold-<k>/models/<m>/    DEMIST and its ablations for fold k (model format), and
+                                     unet-regressor/, the U-Net baseline (regressor stage)
     training/all/...                 the final model's stages, trained on every subject
     evaluation/                      TSVs, evaluation.html (Table 1, ROC curves)
     model/                           the final model (config.json + safetensors, README.md card)
@@ -159,6 +160,7 @@ class CohortTrainer:
             self.recipe.latent_standardization = "scalar"
         self.stages = selected_stages(config.train.stage)
         self.seed = int(config.seeds.master)
+        self._eval_notes: list[str] = []
 
     # -- data ----------------------------------------------------------------------
     def _load(self):
@@ -246,7 +248,11 @@ class CohortTrainer:
                                seed=self.seed + max(fold, 0) * 1000, rank=self.ctx.rank)
         LOGGER.info("%s: %d training scans, psr_scale %.4f", fold_dir.name, len(train_volumes), psr_scale)
         methods = METHODS if fold >= 0 else ("demist",)
-        if not self.stages & set(STAGES):  # --stage eval: the fold's models exist already
+        if fold >= 0 and "regressor" in self.stages:  # the baseline of the evaluation only
+            self._train_regressor(fold_dir, sampler, psr_scale)
+        if not self.stages & set(STAGES) - {"regressor"}:  # --stage eval: the fold's models exist already
+            if "eval" not in self.stages:
+                return None
             models = {m: self._diffusion_model(m, None, fold_dir, sampler) for m in methods}
             return self._evaluate_fold(fold, models) if fold >= 0 and self.ctx.is_main else models
         torch.manual_seed(self.seed + fold)
@@ -264,7 +270,7 @@ class CohortTrainer:
 
         autoencoders = {"psr_autoencoder": foundation.psr_autoencoder,
                         "cond_autoencoder": foundation.cond_autoencoder}
-        later = self.stages - {"ae"}
+        later = self.stages - {"ae", "regressor"}
         if self.config.train.autoencoders_from is not None:
             self._reuse_autoencoders(foundation, fold_dir, sampler)
         else:
@@ -338,50 +344,59 @@ class CohortTrainer:
             save_model(model, model_dir, card=self._card(fold_dir.name, method))
         return model
 
+    def _train_regressor(self, fold_dir: Path, sampler, psr_scale: float) -> None:
+        """The U-Net baseline on the fold's patches, saved as ``models/unet-regressor``."""
+        import torch
+
+        from demist_bids.training.stages import fit_regressor
+
+        torch.manual_seed(self.seed + 100 * (fold_index(fold_dir) + 1) + len(METHODS))
+        fit_regressor(self._run_args(fold_dir / "regressor", "regressor", sampler), psr_scale,
+                      fold_dir / "models" / "unet-regressor", save=self.ctx.is_main)
+
     # -- evaluation and export --------------------------------------------------------------
-    def _synthesizer(self, model):
-        from demist_bids.inference.sampler import synthesize
+    def _eval_sampler(self):
+        from demist_bids.evaluation.methods import SamplerChoice
 
-        def run(cond):
-            result = synthesize(
-                model, cond, sampler=self.recipe.eval_sampler, steps=self.recipe.eval_steps,
-                samples=self.recipe.eval_samples, seed=self.seed, device=str(self.device),
-                start=self.recipe.eval_start, precision=self.recipe.eval_precision,
-            )
-            return result.mean
-
-        return run
+        r = self.recipe
+        return SamplerChoice(r.eval_sampler, r.eval_steps, r.eval_start, r.eval_samples, r.eval_precision)
 
     def _evaluate_fold(self, fold: int, models: dict):
+        """Every row of the table on the fold's held-out scans (:mod:`demist_bids.evaluation.methods`)."""
         from demist_bids.evaluation.crossval import evaluate_fold
         from demist_bids.evaluation.linear_baseline import fit_linear_psr
+        from demist_bids.evaluation.methods import demist_rows, diffusion_synthesizer
 
         train = self._volumes_of(self.folds.training(fold))
         held_out = self._volumes_of(self.folds.held_out(fold))
         linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
         psr_scale = next(iter(models.values())).config.psr_scale
-        synthesizers = {m: self._synthesizer(model) for m, model in models.items()}
-        return evaluate_fold(fold, held_out, synthesizers, linear, psr_scale)
+        device, choice = str(self.device), self._eval_sampler()
+        rows = demist_rows(models["demist"], choice, seed=self.seed, device=device,
+                           regressor_dir=self._fold_dir(fold) / "models" / "unet-regressor")
+        self._eval_notes = rows.notes
+        synthesizers = {m: diffusion_synthesizer(model, choice, seed=self.seed, device=device)
+                        for m, model in models.items() if m != "demist"}
+        return evaluate_fold(fold, held_out, {**rows.synthesizers, **synthesizers}, linear, psr_scale,
+                             references=rows.references)
 
     def _write_evaluation(self, evaluations) -> None:
-        import numpy as np
+        import html
+
         import pandas as pd
 
+        from demist_bids.evaluation.crossval import pool_evaluations
         from demist_bids.evaluation.report import write_evaluation
 
-        rows = [row for ev in evaluations if ev is not None for row in ev.rows]
+        rows, roc, medians = pool_evaluations(evaluations)
         if not rows:
             return
-        roc: dict = {}
-        for ev in evaluations:
-            for method, (pos, neg) in (ev.pooled_roc() if ev else {}).items():
-                old = roc.get(method, (np.empty(0), np.empty(0)))
-                roc[method] = (np.r_[old[0], pos], np.r_[old[1], neg])
-        notes = (f"<p>Preset {self.config.train.preset}, {self.config.train.folds} folds, seed "
-                 f"{self.seed}, sampler {self.recipe.eval_sampler} with {self.recipe.eval_steps} steps"
-                 + (f" from the conditioning latent noised to {self.recipe.eval_start:g}"
-                    if self.recipe.eval_start < 1 else " from pure noise") + ".</p>")
-        paths = write_evaluation(pd.DataFrame(rows), roc, self.out_dir / "evaluation", notes=notes)
+        notes = (f"<p>Preset {self.config.train.preset}, {self.config.train.folds} folds, seed {self.seed}. "
+                 + html.escape(" ".join(self._eval_notes))
+                 + " The U-Net regressor, the ablations and DEMIST were trained on the same patches of "
+                 "each fold's training subjects.</p>")
+        paths = write_evaluation(pd.DataFrame(rows), roc, self.out_dir / "evaluation", notes=notes,
+                                 lesion_medians=medians)
         LOGGER.info("Evaluation written to %s", paths["html"])
 
     def _card(self, scope: str, method: str) -> dict:
@@ -413,10 +428,11 @@ class CohortTrainer:
 
     def _export(self, model) -> None:
         from demist_bids.models.io import save_model
-        from demist_bids.training.model_card import evaluation_summary, write_model_card
+        from demist_bids.training.model_card import comparison_tests, evaluation_summary, write_model_card
 
         card = self._card("all", "demist")
         card["cross_validation"] = evaluation_summary(self.out_dir / "evaluation")
+        card["cross_validation_tests"] = comparison_tests(self.out_dir / "evaluation")
         target = self.out_dir / "model"
         save_model(model, target, card=card)
         write_model_card(target)

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from demist_bids.evaluation.crossval import brain_box, evaluate_fold, synthesize_in_brain_box
+from demist_bids.evaluation.crossval import (brain_box, evaluate_fold, pool_evaluations, pooled_lesion_auc,
+                                             synthesize_in_brain_box)
 from demist_bids.evaluation.linear_baseline import LinearPSRModel
 from demist_bids.training.volumes import TrainingVolume
 
@@ -47,3 +48,32 @@ def test_evaluate_fold_rows_and_rocs():
     assert "psnr" not in measured and measured["auc_proximal"] == 1.0
     roc = result.pooled_roc()
     assert set(roc) == {"measured", "linear", "demist"} and roc["demist"][1].size == 2 * 27
+
+
+def test_reference_methods_see_the_scan_and_lesion_level_aucs_are_recorded():
+    volumes = [_volume("sub-1"), _volume("sub-2")]
+    no_lesion = _volume("sub-3")
+    no_lesion.lesion[:] = False
+    seen = []
+
+    def ceiling(volume):  # a reference method gets the whole held-out scan, measured map included
+        seen.append(volume.name)
+        return volume.psr
+
+    flat = lambda cond: np.full(cond.shape[1:], 0.15, np.float32)  # noqa: E731 - no contrast at all
+    linear = LinearPSRModel(0.0, 0.2, 0.0)
+    result = evaluate_fold(0, [*volumes, no_lesion], {"flat": flat}, linear, 0.2, references={"ae-ceiling": ceiling})
+    assert seen == ["sub-1", "sub-2", "sub-3"]
+    rows = {(r["method"], r["bids_name"]): r for r in result.rows}
+    ceiling_row = rows[("ae-ceiling", "sub-1")]
+    assert ceiling_row["psnr"] == float("inf") and ceiling_row["lesion_auc_combined"] == 1.0
+    assert ceiling_row["n_lesions"] == 1
+    assert rows[("measured", "sub-1")]["lesion_auc_proximal"] == 1.0  # the measured map's own, beside
+    assert rows[("flat", "sub-1")]["lesion_auc_combined"] == 0.5
+    assert all(np.isnan(rows[(m, "sub-3")]["lesion_auc_combined"]) for m in ("measured", "flat", "ae-ceiling"))
+    # pooled over scans and folds: one lesion per lesioned scan, two folds
+    rows_all, roc, medians = pool_evaluations([result, None, result])
+    assert len(rows_all) == 2 * len(result.rows) and set(roc) == {"measured", "linear", "flat", "ae-ceiling"}
+    pooled = {r["method"]: r for r in pooled_lesion_auc(medians)}
+    assert pooled["ae-ceiling"]["n_lesions"] == 4 and pooled["ae-ceiling"]["lesion_auc_combined"] == 1.0
+    assert pooled["flat"]["lesion_auc_distal"] == 0.5

@@ -33,16 +33,26 @@ def test_each_test_cohort_is_scored_from_its_own_cache(cohorts, capsys):
     from demist_bids.evaluation.external import main
 
     root, model = cohorts
-    common = ["--model", str(model), "--train-bids", str(root / "train_bids"), "--work", str(root / "work")]
+    common = ["--model", str(model), "--train-bids", str(root / "train_bids"), "--work", str(root / "work"),
+              "--regressor", str(root / "regressor")]
     assert main([*common, "--test-bids", str(root / "test_a"), "--out", str(root / "out_a"),
-                 "--test-cache", "preproc_a"]) == 0
+                 "--test-cache", "preproc_a", "--train-regressor"]) == 0
     first = pd.read_csv(root / "out_a" / "evaluation_scans.tsv", sep="\t")
     cached = sorted(p.name for p in (root / "work" / "preproc_a").iterdir())
+    assert (root / "regressor" / "regressor.json").exists()  # trained on the training cohort, then reused
 
     assert main([*common, "--test-bids", str(root / "test_b"), "--out", str(root / "out_b"),
                  "--test-cache", "preproc_b"]) == 0
     second = pd.read_csv(root / "out_b" / "evaluation_scans.tsv", sep="\t")
-    assert {"demist", "linear"} <= set(first.method) and {"demist", "linear"} <= set(second.method)
+    # every row of the cross-validation table that one model file can give (no ablations)
+    rows = {"linear", "unet-regressor", "no-diffusion", "backbone-only", "demist", "demist-paper",
+            "ae-ceiling", "measured"}
+    assert set(first.method) == rows and set(second.method) == rows
+    assert {"lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined"} <= set(first.columns)
+    assert first.psnr.notna().sum() == len(rows) - 1  # every row but the measured map is an image
+    page = (root / "out_a" / "evaluation.html").read_text()
+    assert "paper&#x27;s sampler" in page and "Lesion-level AUC" in page
+    assert (root / "out_a" / "lesion_auc_pooled.tsv").exists()
     assert first.bids_name.nunique() == 1 and second.bids_name.nunique() == 2
     assert sorted(p.name for p in (root / "work" / "preproc_a").iterdir()) == cached
     assert "demist" in capsys.readouterr().out  # the per-method means close the output

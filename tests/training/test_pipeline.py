@@ -44,10 +44,25 @@ def test_train_two_folds_then_eval_stage_alone(cohort):
     assert run_train(_config(root, recipe, folds=2)) == 0
     out = root / "out"
     folds = pd.read_csv(out / "evaluation" / "evaluation.tsv", sep="\t")
-    methods = {"linear", "ftldm", "controlnet", "lora", "demist", "measured"}
+    # Table 1 and where the quality comes from (issue 16): baselines, DEMIST's parts, both samplers, ceilings
+    methods = {"linear", "unet-regressor", "no-diffusion", "backbone-only", "ftldm", "controlnet", "lora",
+               "demist", "demist-paper", "ae-ceiling", "measured"}
     assert set(folds.method) == methods
     assert folds.groupby("method").size().eq(2).all()  # a row per method and fold
-    assert (out / "evaluation" / "evaluation.html").read_text().count("<tr>") >= len(methods)
+    assert {"lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined", "auc_combined"} <= set(folds)
+    page = (out / "evaluation" / "evaluation.html").read_text()
+    from demist_bids.evaluation.report import METHOD_LABELS
+
+    assert all(METHOD_LABELS[m].replace("'", "&#x27;") in page for m in methods)
+    assert page.count("<tr>") >= len(methods) and "Lesion-level AUC" in page
+    pooled = pd.read_csv(out / "evaluation" / "lesion_auc_pooled.tsv", sep="\t")
+    assert set(pooled.method) == methods and (pooled.n_lesions > 0).all()
+    # the regressor trained per fold, beside the diffusion methods, and not for the final model
+    assert (out / "training" / "fold-0" / "models" / "unet-regressor" / "regressor.json").exists()
+    assert (out / "training" / "fold-1" / "regressor" / "done.json").exists()
+    assert not (out / "training" / "all" / "regressor").exists()
+    card_text = (out / "model" / "README.md").read_text()
+    assert all(f"| {m} |" in card_text for m in methods) and "DEMIST minus no diffusion" in card_text
     assert "assignment" in json.loads((out / "model" / "config.json").read_text())["card"]["folds"]
     model = load_model(out / "model")
     assert model.config.card["training_data"]["synthetic"] is True

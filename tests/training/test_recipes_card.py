@@ -67,3 +67,38 @@ def test_card_rendering(tmp_path):
     assert text.count("## External validation") == 2 and text.index("cohort X") < text.index("cohort Y")
     assert "| demist | 22.25 |" in text and text.count("| demist | 19.75 |") == 1
     json.dumps(config)
+
+
+def test_card_shows_the_whole_table(tmp_path):
+    """Every method's row, every measure (voxel-wise and lesion-level AUCs), the pooled lesions, the differences."""
+    from demist_bids.models.config import preset
+    from demist_bids.training.model_card import comparison_tests, evaluation_summary
+
+    methods = ["linear", "unet-regressor", "no-diffusion", "backbone-only", "ftldm", "controlnet", "lora",
+               "demist", "demist-paper", "ae-ceiling", "measured"]
+    measures = ["psnr", "ssim", "mse", "auc_proximal", "auc_distal", "auc_combined",
+                "lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined"]
+    header = "method\t" + "\t".join(f"{m}_mean\t{m}_sd" for m in measures) + "\tn_folds\n"
+    body = "".join(f"{m}\t" + "\t".join(f"{20 + i}\tn/a" for _ in measures) + "\t2\n" for i, m in enumerate(methods))
+    (tmp_path / "evaluation_summary.tsv").write_text(header + body)
+    (tmp_path / "lesion_auc_pooled.tsv").write_text(
+        "method\tn_lesions\tlesion_auc_proximal\tlesion_auc_distal\tlesion_auc_combined\n"
+        "demist\t12\t0.9\t0.8\t0.85\nno-diffusion\t12\t0.95\t0.9\t0.925\n")
+    (tmp_path / "paired_tests.tsv").write_text(
+        "measure\tmethod\tbaseline\tn_scans\tmean_difference\twilcoxon_p\tttest_p\n"
+        "psnr\tdemist\tno-diffusion\t6\t1.0\t0.03125\t0.01\nssim\tdemist\tno-diffusion\t6\t0.1\t0.5\t0.5\n"
+        "psnr\tdemist\tftldm\t6\t1.0\t0.03125\t0.01\n")
+    config = preset("small").to_dict()
+    config["card"] = {"cross_validation": evaluation_summary(tmp_path),
+                      "cross_validation_tests": comparison_tests(tmp_path)}
+    assert [(t["baseline"], t["measure"]) for t in config["card"]["cross_validation_tests"]] == [
+        ("no-diffusion", "psnr")]
+    text = render_model_card(config)
+    for i, method in enumerate(methods):
+        assert f"| {method} | {20 + i:.2f} |" in text and f"`{method}`" in text
+    assert text.count("Lesion-level AUC combined") == 2  # the table's column and the pooled table's
+    assert "| demist | 12 | 0.900 | 0.800 | 0.850 |" in text and "| no-diffusion | 12 | 0.950 |" in text
+    assert ("DEMIST minus no diffusion (the PSR decoder on z_c): PSNR +5.000 dB (better; paired "
+            "Wilcoxon p = 0.0312 over 6 scans)") in text
+    assert "DEMIST with the paper's sampler minus no diffusion: PSNR +6.000 dB (better)" in text
+    json.dumps(config)
