@@ -5,6 +5,8 @@ Order of work, so that a run that fails early leaves nothing behind but its log:
 2. make sure the output directory can be written (73), start the log file in
    ``OUTPUT_DIR/logs/`` and save the run's configuration there;
 3. hand over to the analysis level (participant, group, train).
+
+``demist-synth`` (:mod:`demist_bids.cli.synth`) ends here too, with the same codes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from demist_bids.exceptions import DemistError, OutputNotWritableError
@@ -71,31 +74,54 @@ def _dispatch(config) -> int:
     return run_train(config)
 
 
+def _guarded(prog: str, work: Callable[[], int]) -> int:
+    """Run ``work``; a :class:`DemistError` becomes its exit code with a one-line message."""
+    try:
+        return work()
+    except DemistError as exc:
+        LOGGER.error("%s: error: %s", prog, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        LOGGER.error("%s: interrupted", prog)
+        return 130
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run demist and return the exit status (BIDS execution-spec codes)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     _configure_console(0)
     from demist_bids.cli.parser import parse_args
 
-    try:
+    def work() -> int:
         config = parse_args(argv)
-    except DemistError as exc:
-        LOGGER.error("demist: error: %s", exc)
-        return exc.exit_code
-    _configure_console(config.execution.verbosity)
-    try:
+        _configure_console(config.execution.verbosity)
         log_file = prepare_output(config)
         LOGGER.info("demist %s level, run %s; log: %s",
                     config.execution.analysis_level, config.execution.run_uuid, log_file)
         return _dispatch(config)
-    except DemistError as exc:
-        LOGGER.error("demist: error: %s", exc)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        LOGGER.error("demist: interrupted")
-        return 130
+
+    return _guarded("demist", work)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     sys.exit(run(argv))
+
+
+def synth(argv: list[str] | None = None) -> int:
+    """Run ``demist-synth`` (:mod:`demist_bids.cli.synth`) and return its exit status."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    _configure_console(0)
+    from demist_bids.cli.synth import build_parser, run_synth
+
+    def work() -> int:
+        args = build_parser().parse_args(argv)
+        _configure_console(args.verbose)
+        return run_synth(args)
+
+    return _guarded("demist-synth", work)
+
+
+def main_synth(argv: list[str] | None = None) -> None:
+    """``demist-synth`` console-script entry point."""
+    sys.exit(synth(argv))
