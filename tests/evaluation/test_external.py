@@ -18,9 +18,9 @@ def cohorts(tmp_path_factory):
     from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
 
     root = tmp_path_factory.mktemp("external")
-    generate_cohort(root / "train_bids", subjects=2, seed=3, scale=0.45, control_fraction=0.0)
-    generate_cohort(root / "test_a", subjects=1, seed=4, scale=0.45, control_fraction=0.0)
-    generate_cohort(root / "test_b", subjects=2, seed=6, scale=0.45, control_fraction=0.0)
+    generate_cohort(root / "train_bids", subjects=2, seed=3, scale=0.35, control_fraction=0.0)
+    generate_cohort(root / "test_a", subjects=1, seed=4, scale=0.35, control_fraction=0.0)
+    generate_cohort(root / "test_b", subjects=2, seed=6, scale=0.35, control_fraction=0.0)
     torch.manual_seed(0)
     model = build_model(tiny_config(psr_scale=0.3, sampling={"sampler": "ddim", "steps": 2}))
     pretend_pretrained(model)
