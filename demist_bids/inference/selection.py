@@ -71,6 +71,7 @@ def record_choice(config: ModelConfig, choice: SamplerTrial, reference: SamplerT
         **updated.card,
         "sampler_benchmark": {
             "reference": reference.label,
+            "reference_is_paper": reference.sampler == "ddpm" and reference.steps == 1000 and reference.start >= 1,
             "reference_psnr_truth_db": round(reference.psnr_truth, 3),
             "choice_psnr_truth_db": round(choice.psnr_truth, 3),
             "choice": choice.label,

@@ -149,7 +149,10 @@ class SamplingConfig:
     steps: int = 50
     """Number of sampling steps."""
     validated: bool = False
-    """True once a benchmark showed this choice within 0.3 dB of 1000-step DDPM."""
+    """True once ``benchmarks/sampler_speed.py --write-choice`` found this option within 0.3 dB
+    (PSNR against the true PSR) of its DDPM reference; which reference that was (the paper's
+    DDPM-1000 from pure noise, or DDPM over the same timesteps from the same start) is recorded
+    in ``card["sampler_benchmark"]``."""
     distilled_steps: int = 0
     """On a distilled student: the DDIM step count its streams were distilled for (0: not a student)."""
     precision: str = "auto"

@@ -13,7 +13,9 @@ from demist_bids.models.io import read_model_config, save_model, write_model_con
 from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sampler_speed.py"
-LAST_LINE = re.compile(r"^speedup=[0-9.]+ psnr_drop_db=-?[0-9.]+ peak_mem_gb=[0-9.]+$")
+LAST_LINE = re.compile(
+    r"^speedup=[0-9.]+ psnr_drop_db=-?[0-9.]+ peak_mem_gb=[0-9.]+ reference_psnr_db=-?[0-9.]+ option=\S+$"
+)
 
 
 def test_benchmark_runs_every_option_and_ends_with_the_summary_line(tmp_path):
