@@ -81,6 +81,13 @@ def test_train_two_folds_then_eval_stage_alone(cohort):
     assert checkpoint.stat().st_mtime_ns == before
     assert len(pd.read_csv(out / "evaluation" / "evaluation.tsv", sep="\t")) == len(folds)
 
+    # --stage regressor alone: retrains the U-Net baseline of each fold and nothing else.
+    regressor = out / "training" / "fold-0" / "models" / "unet-regressor" / "regressor.safetensors"
+    old_regressor = regressor.stat().st_mtime_ns
+    assert run_train(_config(root, recipe, folds=2, stage="regressor")) == 0
+    assert regressor.stat().st_mtime_ns != old_regressor and checkpoint.stat().st_mtime_ns == before
+    assert not (out / "training" / "all" / "regressor").exists()
+
 
 def test_no_psr_maps_is_a_missing_input(cohort, tmp_path):
     import shutil
