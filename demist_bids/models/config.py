@@ -102,6 +102,8 @@ class StreamsConfig:
     """ControlNet copy of the encoder fed the conditioning latent."""
     adaptive: bool = True
     """LoRA on Q, K, V (peft) and O (added low-rank delta) of every self-attention."""
+    hint_layers: int = 0
+    """3x3x3 convolutions of the ControlNet's hint path before its zero gate (0: the gate alone)."""
     token_grid: list[int] = field(default_factory=lambda: [4, 4, 4])
     """Pooling grid of the semantic tokens (N = product)."""
     token_dim: int = 256

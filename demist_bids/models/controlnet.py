@@ -22,16 +22,27 @@ __all__ = ["LatentHintEmbedding", "build_controlnet", "copy_encoder_weights"]
 
 
 class LatentHintEmbedding(nn.Module):
-    """Zero-initialised 1x1x1 convolution from the conditioning latent to the first feature width.
+    """Conditioning latent to the first feature width, ending in a zero-initialised 1x1x1 convolution.
+
+    With ``hidden_layers`` > 0, that many 3x3x3 convolutions (SiLU) come first, as in
+    ControlNet's own hint encoder: a single 1x1x1 map only rescales z_c's channels, while
+    the streams must turn z_c into features the frozen encoder copy can use.
 
     Args:
         latent_channels: channels L of the conditioning latent.
         out_channels: channels of the UNet's first level.
+        hidden_layers: 3x3x3 convolutions before the zero gate (0: the gate alone).
     """
 
-    def __init__(self, latent_channels: int, out_channels: int) -> None:
+    def __init__(self, latent_channels: int, out_channels: int, hidden_layers: int = 0) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(latent_channels, out_channels, kernel_size=1)
+        layers: list[nn.Module] = []
+        width = latent_channels
+        for _ in range(hidden_layers):
+            layers += [nn.Conv3d(width, out_channels, kernel_size=3, padding=1), nn.SiLU()]
+            width = out_channels
+        self.hidden = nn.Sequential(*layers)
+        self.conv = nn.Conv3d(width, out_channels, kernel_size=1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
@@ -42,10 +53,10 @@ class LatentHintEmbedding(nn.Module):
         Returns:
             B x channels[0] x h x w x d.
         """
-        return self.conv(z_c)
+        return self.conv(self.hidden(z_c))
 
 
-def build_controlnet(config: UNetConfig, latent_channels: int) -> ControlNet:
+def build_controlnet(config: UNetConfig, latent_channels: int, hint_layers: int = 0) -> ControlNet:
     """A ControlNet matching the backbone, with a latent-resolution hint embedding.
 
     Call :func:`copy_encoder_weights` afterwards to start it from the backbone.
@@ -55,7 +66,7 @@ def build_controlnet(config: UNetConfig, latent_channels: int) -> ControlNet:
         conditioning_embedding_num_channels=(config.channels[0],),
         **unet_arguments(config, latent_channels),
     )
-    controlnet.controlnet_cond_embedding = LatentHintEmbedding(latent_channels, config.channels[0])
+    controlnet.controlnet_cond_embedding = LatentHintEmbedding(latent_channels, config.channels[0], hint_layers)
     return controlnet
 
 

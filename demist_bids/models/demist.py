@@ -68,7 +68,7 @@ class DemistModel(nn.Module):
             )
         self.controlnet: ControlNet | None = None
         if streams.spatial:
-            self.controlnet = build_controlnet(config.unet, latent)
+            self.controlnet = build_controlnet(config.unet, latent, streams.hint_layers)
         if streams.adaptive:
             attach_lora(self.backbone, streams.lora_rank, streams.lora_alpha)
         self.sync_controlnet_from_backbone()
@@ -99,7 +99,8 @@ class DemistModel(nn.Module):
         gates = []
         if self.controlnet is not None:
             gates += [p for name, p in self.controlnet.named_parameters()
-                      if name.startswith(("controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block"))]
+                      if name.startswith(("controlnet_cond_embedding.conv.", "controlnet_down_blocks",
+                                          "controlnet_mid_block"))]
         if self.semantic is not None:
             gates += [p for name, p in self.semantic.named_parameters() if ".out_proj." in name]
         return gates

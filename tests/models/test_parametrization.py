@@ -93,3 +93,22 @@ def test_cosine_rate_scales_each_group():
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 1e-2])
     cosine_learning_rate([optimizer], 1e-3, 100, 100)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-5, 5e-4])
+
+
+def test_hint_layers_keep_the_zero_start_and_train():
+    from tests.models.tiny import pretend_trained_streams
+
+    model = build_model(tiny_config("full", streams={"hint_layers": 2}))
+    pretend_pretrained(model)
+    hint = model.controlnet.controlnet_cond_embedding
+    assert len(hint.hidden) == 4  # two 3x3x3 convolutions with their activations
+    z = torch.randn((1, 8, 4, 4, 4), generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([600])
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_noise(z, t, z), model.backbone_noise(z, t))  # still the backbone
+    gates = {id(p) for p in model.gate_parameters()}
+    assert all(id(p) not in gates for p in hint.hidden.parameters())  # hidden layers are not gates
+    assert all(p.requires_grad for p in hint.hidden.parameters())
+    pretend_trained_streams(model)
+    with torch.no_grad():
+        assert not torch.allclose(model.predict_noise(z, t, z), model.predict_noise(z, t, z.flip(2)))
