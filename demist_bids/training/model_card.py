@@ -62,8 +62,8 @@ def _read_tsv(path: Path) -> list[dict]:
 
 _CARD_MEASURES = [
     ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("mse", "MSE", "{:.3e}"),
-    ("auc_proximal", "AUC proximal", "{:.3f}"), ("auc_distal", "AUC distal", "{:.3f}"),
-    ("auc_combined", "Lesion AUC (combined)", "{:.3f}"),
+    ("auc_proximal", "Voxel AUC proximal", "{:.3f}"), ("auc_distal", "Voxel AUC distal", "{:.3f}"),
+    ("auc_combined", "Voxel AUC combined", "{:.3f}"),
     ("lesion_auc_proximal", "Lesion-level AUC proximal", "{:.3f}"),
     ("lesion_auc_distal", "Lesion-level AUC distal", "{:.3f}"),
     ("lesion_auc_combined", "Lesion-level AUC combined", "{:.3f}"),
@@ -86,7 +86,9 @@ def _metric_table(rows: list[dict]) -> str:
     for row in rows:
         cells = [_cell(row.get(f"{key}_mean"), row.get(f"{key}_sd"), spec) for key, _, spec in measures]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
-    lines += ["", _method_legend(rows)]
+    lines += ["", "Voxel AUC: PSR separating NAWM voxels from lesion voxels; lesion-level AUC: each lesion's "
+              "median PSR against the medians of its own proximal and contralateral NAWM (the paper's).",
+              "", _method_legend(rows)]
     pooled = [r for r in rows if r.get("n_lesions")]
     if pooled:
         names = ("proximal", "distal", "combined")
