@@ -77,3 +77,25 @@ def test_reference_methods_see_the_scan_and_lesion_level_aucs_are_recorded():
     pooled = {r["method"]: r for r in pooled_lesion_auc(medians)}
     assert pooled["ae-ceiling"]["n_lesions"] == 4 and pooled["ae-ceiling"]["lesion_auc_combined"] == 1.0
     assert pooled["flat"]["lesion_auc_distal"] == 0.5
+
+
+def test_demist_rows_one_row_per_distinct_sampler(tmp_path):
+    from demist_bids.evaluation.methods import PAPER_SAMPLER, SamplerChoice, demist_rows
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.regressor import RegressorConfig, build_regressor, save_regressor
+    from tests.models.tiny import tiny_config
+
+    model = build_model(tiny_config(psr_scale=0.3))
+    shipped = demist_rows(model, SamplerChoice("ddim", 2, 0.15), seed=0, device="cpu")
+    assert set(shipped.synthesizers) == {"demist", "demist-paper", "backbone-only", "no-diffusion"}
+    assert set(shipped.references) == {"ae-ceiling"}
+    assert any("unet-regressor row is left out" in n for n in shipped.notes)
+    assert any("noised to 0.15" in n for n in shipped.notes)
+
+    config = RegressorConfig(features=[8, 8, 16, 16, 32, 8], patch_size=[16, 16, 16], psr_scale=0.3)
+    save_regressor(build_regressor(config), config, tmp_path / "reg")
+    paper = demist_rows(model, PAPER_SAMPLER, seed=0, device="cpu", regressor_dir=tmp_path / "reg")
+    assert "demist-paper" not in paper.synthesizers and "unet-regressor" in paper.synthesizers
+    assert any("only one row" in n for n in paper.notes)
+    cond = np.zeros((2, 20, 20, 20), np.float32)
+    assert paper.synthesizers["unet-regressor"](cond).shape == (20, 20, 20)
