@@ -97,7 +97,12 @@ def test_one_window_covering_the_volume_equals_whole(model):
     np.testing.assert_allclose(windowed.mean, whole.mean, atol=1e-5)
 
 
-def test_overlapping_windows_agree_with_whole(model):
+def test_overlapping_windows_agree_with_whole():
+    # epsilon, as the test was calibrated: with random weights a v network's output is its clean
+    # estimate at high noise, and GroupNorm over a window differs more from the whole volume
+    model = build_model(tiny_config("full", psr_scale=0.3, schedule={"prediction_type": "epsilon"}))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
     cond = _condition((48, 48, 48))
     whole = synthesize(model, cond, steps=2, window="whole")
     windowed = synthesize(model, cond, steps=2, window=(8, 8, 8))
