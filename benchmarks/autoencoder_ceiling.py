@@ -103,7 +103,7 @@ def ceilings(train_volumes, test_volumes, sizes, *, steps, seed=0):
         predictions[size] = lambda v, ae=ae, f=2 ** (len(channels) - 1): reconstruct(ae, v, psr_scale, f)
     table = {}
     for name, predict in predictions.items():
-        rows = [measure_prediction(predict(v), v, psr_scale)[0] for v in test_volumes]
+        rows = [measure_prediction(predict(v), v, psr_scale).values for v in test_volumes]
         table[name] = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in ("psnr", "ssim", "auc_combined")}
     return table
 
