@@ -115,6 +115,7 @@ def psr_metadata(*, qc: dict, synthesis: dict, static: dict,
         "Seed": synthesis.get("seed"),
         "Device": synthesis.get("device"),
         "Start": synthesis.get("start"),
+        "Guidance": synthesis.get("guidance"),
         "Precision": synthesis.get("dtype"),
         "Mode": synthesis.get("mode", synthesis.get("window")),
     }

@@ -44,9 +44,15 @@ def test_demo_outputs_validate_and_say_demo(demo):
     proc = subprocess.run(["bids-validator-deno", str(deriv)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert len(sorted(deriv.rglob("*_desc-synth_PSRmap.json"))) == 3
-    for sidecar in sorted(deriv.rglob("sub-*/anat/*.json")):  # every sidecar says DEMO
+    sidecars = sorted(deriv.rglob("sub-*/anat/*.json"))
+    model_made = [s for s in sidecars if "desc-preproc" not in s.name and "_xfm" not in s.name]
+    assert len(model_made) >= 3 * 3  # PSR map, brain mask and dseg of each subject
+    for sidecar in model_made:  # every output of the model's run says DEMO
         meta = json.loads(sidecar.read_text())
         assert meta["Model"]["IsDemo"] is True and "DEMO" in meta["Warning"]
+    for sidecar in set(sidecars) - set(model_made):  # preprocessed inputs and transforms owe nothing to it
+        meta = json.loads(sidecar.read_text())
+        assert "Model" not in meta and meta["SoftwareVersion"].startswith("demist")
     assert (deriv / "logs" / "CITATION.md").is_file()
 
 
