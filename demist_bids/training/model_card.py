@@ -132,6 +132,7 @@ def render_model_card(config: dict) -> str:
         f"- Streams: semantic={config['streams']['semantic']}, spatial={config['streams']['spatial']}, "
         f"adaptive={config['streams']['adaptive']}",
         f"- Recommended sampler: {_sampler_line(config)}",
+        *_diagnostics_section(card.get("stream_diagnostics")),
         "",
         "## Cross-validation", "",
         f"{folds.get('n_folds', '?')} subject-grouped folds (seed {folds.get('seed')}); held-out "
@@ -150,6 +151,21 @@ def render_model_card(config: dict) -> str:
                   _metric_table(entry["rows"]), ""]
         lines += _against_linear(entry["rows"], entry.get("paired_tests", []))
     return "\n".join(lines)
+
+
+def _diagnostics_section(diagnostics: dict | None) -> list[str]:
+    """Where the quality comes from: ``benchmarks/stream_diagnostics.py``'s summary, when recorded."""
+    if not diagnostics:
+        return []
+    return [
+        "", "## Where the quality comes from", "",
+        f"`{diagnostics['command']}` ({diagnostics['cohort']}; PSNR inside the brain):", "",
+        "| sampling | PSNR (dB) |", "|---|---|",
+        *[f"| {label} | {value:.2f} |" for label, value in diagnostics["psnr_db"].items()], "",
+        f"Noise MSE with a mismatched condition over the true one, mean over t >= 500: "
+        f"{diagnostics['cond_ratio_t500']:.2f}; Gaussian denoiser over the backbone, mean over t: "
+        f"{diagnostics['prior_ratio']:.2f}. {diagnostics.get('reading', '')}", "",
+    ]
 
 
 _COMPARED = (("demist", "linear", "DEMIST minus the linear baseline"),

@@ -102,3 +102,19 @@ def test_card_shows_the_whole_table(tmp_path):
             "Wilcoxon p = 0.0312 over 6 scans)") in text
     assert "DEMIST with the paper's sampler minus no diffusion: PSNR +6.000 dB (better)" in text
     json.dumps(config)
+
+
+def test_card_says_where_the_quality_comes_from_when_diagnostics_are_recorded():
+    from demist_bids.models.config import preset
+    from demist_bids.training.model_card import render_model_card
+
+    config = preset("small").to_dict()
+    assert "Where the quality comes from" not in render_model_card(config)
+    config["card"]["stream_diagnostics"] = {
+        "command": "python benchmarks/stream_diagnostics.py", "cohort": "seed 11",
+        "psnr_db": {"no diffusion": 25.96, "pure noise": 8.02}, "cond_ratio_t500": 2.325, "prior_ratio": 1.526,
+    }
+    text = render_model_card(config)
+    assert "## Where the quality comes from" in text
+    assert "| no diffusion | 25.96 |" in text and "| pure noise | 8.02 |" in text and "2.33" in text
+    assert text.index("Where the quality comes from") < text.index("## Cross-validation")
