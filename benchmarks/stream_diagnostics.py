@@ -54,8 +54,6 @@ TIMESTEPS = (50, 150, 300, 500, 700, 850, 950)
 STARTS = (0.15, 0.3, 0.5, 0.7, 1.0)
 PREDICTORS = ("backbone", "full", "mismatched", "gaussian", "oracle")
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "demist_bids" / "data" / "models" / "demo"
-PHANTOM_CROP = (64, 80, 64)
-"""Whole-brain box of the phantom (bounds the run time on 2 cores, as sampler_speed.py)."""
 
 
 def patch_latents(model, volumes, count: int, seed: int, batch: int = 4):
@@ -136,12 +134,6 @@ def channel_stats(z) -> list[tuple[float, float]]:
     return list(zip(z.mean(dim=dims).tolist(), z.std(dim=dims).tolist()))
 
 
-def _centre_box(mask: np.ndarray, size) -> tuple[slice, ...]:
-    centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
-    starts = [int(np.clip(c - n // 2, 0, max(dim - n, 0))) for c, n, dim in zip(centre, size, mask.shape)]
-    return tuple(slice(a, a + n) for a, n in zip(starts, size))
-
-
 def _print_table(title: str, table: dict[int, dict[str, float]]) -> None:
     print(f"\n## noise MSE, {title}")
     print("t     " + "".join(f"{name:>12}" for name in PREDICTORS) + "   mism/full  gauss/backbone")
@@ -187,11 +179,10 @@ def _run(args, work: Path) -> None:
     import torch
 
     from demist_bids.evaluation.metrics import image_metrics
-    from demist_bids.inference.memory import plan_inference
-    from demist_bids.inference.sampler import VolumeRunner, synthesize
-    from demist_bids.inference.grid import pad_to_multiple
+    from demist_bids.inference.sampler import prepare_volume, synthesize
     from demist_bids.models.io import load_model
-    from sampler_speed import phantom_subject, synthetic_head  # benchmarks/ is on sys.path as a script
+    # benchmarks/ is on sys.path when run as a script; the phantom and its box are the sampler benchmark's
+    from sampler_speed import PHANTOM_CROP, _centre_box, phantom_subject, synthetic_head
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -217,16 +208,17 @@ def _run(args, work: Path) -> None:
 
     box = _centre_box(brain, [min(n, c) for n, c in zip(brain.shape, PHANTOM_CROP)])
     cond_box, truth_box, brain_box = cond[(slice(None), *box)], truth[box], brain[box]
-    padded, _ = pad_to_multiple(cond_box, model.config.size_multiple)
-    psr_padded, _ = pad_to_multiple((truth_box / model.config.psr_scale)[None], model.config.size_multiple)
-    plan = plan_inference(model.config, tuple(padded.shape[1:]), "cpu", sdpa=False)
-    runner = VolumeRunner(model, plan, "cpu", bf16=False)
+    # the whole box, padded and windowed exactly as synthesize() runs it
+    conditioned = prepare_volume(model, cond_box, "cpu", "fp32", crop_to_content=False)
+    measured = prepare_volume(model, (truth_box / model.config.psr_scale)[None].astype(np.float32), "cpu", "fp32",
+                              crop_to_content=False)
     with torch.no_grad():
-        whole_c = runner.encode(torch.from_numpy(padded)[None])
-        whole_y = runner.encode_psr(torch.from_numpy(np.ascontiguousarray(psr_padded))[None])
+        whole_c = conditioned.runner.encode(conditioned.image)
+        whole_y = measured.runner.encode_psr(measured.image)
     other = torch.roll(whole_c, whole_c.shape[3] // 2, dims=3)
     whole_table = noise_mse(model, whole_y, whole_c, other, repeats=args.repeats, seed=args.seed, batch=1)
-    _print_table(f"whole phantom box {tuple(padded.shape[1:])} (latent {tuple(whole_c.shape[2:])})", whole_table)
+    padded_shape = tuple(conditioned.image.shape[2:])
+    _print_table(f"whole phantom box {padded_shape} (latent {tuple(whole_c.shape[2:])})", whole_table)
 
     prior = backbone_samples(model, tuple(z_y.shape[1:]), args.prior_samples, 50, args.seed)
     print("\n## latent channel statistics (mean, std)")
@@ -238,12 +230,8 @@ def _run(args, work: Path) -> None:
     def psnr(synthesized) -> float:
         return image_metrics(synthesized, truth_box, brain_box, data_range=scale)["psnr"]
 
-    with torch.no_grad():
-        decoded = runner.decode(whole_c).clamp_(0.0, 1.0)[0, 0].numpy()
-    from demist_bids.inference.grid import crop_to_original
-
-    _, crop = pad_to_multiple(cond_box, model.config.size_multiple)
-    nodiff = psnr(crop_to_original(decoded, crop) * scale)
+    with torch.no_grad():  # no diffusion: the z_c encoded above, decoded
+        nodiff = psnr(conditioned.paste(conditioned.runner.decode(whole_c), brain_box.shape, scale))
     print(f"\n## PSNR (dB) inside the brain of the phantom box, {sampler}:{steps}, seed {args.seed}")
     print(f"no diffusion (decode z_c): {nodiff:.2f}")
     print("start   streams_on  streams_off")

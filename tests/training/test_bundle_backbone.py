@@ -10,7 +10,7 @@ one latent scale factor, as the bundle does.
 import pytest
 import torch
 
-from demist_bids.config import Config
+from tests.training.test_pipeline import _config
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +47,8 @@ def test_train_freezes_the_given_backbone_on_its_own_autoencoder(tmp_path):
     generate_cohort(tmp_path / "bids", subjects=2, seed=5, scale=0.3, control_fraction=0.0)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text("patch_size = [16, 16, 16]\nbatch_size = 1\neval_steps = 2\nscale_factor_batches = 2\n")
-    config = Config()
-    config.execution.bids_dir = tmp_path / "bids"
-    config.execution.output_dir = tmp_path / "out"
-    config.execution.work_dir = tmp_path / "work"
-    config.execution.analysis_level = "train"
-    config.train.preset, config.train.folds, config.train.max_steps = "small", 1, 1
-    config.train.recipe = recipe
-    config.train.backbone, config.train.backbone_autoencoder = tmp_path / "unet.pt", tmp_path / "ae.pt"
+    config = _config(tmp_path, recipe, folds=1, backbone=tmp_path / "unet.pt",
+                     backbone_autoencoder=tmp_path / "ae.pt")
     assert run_train(config) == 0
 
     model = load_model(tmp_path / "out" / "model")

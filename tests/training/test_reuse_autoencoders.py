@@ -5,25 +5,10 @@ import json
 import pytest
 import torch
 
-from demist_bids.config import Config
 from demist_bids.exceptions import UsageError
+from tests.training.test_pipeline import _config
 
 pytestmark = pytest.mark.slow
-
-
-def _config(root, recipe, **train):
-    config = Config()
-    config.execution.bids_dir = root / "bids"
-    config.execution.output_dir = root / "out"
-    config.execution.work_dir = root / "work"
-    config.execution.analysis_level = "train"
-    config.train.preset = "small"
-    config.train.folds = 1
-    config.train.max_steps = 1
-    config.train.recipe = recipe
-    for key, value in train.items():
-        setattr(config.train, key, value)
-    return config
 
 
 def test_autoencoders_come_from_the_given_model(tmp_path):
@@ -46,7 +31,7 @@ def test_autoencoders_come_from_the_given_model(tmp_path):
             param.add_(0.01 * torch.randn(param.shape, generator=generator))
     source_dir = save_model(source, tmp_path / "source")
 
-    assert run_train(_config(tmp_path, recipe, autoencoders_from=source_dir)) == 0
+    assert run_train(_config(tmp_path, recipe, folds=1, autoencoders_from=source_dir)) == 0
     out = tmp_path / "out"
     trained = load_model(out / "model")
     for name in ("psr_autoencoder", "cond_autoencoder"):
@@ -62,4 +47,4 @@ def test_autoencoders_come_from_the_given_model(tmp_path):
     # autoencoders of another size are refused by name
     other = save_model(build_model(tiny_config("full")), tmp_path / "tiny")
     with pytest.raises(UsageError, match="autoencoders"):
-        run_train(_config(tmp_path, recipe, autoencoders_from=other))
+        run_train(_config(tmp_path, recipe, folds=1, autoencoders_from=other))
