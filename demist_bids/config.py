@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -63,6 +64,19 @@ class ExecutionConfig:
     before any voxel is read, since nibabel would allocate whatever the header promises."""
     verbosity: int = 0
     """How many ``-v`` were given."""
+    reports_only: bool = False
+    """Rebuild the subject reports and the dataset-level files from the outputs already in the
+    output directory, recomputing nothing (participant level; fMRIPrep's ``--reports-only``)."""
+    write_graph: bool = False
+    """Write the Nipype graph (``graph.dot``, and ``graph.svg`` where Graphviz is installed) into
+    the work directory before the run, which then goes ahead (fMRIPrep's ``--write-graph``)."""
+    clean_workdir: bool = False
+    """Empty the work directory before running (fMRIPrep's ``--clean-workdir``)."""
+    config_file: Path | None = None
+    """The saved ``logs/config-*.toml`` this run started from (``--config-file``); the options
+    given on the command line override its values."""
+    cmdline: str = ""
+    """The command line of this run, as typed (shell-quoted), for the reports."""
     run_uuid: str = field(default_factory=_new_run_uuid)
     """Identifier of this run, used for log and crash directories."""
 
@@ -83,6 +97,9 @@ class NipypeConfig:
     """Memory limit for the scheduler in GB; 0 means no limit."""
     n_gpus: int = 0
     """GPUs the scheduler may hand out; filled in at run time."""
+    resource_monitor: bool = False
+    """Nipype's resource monitor: each node's peak memory and CPU use, summarised in
+    ``logs/resources-<run>.tsv`` (fMRIPrep's ``--resource-monitor``)."""
 
 
 @dataclass
@@ -166,10 +183,22 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
+        """The config from its dictionary form; fields absent keep their defaults.
+
+        Raises:
+            ValueError: a section or setting demist does not have, or a value of the wrong type
+                (a saved config is checked as strictly as a command line).
+        """
+        names = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # type: ignore[misc]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"no such section: [{unknown[0]}]")
         sections = {}
-        for f in dataclasses.fields(cls):
-            section_cls = f.default_factory  # type: ignore[misc]
-            sections[f.name] = _load_section(section_cls, data.get(f.name, {}))
+        for name, section_cls in names.items():
+            section = data.get(name, {})
+            if not isinstance(section, dict):
+                raise ValueError(f"{name} must be a [{name}] table")
+            sections[name] = _load_section(section_cls, section, name)
         return cls(**sections)
 
     @classmethod
@@ -188,19 +217,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _load_section(section_cls: type, data: dict[str, Any]) -> Any:
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    """Raise ValueError unless ``value`` (as read from TOML) fits the annotation ``hint``."""
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where} = {value!r}: expected one of {', '.join(map(str, args))}")
+        return
+    if origin in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) == 1:
+            return _check_type(value, kinds[0], where)
+    expected = {bool: bool, int: int, float: (int, float), str: str, Path: str,
+                list: list, dict: dict}.get(origin or hint)
+    if expected is None:
+        return
+    if (isinstance(value, bool) and hint in (int, float)) or not isinstance(value, expected):
+        kind = getattr(origin or hint, "__name__", hint)
+        raise ValueError(f"{where} = {value!r}: expected {kind}")
+    if origin is list and args:
+        for item in value:
+            _check_type(item, args[0], where)
+    if origin is dict and len(args) == 2:
+        for item in value.values():
+            _check_type(item, args[1], where)
+
+
+def _load_section(section_cls: type, data: dict[str, Any], name: str = "") -> Any:
     import typing
 
     hints = typing.get_type_hints(section_cls)
+    fields = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"[{name}] has no setting {unknown[0]!r}")
     kwargs = {}
-    for f in dataclasses.fields(section_cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        hint = str(hints[f.name])
+    for key, value in data.items():
+        _check_type(value, hints[key], f"{name}.{key}" if name else key)
+        hint = str(hints[key])
         if "dict[str, pathlib.Path]" in hint:
             value = {k: Path(v) for k, v in value.items()}
         elif "Path" in hint and value is not None:
             value = Path(value)
-        kwargs[f.name] = value
+        kwargs[key] = value
     return section_cls(**kwargs)

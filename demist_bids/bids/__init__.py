@@ -1,1 +1,20 @@
 """demist_bids.bids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def raw_dataset(bids_dir: Path, output_dir: Path) -> Path | None:
+    """``bids_dir`` when it is a BIDS dataset other than the output itself, else None.
+
+    The group level needs no raw dataset (it reads the derivatives alone); given
+    one, it reads its ``participants.tsv`` and lists its subjects without results.
+    Standard library only: the command-line parser calls it.
+    """
+    bids_dir = Path(bids_dir)
+    if not (bids_dir / "dataset_description.json").is_file():
+        return None
+    if bids_dir.resolve() == Path(output_dir).resolve():
+        return None
+    return bids_dir

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset")
+    parser.add_argument("bids_dir", type=Path,
+                        help="root of the input BIDS dataset (group level: optional, read for "
+                             "participants.tsv; pass OUTPUT_DIR again to use the derivatives alone)")
     parser.add_argument("output_dir", type=Path, help="root of the output derivatives dataset")
     parser.add_argument(
         "analysis_level",
@@ -132,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="abort at the first failing node")
     g.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only",
                    action="store_true", help="write the citation boilerplate and stop")
+    g.add_argument("--reports-only", "--reports_only", dest="reports_only", action="store_true",
+                   help="rebuild the subject reports and the dataset-level files from the outputs "
+                        "already in OUTPUT_DIR; nothing is recomputed")
+    g.add_argument("--config-file", "--config_file", dest="config_file", type=Path, metavar="FILE",
+                   help="rerun with the settings of a saved OUTPUT_DIR/logs/config-*.toml; options "
+                        "given on this command line override the file")
+    g.add_argument("--write-graph", "--write_graph", dest="write_graph", action="store_true",
+                   help="write the workflow graph (graph.dot; graph.svg with Graphviz) into the "
+                        "work directory, then run")
+    g.add_argument("--clean-workdir", "--clean_workdir", dest="clean_workdir", action="store_true",
+                   help="empty the work directory before running (no cached results are reused)")
+    g.add_argument("--resource-monitor", "--resource_monitor", dest="resource_monitor",
+                   action="store_true",
+                   help="measure each node's memory and CPU use (Nipype's resource monitor); "
+                        "summary in OUTPUT_DIR/logs/resources-<run>.tsv")
     g.add_argument("--notrack", action="store_true",
                    help="accepted for NiPreps compatibility; demist never sends telemetry")
     g.add_argument("--max-image-voxels", "--max_image_voxels", dest="max_image_voxels",
@@ -210,30 +227,42 @@ def parse_args(argv: list[str] | None = None) -> Config:
             f"unknown analysis level {opts.analysis_level!r}; "
             f"choose one of {', '.join(ANALYSIS_LEVELS)}"
         )
+    saved = _apply_config_file(opts, argv) if opts.config_file is not None else None
 
     bids_dir = opts.bids_dir.expanduser().absolute()
     output_dir = opts.output_dir.expanduser().absolute()
     work_dir = (opts.work_dir or Path.cwd() / "work").expanduser().absolute()
-    if not bids_dir.is_dir():
+    from demist_bids.bids import raw_dataset
+
+    # The group level reads the derivatives; a raw dataset is optional there.
+    needs_raw = opts.analysis_level != "group" or raw_dataset(bids_dir, output_dir) is not None
+    if needs_raw and not bids_dir.is_dir():
         raise BIDSValidationError(f"input dataset {bids_dir} does not exist or is not a directory")
-    if not (bids_dir / "dataset_description.json").is_file():
+    if needs_raw and not (bids_dir / "dataset_description.json").is_file():
         raise BIDSValidationError(
             f"{bids_dir} is not a BIDS dataset: it has no dataset_description.json"
         )
     bids_real, out_real = bids_dir.resolve(), output_dir.resolve()
-    if out_real == bids_real:
+    if needs_raw and out_real == bids_real:
         raise UsageError("the output directory must not be the input dataset itself")
-    if _is_relative_to(out_real, bids_real) and not _is_relative_to(
+    if needs_raw and _is_relative_to(out_real, bids_real) and not _is_relative_to(
         out_real, bids_real / "derivatives"
     ):
         raise UsageError(
             f"the output directory {output_dir} lies inside the input dataset; "
             "put it under derivatives/ or outside the dataset"
         )
-    if _is_relative_to(work_dir.resolve(), bids_real):
+    if needs_raw and _is_relative_to(work_dir.resolve(), bids_real):
         raise UsageError(
             f"the work directory {work_dir} lies inside the input dataset; pass -w elsewhere"
         )
+    if opts.clean_workdir:
+        for name, path in (("output directory", out_real), ("input dataset", bids_real)):
+            if _is_relative_to(path, work_dir.resolve()):
+                raise UsageError(f"--clean-workdir would delete the {name} {path}: it lies "
+                                 f"inside the work directory {work_dir}")
+    if opts.reports_only and opts.analysis_level == "train":
+        raise UsageError("--reports-only applies to the participant and group levels")
 
     derivatives = dict(_derivative_pair(v) for v in opts.derivatives)
     for name, path in derivatives.items():
@@ -258,6 +287,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ex.output_spaces = list(opts.output_spaces)
     ex.max_image_voxels = opts.max_image_voxels
     ex.verbosity = opts.verbosity
+    ex.reports_only, ex.write_graph = opts.reports_only, opts.write_graph
+    ex.clean_workdir = opts.clean_workdir
+    ex.config_file = opts.config_file and opts.config_file.absolute()
 
     ny = config.nipype
     ny.nprocs = opts.nprocs or (os.cpu_count() or 1)
@@ -265,6 +297,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ny.mem_gb = opts.mem_gb
     if opts.use_plugin is not None:
         ny.plugin, ny.plugin_args = _load_plugin(opts.use_plugin)
+    elif saved is not None:
+        ny.plugin, ny.plugin_args = saved.nipype.plugin, dict(saved.nipype.plugin_args)
+    ny.resource_monitor = opts.resource_monitor
 
     sy = config.synthesis
     sy.model = opts.model and opts.model.absolute()
@@ -297,6 +332,74 @@ def parse_args(argv: list[str] | None = None) -> Config:
         tr.recipe = opts.train_recipe.absolute()
     config.seeds.master = opts.seed
     return config
+
+
+_RENAMED_OPTIONS = {"seed": ("seeds", "master"), "train_recipe": ("train", "recipe")}
+"""Options whose config field has another name; the others share their field's name."""
+_NOT_SAVED = {"bids_dir", "output_dir", "analysis_level", "config_file", "use_plugin", "help",
+              "version"}
+"""Options never taken from a saved config: the positional arguments (always given), the file
+itself, the plugin (taken as plugin + plugin_args) and the informational actions."""
+
+
+def _config_field(dest: str) -> tuple[str, str] | None:
+    """The (section, field) of :class:`Config` that option ``dest`` sets."""
+    import dataclasses
+
+    if dest in _RENAMED_OPTIONS:
+        return _RENAMED_OPTIONS[dest]
+    for section in dataclasses.fields(Config):
+        if dest in {f.name for f in dataclasses.fields(section.default_factory)}:
+            return section.name, dest
+    return None
+
+
+def _given_options(argv: list[str] | None) -> set[str]:
+    """The options written on the command line (not left at their defaults)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _apply_config_file(opts: argparse.Namespace, argv: list[str] | None) -> Config:
+    """``--config-file``: fill every option not given on the command line from the saved config.
+
+    As in fMRIPrep, the file's values are the base and the command line overrides
+    them; the checks that follow apply to the merged settings. A new run id is
+    always drawn.
+
+    Raises:
+        UsageError: the file cannot be read, is not a demist configuration, or is the
+            configuration of another analysis level (64).
+    """
+    import tomllib
+
+    path = opts.config_file
+    where = f"--config-file {path}"
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        saved = Config.from_dict(raw)
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UsageError(f"{where}: cannot read it as a demist configuration ({reason})") from exc
+    level = raw.get("execution", {}).get("analysis_level")
+    if level is not None and level != opts.analysis_level:
+        raise UsageError(f"{where} is the configuration of a {level} run, not of the "
+                         f"{opts.analysis_level} level asked for")
+    given = _given_options(argv)
+    for dest in vars(opts):
+        if dest in given or dest in _NOT_SAVED:
+            continue
+        place = _config_field(dest)
+        if place is None or place[1] not in raw.get(place[0], {}):
+            continue
+        value = getattr(getattr(saved, place[0]), place[1])
+        if dest == "derivatives":
+            value = [f"{name}={p}" for name, p in value.items()]
+        setattr(opts, dest, value)
+    return saved
 
 
 def read_bids_filters(path: Path) -> dict:

@@ -8,6 +8,7 @@ FLAIR. The other subjects always run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -74,6 +75,8 @@ def run_participant(config) -> int:
     from demist_bids.derivatives.dataset import write_dataset_files
 
     ex = config.execution
+    if ex.reports_only:
+        return _reports_only(config)
     if not ex.skip_bids_validation:
         validate_dataset(ex.bids_dir)
     bids_filter = read_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else None
@@ -107,15 +110,21 @@ def run_participant(config) -> int:
 
     wf = init_demist_wf(config, usable, model_dir=model_dir, model_sha256=sha,
                         is_demo=is_demo, card=card, device=device)
+    if ex.write_graph:
+        _write_graph(wf)
     write_boilerplate(wf, Path(ex.output_dir) / "logs")
     if ex.boilerplate_only:
         return 0
 
+    from demist_bids.reports.about import run_record, write_run_record
     from demist_bids.reports.subject import write_subject_reports
 
     started = time.monotonic()
     crashed = _run_workflow(wf, config, n_gpus=1 if device.startswith("cuda") else 0) if usable else False
     LOGGER.info("participant workflow finished in %.0f s", time.monotonic() - started)
+    record = run_record(config, device=device)
+    for item in inputs:
+        write_run_record(ex.output_dir, item.subject, item.bids_name, record)
     failed = write_subject_reports(ex.output_dir, usable, run_uuid=ex.run_uuid,
                                    extra_errors={i.bids_name: [m] for i, m in bad})
     if crashed or failed:
@@ -129,9 +138,41 @@ def run_participant(config) -> int:
     return 0
 
 
+def _reports_only(config) -> int:
+    """``--reports-only``: rebuild the subject reports and dataset files from OUT; 66 if empty."""
+    from demist_bids.derivatives.dataset import write_dataset_files
+    from demist_bids.reports.subject import rebuild_subject_reports
+
+    ex = config.execution
+    subjects = rebuild_subject_reports(
+        ex.output_dir, bids_dir=ex.bids_dir, run_uuid=ex.run_uuid,
+        participant_label=ex.participant_label, session_label=ex.session_label,
+    )
+    write_dataset_files(ex.output_dir, ex.bids_dir)
+    LOGGER.info("--reports-only: rebuilt the reports of %s in %s", ", ".join(
+        f"sub-{s}" for s in subjects), ex.output_dir)
+    return 0
+
+
+def _write_graph(wf) -> None:
+    """``--write-graph``, as fMRIPrep: the colored hierarchical graph in the work directory.
+
+    Without Graphviz's ``dot`` only ``graph.dot`` is written (with a warning); the run goes on.
+    """
+    try:
+        path = wf.write_graph(graph2use="colored", format="svg", simple_form=True)
+    except OSError as exc:
+        dot = Path(wf.base_dir) / wf.name / "graph.dot"
+        LOGGER.warning("workflow graph written as %s only (no SVG: %s)", dot, exc)
+    else:
+        LOGGER.info("workflow graph written to %s", path)
+
+
 def _run_workflow(wf, config, *, n_gpus: int) -> bool:
     """Run the graph with the configured plugin; return True when some node crashed."""
     from nipype import config as nipype_config
+
+    from demist_bids.utils import resource_monitor
 
     ny = config.nipype
     nipype_config.update_config({
@@ -141,8 +182,8 @@ def _run_workflow(wf, config, *, n_gpus: int) -> bool:
             "remove_unnecessary_outputs": False,
             "check_version": False,
         },
-        "monitoring": {"enabled": False},
     })
+    resource_monitor.set_nipype_monitoring(ny.resource_monitor)
     plugin_args = dict(ny.plugin_args)
     if ny.plugin == "MultiProc":
         plugin_args.setdefault("n_procs", ny.nprocs)
@@ -151,11 +192,20 @@ def _run_workflow(wf, config, *, n_gpus: int) -> bool:
         plugin_args.setdefault("n_gpu_procs", n_gpus)
         if ny.mem_gb:
             plugin_args.setdefault("memory_gb", ny.mem_gb)
+    logs = Path(config.execution.output_dir) / "logs"
+    node_log = (resource_monitor.node_log(logs / f"resources-{config.execution.run_uuid}.jsonl",
+                                          plugin_args, ny.plugin, Path(wf.base_dir) / wf.name)
+                if ny.resource_monitor else contextlib.nullcontext())
+    records = None
     try:
-        wf.run(plugin=ny.plugin, plugin_args=plugin_args)
+        with node_log as records:
+            wf.run(plugin=ny.plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
         LOGGER.error("the workflow did not finish cleanly: %s", str(exc).splitlines()[0])
         return True
+    finally:
+        if ny.resource_monitor and records is not None:
+            resource_monitor.summarise(records, records.with_suffix(".tsv"))
     if ny.plugin == "SLURMGraph":
         # SLURMGraph returns once the jobs are submitted: wait for them to end.
         from demist_bids.cluster.graph import wait_for_slurm_graph

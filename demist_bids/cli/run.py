@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,30 @@ def prepare_output(config) -> Path:
     return log_file
 
 
+def clean_work_dir(work_dir: Path) -> None:
+    """``--clean-workdir``: remove the work directory's contents, as fMRIPrep does.
+
+    The parser has already refused a work directory holding the input or the output.
+    """
+    import shutil
+
+    if not work_dir.is_dir():
+        return
+    LOGGER.info("clearing the work directory %s (--clean-workdir)", work_dir)
+    left = []
+    for entry in work_dir.iterdir():
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as exc:
+            left.append(f"{entry.name} ({exc.strerror})")
+    if left:
+        LOGGER.warning("could not clear all of the work directory %s: %s", work_dir,
+                       ", ".join(left))
+
+
 def _dispatch(config) -> int:
     level = config.execution.analysis_level
     if level == "participant":
@@ -94,10 +119,16 @@ def run(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         config = parse_args(argv)
+        config.execution.cmdline = shlex.join(["demist", *(sys.argv[1:] if argv is None else argv)])
         _configure_console(config.execution.verbosity)
         log_file = prepare_output(config)
         LOGGER.info("demist %s level, run %s; log: %s",
                     config.execution.analysis_level, config.execution.run_uuid, log_file)
+        if config.execution.config_file is not None:
+            LOGGER.info("settings from %s, overridden by the command line",
+                        config.execution.config_file)
+        if config.execution.clean_workdir:
+            clean_work_dir(Path(config.execution.work_dir))
         return _dispatch(config)
 
     return _guarded("demist", work)

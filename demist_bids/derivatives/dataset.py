@@ -2,7 +2,8 @@
 
 Several participant runs may share one output directory (one SLURM task per
 subject), so these files are created once, atomically, by whichever run comes
-first; later runs never truncate them. ``.bidsignore`` hides what BIDS has no
+first; later runs never truncate them (``.bidsignore`` is only ever extended,
+so an older output folder gains the patterns of newer outputs). It hides what BIDS has no
 name for yet (``*_PSRmap``, transforms, reports, logs) so that bids-validator-deno
 accepts the dataset (REFERENCE §3). ``dseg.tsv``, the lookup table of every
 subject's ``dseg`` labels, sits at the root where BIDS inheritance finds it.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from demist_bids import __version__
 from demist_bids.derivatives.outputs import DSEG_TSV, bidsignore_patterns, dseg_table
-from demist_bids.utils.atomic import atomic_write_if_absent
+from demist_bids.utils.atomic import atomic_write_if_absent, atomic_write_text
 
 LOGGER = logging.getLogger("demist.derivatives")
 CODE_URL = "https://github.com/demist-bids/demist"
@@ -49,7 +50,8 @@ def derivative_description(bids_dir: Path, *, container: dict | None = None) -> 
 
 
 def write_dataset_files(output_dir: Path, bids_dir: Path) -> None:
-    """Create ``dataset_description.json``, ``.bidsignore`` and ``dseg.tsv`` unless they exist."""
+    """Create ``dataset_description.json`` and ``dseg.tsv`` unless they exist; create or complete
+    ``.bidsignore``."""
     output_dir = Path(output_dir)
     container = _container_info()
     description = derivative_description(bids_dir, container=container)
@@ -57,8 +59,30 @@ def write_dataset_files(output_dir: Path, bids_dir: Path) -> None:
         output_dir / "dataset_description.json", json.dumps(description, indent=2) + "\n"
     ):
         LOGGER.debug("wrote %s", output_dir / "dataset_description.json")
-    atomic_write_if_absent(output_dir / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+    merge_bidsignore(output_dir / ".bidsignore", BIDSIGNORE)
     atomic_write_if_absent(output_dir / DSEG_TSV, dseg_table())
+
+
+def merge_bidsignore(path: Path, patterns: list[str]) -> bool:
+    """Create ``.bidsignore`` with ``patterns``, or add those it lacks to an existing one.
+
+    An output folder made by an older demist keeps its lines (and any the user
+    added) and gains the patterns of outputs added since (``*_xfm.*``...). The
+    file is rewritten atomically and only when a pattern is missing; concurrent
+    runs all add the same lines. Returns whether the file changed.
+    """
+    text = "\n".join(patterns) + "\n"
+    if atomic_write_if_absent(path, text):
+        return True
+    existing = path.read_text()
+    present = {line.strip() for line in existing.splitlines()}
+    missing = [p for p in patterns if p not in present]
+    if not missing:
+        return False
+    LOGGER.info("adding %s to %s", ", ".join(missing), path)
+    atomic_write_text(path, existing.rstrip("\n") + "\n" + "\n".join(missing) + "\n"
+                      if existing.strip() else "\n".join(missing) + "\n")
+    return True
 
 
 def _container_info() -> dict | None:

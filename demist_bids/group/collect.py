@@ -136,9 +136,12 @@ def find_crashes(output_dir: Path, subject: str) -> list[Crash]:
     return sorted((read_crash(p) for p in paths), key=lambda crash: crash.mtime)
 
 
-def input_sessions(bids_dir: Path) -> list[tuple[str, str | None]]:
-    """(subject, session) pairs present in the input dataset; session None when unused."""
+def input_sessions(bids_dir: Path | None) -> list[tuple[str, str | None]]:
+    """(subject, session) pairs present in the input dataset (none without one); session None
+    when unused."""
     pairs: list[tuple[str, str | None]] = []
+    if bids_dir is None:
+        return pairs
     for sub_dir in sorted(Path(bids_dir).glob("sub-*")):
         if not sub_dir.is_dir():
             continue
@@ -159,7 +162,7 @@ def _missing_reason(bids_dir: Path, subject: str, session: str | None) -> str:
 
 
 def find_failures(
-    bids_dir: Path,
+    bids_dir: Path | None,
     output_dir: Path,
     runs: list[ParticipantRun],
     *,

@@ -81,7 +81,7 @@ class Styling:
             label=f"{run_label(row['bids_name'])}: {text}",
             href=self.links.get(row["bids_name"]),
             color=self.colors.get(self.group_of(row), PALETTE[0]),
-            flagged=bool(row.get("outlier", False)),
+            flagged=row.get("outlier") == True,  # noqa: E712 (None: too few runs to screen)
         )
 
 

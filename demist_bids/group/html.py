@@ -18,7 +18,14 @@ import numpy as np
 from demist_bids.group import figures
 from demist_bids.group.collect import Failure
 from demist_bids.group.measures import THUMBNAIL_RANGE
-from demist_bids.group.table import KEY_MEASURES, OUTLIER_Z, Outlier
+from demist_bids.group.table import (
+    KEY_MEASURES,
+    MIN_RUNS_TO_FLAG,
+    OUTLIER_Z,
+    TOO_FEW_RUNS,
+    Outlier,
+    measured_runs,
+)
 
 STRIP_MEASURES = {
     "psr_median_brain": "brain",
@@ -202,12 +209,13 @@ def _summary(table, failures: list[Failure]) -> str:
     with_map = (
         int(table["psr_median_brain"].notna().sum()) if "psr_median_brain" in table.columns else 0
     )
-    flagged = int(table["outlier"].sum()) if "outlier" in table.columns else 0
+    screened = "outlier" in table.columns and table["outlier"].notna().any()
+    flagged = int((table["outlier"] == True).sum()) if screened else "n/a"  # noqa: E712
     cards = [
         ("runs with a PSR map", with_map, False),
         ("failed", sum(f.status == "failed" for f in failures), True),
         ("missing", sum(f.status == "missing" for f in failures), True),
-        ("outlier runs", flagged, True),
+        ("outlier runs" if screened else f"outlier runs: {TOO_FEW_RUNS}", flagged, screened),
         ("subjects", int(table["subject"].nunique()), False),
     ]
     html = "".join(
@@ -273,7 +281,11 @@ def _distributions(table, style: figures.Styling) -> str:
     )
 
 
-def _outlier_table(outliers: list[Outlier], links: dict[str, str]) -> str:
+def _outlier_table(outliers: list[Outlier], links: dict[str, str], n_measured: int) -> str:
+    if n_measured < MIN_RUNS_TO_FLAG:
+        return (f"<p><b>Too few runs to flag</b>: {n_measured} measured run(s); outliers are "
+                f"screened from {MIN_RUNS_TO_FLAG} runs, below which the cohort median and MAD "
+                "are too noisy to judge any run by.</p>")
     if not outliers:
         return "<p>No run is an outlier.</p>"
     rows = [
@@ -344,6 +356,7 @@ def _strips(table, thumbnails: dict[str, np.ndarray], style: figures.Styling) ->
     outlier_measures = {}
     for _, row in table.iterrows():
         notes = row.get("outlier_measures") or ""
+        notes = "" if notes == TOO_FEW_RUNS else notes
         outlier_measures[row["bids_name"]] = {n.split(" ")[0] for n in str(notes).split(";") if n}
     items = []
     vmin, vmax = THUMBNAIL_RANGE
@@ -365,7 +378,7 @@ def _strips(table, thumbnails: dict[str, np.ndarray], style: figures.Styling) ->
             chips += f'<span class="chip hot">{escape(str(row["failure_reason"]))}</span>'
         status = str(row.get("status", "ok"))
         group = "" if style.split is None else f" &middot; {escape(style.group_of(row))}"
-        flagged = " flagged" if row.get("outlier") else ""
+        flagged = " flagged" if row.get("outlier") == True else ""  # noqa: E712 (n/a: not screened)
         items.append(
             f'<div class="strip {escape(status)}{flagged}">{image}'
             f'<div class="name">{_link(figures.run_label(name), style.links.get(name))}<br>'
@@ -415,8 +428,9 @@ def render_report(
         _section(
             "outliers",
             "Outliers",
-            _outlier_table(outliers, links),
-            f"Robust z = (value - cohort median) / (1.4826 MAD); flagged when |z| &gt; {OUTLIER_Z:g}. "
+            _outlier_table(outliers, links, measured_runs(table)),
+            f"Robust z = (value - cohort median) / (1.4826 MAD); flagged when |z| &gt; "
+            f"{OUTLIER_Z:g}, on measures with at least {MIN_RUNS_TO_FLAG} runs. "
             f"Screened: {escape(screened)}.",
         ),
         _section(

@@ -1,5 +1,9 @@
 """``demist BIDS_DIR OUT group``: cohort table and report from the participant outputs.
 
+The derivatives are enough: ``BIDS_DIR`` may be the output directory itself (or
+absent); a raw dataset, when given, adds its ``participants.tsv`` columns and a
+row for each of its subjects without results.
+
 The only place in :mod:`demist_bids.group` that reads the configuration; the
 modules below take explicit arguments.
 """
@@ -12,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from demist_bids.bids import raw_dataset
 from demist_bids.bids.query import default_psr_derivatives
 
 LOGGER = logging.getLogger("demist.group")
@@ -88,13 +93,17 @@ def _derivative_roots(config) -> dict[str, Any]:
     dataset of the input holding ``*_PSRmap`` images. Tissue: any other ``-d``.
     """
     execution = config.execution
+    raw = raw_dataset(execution.bids_dir, execution.output_dir)
     derivatives = dict(execution.derivatives)
     lesions = derivatives.get("lesions")
-    default_lesions = Path(execution.bids_dir) / "derivatives" / "lesions"
-    if lesions is None and default_lesions.is_dir():
+    default_lesions = Path(raw) / "derivatives" / "lesions" if raw else None
+    if lesions is None and default_lesions is not None and default_lesions.is_dir():
         lesions = default_lesions
     psr = config.train.psr_derivatives or derivatives.get("psr")
-    psr = Path(psr) if psr else default_psr_derivatives(execution.bids_dir, exclude=execution.output_dir)
+    if psr:
+        psr = Path(psr)
+    elif raw is not None:
+        psr = default_psr_derivatives(raw, exclude=execution.output_dir)
     if psr is not None:
         LOGGER.info("measured PSR maps from %s", psr)
     return {
@@ -118,11 +127,11 @@ def _missing_row(failure) -> dict[str, Any]:
     }
 
 
-def _subtitle(bids_dir: Path, n_runs: int) -> str:
+def _subtitle(dataset: Path, n_runs: int) -> str:
     from demist_bids import __version__
 
-    name = Path(bids_dir).name
-    description = Path(bids_dir) / "dataset_description.json"
+    name = Path(dataset).name
+    description = Path(dataset) / "dataset_description.json"
     if description.exists():
         try:
             name = json.loads(description.read_text()).get("Name") or name
@@ -155,7 +164,14 @@ def run_group(config) -> int:
     from demist_bids.utils.image_check import check_image_files
 
     execution = config.execution
-    out, bids_dir = Path(execution.output_dir), Path(execution.bids_dir)
+    out = Path(execution.output_dir)
+    bids_dir = raw_dataset(execution.bids_dir, out)
+    if bids_dir is None:
+        LOGGER.warning(
+            "no raw BIDS dataset at %s: the group level works from the derivatives alone "
+            "(no participants.tsv columns, no rows for input subjects without results)",
+            execution.bids_dir,
+        )
     labels = [label.removeprefix("sub-") for label in execution.participant_label]
     sessions = [label.removeprefix("ses-") for label in execution.session_label]
     runs = [
@@ -206,7 +222,7 @@ def run_group(config) -> int:
     done = {(run.subject, run.session) for run in runs}
     rows.extend(_missing_row(f) for f in failures if (f.subject, f.session) not in done)
 
-    participants = read_participants(bids_dir)
+    participants = read_participants(bids_dir) if bids_dir is not None else None
     table = build_table(rows, participants)
     outliers = flag_outliers(table)
     write_tsv(table, out / TSV_NAME)
@@ -218,7 +234,7 @@ def run_group(config) -> int:
         split=choose_split(participants),
         links=links,
         title="demist group report: synthesized PSR",
-        subtitle=_subtitle(bids_dir, len(table)),
+        subtitle=_subtitle(bids_dir or out, len(table)),
     )
     atomic_write_text(out / HTML_NAME, html)
     LOGGER.info(
@@ -226,7 +242,7 @@ def run_group(config) -> int:
         out / TSV_NAME,
         out / HTML_NAME,
         len(runs),
-        int(table["outlier"].sum()),
+        len({o.bids_name for o in outliers}),
         len(failures),
     )
     return BadDataError.exit_code if unusable else 0

@@ -19,6 +19,12 @@ LOGGER = logging.getLogger("demist.group")
 
 OUTLIER_Z = 3.5
 """|robust z| above this flags a run (Iglewicz & Hoaglin's modified z-score cut-off)."""
+MIN_RUNS_TO_FLAG = 8
+"""Fewest runs with a value for a measure to be screened: the median and MAD of fewer runs
+are too noisy (three demo subjects flagged two of themselves)."""
+TOO_FEW_RUNS = "too few runs to flag"
+"""``outlier_measures`` of every row when fewer than :data:`MIN_RUNS_TO_FLAG` runs were measured
+(``outlier`` is then n/a: not screened)."""
 
 KEY_MEASURES = (
     "psr_median_brain",
@@ -83,23 +89,41 @@ def build_table(rows: list[dict[str, Any]], participants=None):
     ).reset_index(drop=True)
 
 
-def flag_outliers(table, *, measures=KEY_MEASURES, threshold: float = OUTLIER_Z) -> list[Outlier]:
+def measured_runs(table, measures=KEY_MEASURES) -> int:
+    """How many rows have a value for at least one screened measure."""
+    present = [m for m in measures if m in table.columns]
+    if not present or not len(table):
+        return 0
+    values = np.column_stack([np.asarray(table[m].apply(_as_float), dtype=float) for m in present])
+    return int(np.isfinite(values).any(axis=1).sum())
+
+
+def flag_outliers(table, *, measures=KEY_MEASURES, threshold: float = OUTLIER_Z,
+                  min_runs: int = MIN_RUNS_TO_FLAG) -> list[Outlier]:
     """Mark runs whose robust z exceeds ``threshold`` on any key measure.
 
     Sets ``outlier`` (bool) and ``outlier_measures`` ("measure (z=...)", ';'
     separated) in place and returns every flagged measure. A measure is
-    screened only where at least three runs have a value.
+    screened only where at least ``min_runs`` runs have a value; with fewer
+    measured runs than that, nothing is screened: ``outlier`` is n/a and
+    ``outlier_measures`` says :data:`TOO_FEW_RUNS`.
     """
     from demist_bids.evaluation.metrics import robust_z
 
     found: list[Outlier] = []
+    if measured_runs(table, measures) < min_runs:
+        table["outlier"] = None
+        table["outlier_measures"] = TOO_FEW_RUNS
+        LOGGER.info("%d measured runs: %s (outliers are screened from %d runs)",
+                    measured_runs(table, measures), TOO_FEW_RUNS, min_runs)
+        return found
     table["outlier"] = False
     table["outlier_measures"] = ""
     for measure in measures:
         if measure not in table.columns:
             continue
         values = np.asarray(table[measure].apply(_as_float), dtype=float)
-        if np.isfinite(values).sum() < 3:
+        if np.isfinite(values).sum() < min_runs:
             continue
         z = robust_z(values)
         median = float(np.nanmedian(values))

@@ -120,5 +120,7 @@ def test_help_lists_the_bids_app_options():
     text = build_parser().format_help()
     for option in ("--participant-label", "--session-label", "--work-dir", "--nprocs",
                    "--omp-nthreads", "--mem", "--bids-filter-file", "--skip-bids-validation",
-                   "--derivatives", "--use-plugin", "--boilerplate-only", "--version"):
+                   "--derivatives", "--use-plugin", "--boilerplate-only", "--version",
+                   "--reports-only", "--config-file", "--write-graph", "--clean-workdir",
+                   "--resource-monitor"):
         assert option in text

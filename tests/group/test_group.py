@@ -52,7 +52,7 @@ def ms_cohort(tmp_path):
     return c, lesions
 
 
-def test_table_holds_known_values_and_flags_the_corrupted_subject(ms_cohort):
+def test_table_holds_known_values_and_five_runs_are_too_few_to_flag(ms_cohort):
     c, lesions = ms_cohort
     assert run_group(_config(c, lesions=lesions)) == 0
     table = _read(c).set_index("subject")
@@ -82,12 +82,42 @@ def test_table_holds_known_values_and_flags_the_corrupted_subject(ms_cohort):
     assert table.loc[1, "model_name"] == "demist-demo"
     # participants.tsv columns are carried
     assert table.loc[3, "group"] == "control" and table.loc[5, "age"] == 34
-    # The x3 subject, and only it, is an outlier, on the PSR measures.
-    assert bool(table.loc[4, "outlier"]) and not table.drop(index=4)["outlier"].any()
+    # Five runs are too few to judge one by the others: nobody is flagged, the table says why.
+    assert table["outlier"].isna().all()
+    assert set(table["outlier_measures"]) == {"too few runs to flag"}
+    html = (c.out / "group_PSR.html").read_text()
+    assert 'href="sub-04.html"' in html and "Too few runs to flag" in html
+    assert 'class="strip ok flagged"' not in html
+
+
+def test_corrupted_subject_is_the_only_outlier_among_nine(tmp_path):
+    c = toy.make_cohort(tmp_path)
+    offsets = [0.0, 0.004, -0.003, 0.002, -0.001, 0.003, -0.002, 0.001, -0.004]
+    for number, offset in enumerate(offsets, start=1):
+        c.add_result(f"{number:02d}", psr=toy.psr_map(offset, scale=3.0 if number == 4 else 1.0),
+                     std=0.01 + 0.001 * number)
+    assert run_group(_config(c)) == 0
+    table = _read(c).set_index("subject")
+    expected = ["True" if s == 4 else "False" for s in table.index]
+    assert table["outlier"].astype(str).tolist() == expected
     assert "psr_median_wm" in table.loc[4, "outlier_measures"]
     assert "psr_median_brain" in table.loc[4, "outlier_measures"]
     html = (c.out / "group_PSR.html").read_text()
-    assert 'href="sub-04.html"' in html and "psr_median_wm" in html
+    assert "psr_median_wm" in html and "Too few runs" not in html
+
+
+def test_group_level_on_the_derivatives_alone(ms_cohort, tmp_path):
+    from demist_bids.cli.run import run
+
+    c, _ = ms_cohort
+    shutil.rmtree(c.bids)  # the raw dataset is gone: only the derivatives are left
+    code = run([str(c.out), str(c.out), "group", "-w", str(tmp_path / "w")])
+    assert code == 0
+    table = _read(c)
+    assert len(table) == 5 and set(table["status"]) == {"ok"}
+    assert "group" not in table.columns  # participants.tsv was the raw dataset's
+    code = run([str(tmp_path / "no_raw_here"), str(c.out), "group", "-w", str(tmp_path / "w")])
+    assert code == 0 and len(_read(c)) == 5
 
 
 def test_measured_maps_give_agreement_side_by_side(ms_cohort, tmp_path):
@@ -146,7 +176,8 @@ def test_single_subject(tmp_path):
     c.add_result("solo", std=None)
     assert run_group(_config(c)) == 0
     table = _read(c)
-    assert len(table) == 1 and not table.loc[0, "outlier"]
+    assert len(table) == 1 and math.isnan(table.loc[0, "outlier"])  # n/a: not screened
+    assert table.loc[0, "outlier_measures"] == "too few runs to flag"
     assert "uncertainty_mean" not in table.columns
     assert (c.out / "group_PSR.html").stat().st_size > 1000
 

@@ -39,7 +39,8 @@ def _artifact_dir(tmp_path: Path) -> Path:
 
 
 def test_group_report_renders_without_errors(tmp_path):
-    groups = {"01": "MS", "02": "MS", "03": "control", "04": "MS", "05": "control"}
+    groups = {"01": "MS", "02": "MS", "03": "control", "04": "MS", "05": "control",
+              "06": "MS", "07": "control", "08": "MS", "09": "control"}  # 8+ runs: screened
     c = toy.make_cohort(tmp_path / "data", groups)
     lesions, measured = tmp_path / "lesions", tmp_path / "qmt"
     for index, (sub, group) in enumerate(groups.items()):
@@ -55,8 +56,8 @@ def test_group_report_renders_without_errors(tmp_path):
                 lesions / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-consensus_mask.nii.gz",
                 toy.lesion_mask(),
             )
-    c.add_input("06")
-    c.add_crash("06", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    c.add_input("10")
+    c.add_crash("10", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
     config = Config()
     config.execution.bids_dir, config.execution.output_dir = c.bids, c.out
     config.execution.derivatives = {"lesions": lesions}
