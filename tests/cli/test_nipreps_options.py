@@ -119,6 +119,27 @@ def test_old_bidsignore_gains_the_transform_pattern(bids, tmp_path):
     assert (out / ".bidsignore").read_text() == before
 
 
+def test_reports_only_covers_crashed_subjects_and_older_outputs(tmp_path, logs):
+    from tests.group import cohort as toy
+
+    c = toy.make_cohort(tmp_path)
+    c.add_result("01", report=False)  # outputs of an older demist: no run record beside them
+    c.add_input("02")
+    c.add_crash("02", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    c.add_input("03")  # never run: no trace in OUT, so no report
+    code = run([str(c.bids), str(c.out), "participant", "--reports-only",
+                "-w", str(tmp_path / "w")])
+    assert code == 0
+    first = (c.out / "sub-01.html").read_text()
+    assert "No run record was found" in first and "0.1.0" in first  # version from the sidecar
+    assert "<li>reoriented</li>" in first and "No errors to report" in first
+    crashed = (c.out / "sub-02.html").read_text()
+    assert "crash-20260101-02.txt: RuntimeError: CUDA out of memory" in crashed
+    assert "sub-02: no PSR map was produced" in crashed
+    assert not (c.out / "sub-03.html").exists()
+    assert (c.out / "dataset_description.json").is_file()
+
+
 # -- one real participant run --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
