@@ -84,6 +84,19 @@ def clean_work_dir(work_dir: Path) -> None:
                        ", ".join(left))
 
 
+def _note_participant_only_options(config) -> None:
+    """Say so when an option that only concerns the participant level's graph is given elsewhere."""
+    level = config.execution.analysis_level
+    if level == "participant":
+        return
+    given = [flag for flag, on in (("--write-graph", config.execution.write_graph),
+                                   ("--resource-monitor", config.nipype.resource_monitor),
+                                   ("--reports-only", config.execution.reports_only)) if on]
+    if given:
+        LOGGER.warning("%s: only the participant level uses %s; the %s level runs as usual",
+                       " ".join(given), "them" if len(given) > 1 else "it", level)
+
+
 def _dispatch(config) -> int:
     level = config.execution.analysis_level
     if level == "participant":
@@ -129,6 +142,7 @@ def run(argv: list[str] | None = None) -> int:
                         config.execution.config_file)
         if config.execution.clean_workdir:
             clean_work_dir(Path(config.execution.work_dir))
+        _note_participant_only_options(config)
         return _dispatch(config)
 
     return _guarded("demist", work)
