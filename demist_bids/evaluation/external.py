@@ -12,7 +12,7 @@ on a fresh phantom cohort::
 
     python -m demist_bids.evaluation.external --model MODEL_DIR \
         --train-bids TRAIN_BIDS --test-bids TEST_BIDS --out OUT_DIR [--work WORK] \
-        [--regressor DIR [--train-regressor]]
+        [--regressor DIR [--train-regressor [--regressor-steps N]]] [--paper-samples K]
 
 ``--regressor DIR`` loads a saved regressor (a train run's
 ``training/fold-<k>/models/unet-regressor``); with ``--train-regressor`` one
@@ -43,8 +43,12 @@ def preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
     return [load_volume(p) for p in paths]
 
 
-def train_regressor_on(volumes, model, directory: Path, *, seed: int = 0, resume: bool = True) -> Path:
+def train_regressor_on(volumes, model, directory: Path, *, seed: int = 0, resume: bool = True,
+                       steps: int | None = None) -> Path:
     """Train the U-Net regressor on ``volumes`` with the model's preset recipe, saved in ``directory``.
+
+    ``steps`` overrides the preset's step count (a model trained longer than its preset
+    deserves a regressor with a matching budget).
 
     The patches are those the train level draws (same patch size, the model's
     PSR scale); the stage checkpoints in ``directory / "stage"`` and resumes.
@@ -61,7 +65,7 @@ def train_regressor_on(volumes, model, directory: Path, *, seed: int = 0, resume
     rec.patch_size = list(model.config.patch_size)
     sampler = PatchSampler(volumes, rec.patch_size, model.config.psr_scale, seed=seed)
     torch.manual_seed(seed)
-    run = StageRun(sampler, rec, Path(directory) / "stage", rec.steps["regressor"], DistributedContext(),
+    run = StageRun(sampler, rec, Path(directory) / "stage", steps or rec.steps["regressor"], DistributedContext(),
                    TerminationFlag(), resume, seed, torch.device("cpu"))
     return fit_regressor(run, model.config.psr_scale, Path(directory))
 
@@ -69,14 +73,16 @@ def train_regressor_on(volumes, model, directory: Path, *, seed: int = 0, resume
 def evaluate_model(
     model_dir: Path, train_bids: Path, test_bids: Path, out_dir: Path, *, work_dir: Path,
     sampler: str | None = None, steps: int | None = None, seed: int = 0, test_cache: str = "test_preproc",
-    regressor: Path | None = None, train_regressor: bool = False,
+    regressor: Path | None = None, train_regressor: bool = False, regressor_steps: int | None = None,
+    paper_samples: int | None = None,
 ):
     """Measure ``model_dir``, its reference rows and the baselines on ``test_bids``; return the per-scan table.
 
     ``test_cache`` names the test cohort's preprocessing cache in ``work_dir``: give
     each test cohort its own, or a second cohort would overwrite the first one's.
     ``regressor`` is a saved U-Net regressor; ``train_regressor`` trains it there
-    first on ``train_bids`` when it is absent.
+    first on ``train_bids`` when it is absent (``regressor_steps`` steps; default: the preset's).
+    ``paper_samples``: samples the ``demist-paper`` row averages.
     """
     import html
 
@@ -97,9 +103,10 @@ def evaluate_model(
     test = preprocessed_volumes(Path(test_bids), Path(work_dir), test_cache)
     linear = fit_linear_psr((v.cond[0], v.cond[1], v.psr, v.brain) for v in train)
     if regressor is not None and train_regressor and not is_saved_regressor(regressor):
-        train_regressor_on(train, model, Path(regressor), seed=seed)
+        train_regressor_on(train, model, Path(regressor), seed=seed, steps=regressor_steps)
 
-    rows = demist_rows(model, choice, seed=seed, device="cpu", regressor_dir=regressor)
+    rows = demist_rows(model, choice, seed=seed, device="cpu", regressor_dir=regressor,
+                      paper_samples=paper_samples)
     result = evaluate_fold(0, test, rows.synthesizers, linear, model.config.psr_scale, references=rows.references)
     per_scan = pd.DataFrame(result.rows)
     notes = (f"<p>External validation of {Path(model_dir).name} on {Path(test_bids).name} "
@@ -126,6 +133,10 @@ def main(argv=None) -> int:
                         help="a saved U-Net regressor (the unet-regressor row; absent: no such row)")
     parser.add_argument("--train-regressor", action="store_true",
                         help="train the --regressor on --train-bids first when it is not there")
+    parser.add_argument("--regressor-steps", type=int, default=None,
+                        help="steps of that training (default: the model preset's)")
+    parser.add_argument("--paper-samples", type=int, default=None,
+                        help="samples averaged by the demist-paper row (default: the default sampler's)")
     opts = parser.parse_args(argv)
     if opts.train_regressor and opts.regressor is None:
         parser.error("--train-regressor needs --regressor DIR (where to save it)")
@@ -134,6 +145,7 @@ def main(argv=None) -> int:
         opts.model, opts.train_bids, opts.test_bids, opts.out,
         work_dir=opts.work or opts.out / "work", sampler=opts.sampler, steps=opts.steps, seed=opts.seed,
         test_cache=opts.test_cache, regressor=opts.regressor, train_regressor=opts.train_regressor,
+        regressor_steps=opts.regressor_steps, paper_samples=opts.paper_samples,
     )
     columns = [c for c in ("psnr", "ssim", "mse", "auc_proximal", "auc_distal", "auc_combined",
                            "lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined") if c in per_scan]

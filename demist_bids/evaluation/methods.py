@@ -77,18 +77,20 @@ class DemistRows:
 
 
 def demist_rows(model, default: SamplerChoice, *, seed: int, device: str,
-                regressor_dir: Path | None = None) -> DemistRows:
+                regressor_dir: Path | None = None, paper_samples: int | None = None) -> DemistRows:
     """DEMIST's rows (see the module docstring) for a trained ``model``.
 
     Args:
         default: the sampler of the ``demist`` row (the model's shipped default).
         regressor_dir: a saved U-Net regressor (:mod:`demist_bids.models.regressor`);
             without one the ``unet-regressor`` row is left out, with a note.
+        paper_samples: samples averaged by the ``demist-paper`` row (issue 16 allows the
+            mean of up to 4); default: as many as the default sampler draws.
     """
     from demist_bids.inference.sampler import decode_condition, reconstruct_psr
     from demist_bids.models.regressor import is_saved_regressor, load_regressor, predict_psr
 
-    paper = replace(PAPER_SAMPLER, samples=default.samples, precision=default.precision)
+    paper = replace(PAPER_SAMPLER, samples=paper_samples or default.samples, precision=default.precision)
     synthesizers = {"demist": diffusion_synthesizer(model, default, seed=seed, device=device)}
     notes = [f"DEMIST and backbone-only sample with the model's default sampler: {default.describe()}."]
     if default.same_chain(paper):

@@ -36,10 +36,12 @@ def test_each_test_cohort_is_scored_from_its_own_cache(cohorts, capsys):
     common = ["--model", str(model), "--train-bids", str(root / "train_bids"), "--work", str(root / "work"),
               "--regressor", str(root / "regressor")]
     assert main([*common, "--test-bids", str(root / "test_a"), "--out", str(root / "out_a"),
-                 "--test-cache", "preproc_a", "--train-regressor"]) == 0
+                 "--test-cache", "preproc_a", "--train-regressor", "--regressor-steps", "3"]) == 0
     first = pd.read_csv(root / "out_a" / "evaluation_scans.tsv", sep="\t")
     cached = sorted(p.name for p in (root / "work" / "preproc_a").iterdir())
     assert (root / "regressor" / "regressor.json").exists()  # trained on the training cohort, then reused
+    log = pd.read_csv(root / "regressor" / "stage" / "log.csv")
+    assert log.step.max() == 3  # --regressor-steps, not the preset's 75
 
     assert main([*common, "--test-bids", str(root / "test_b"), "--out", str(root / "out_b"),
                  "--test-cache", "preproc_b"]) == 0
