@@ -123,10 +123,10 @@ def run_participant(config) -> int:
     crashed = _run_workflow(wf, config, n_gpus=1 if device.startswith("cuda") else 0) if usable else False
     LOGGER.info("participant workflow finished in %.0f s", time.monotonic() - started)
     record = run_record(config, device=device)
-    for item in inputs:
+    for item in usable:  # beside the reportlets of what the graph worked on; nothing for `bad`
         write_run_record(ex.output_dir, item.subject, item.bids_name, record)
     failed = write_subject_reports(ex.output_dir, usable, run_uuid=ex.run_uuid,
-                                   extra_errors={i.bids_name: [m] for i, m in bad})
+                                   extra_errors={i.bids_name: [m] for i, m in bad}, record=record)
     if crashed or failed:
         LOGGER.error("some subjects failed: %s; see their reports and crash files",
                      ", ".join(failed) or "see logs")

@@ -121,7 +121,7 @@ def _outputs_of(out: Path, bids_name: str) -> list[str]:
 
 def _about(record: dict, meta: dict) -> str:
     if not record:
-        return ("<p>No run record was found beside the figures (outputs of an older demist). "
+        return ("<p>No run record was found beside the figures (outputs of an older demist?). "
                 "From the sidecar: " + html.escape(str(meta.get("SoftwareVersion", "unknown")))
                 + (f", device {html.escape(str(meta['Sampler'].get('Device')))}"
                    if meta.get("Sampler") else "") + ".</p>")
@@ -153,8 +153,9 @@ def _methods(out: Path) -> str:
 
 
 def render_subject_report(output_dir: Path, subject: str, bids_names: list[str], *,
-                          run_uuid: str, errors: list[str]) -> str:
-    """The HTML text of one subject's report."""
+                          run_uuid: str, errors: list[str], record: dict | None = None) -> str:
+    """The HTML text of one subject's report (``record``: this run's, for the About section of
+    subjects without a saved one, such as those refused before the workflow)."""
     out = Path(output_dir)
     figures = out / f"sub-{subject}" / "figures"
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -172,7 +173,7 @@ def render_subject_report(output_dir: Path, subject: str, bids_names: list[str],
             anchor = ""
         sidecar = out / output_path("psr", *subject_session(bids_name), extension=".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        abouts.append((bids_name, read_run_record(out, subject, bids_name), meta))
+        abouts.append((bids_name, read_run_record(out, subject, bids_name) or record or {}, meta))
         if meta:
             if meta.get("Warning"):
                 parts.append(f"<p class='warning'>{html.escape(meta['Warning'])}</p>")
@@ -199,6 +200,8 @@ def render_subject_report(output_dir: Path, subject: str, bids_names: list[str],
             parts.append("<h2>Lesions vs normal-appearing white matter</h2>"
                          "<p>Median synthesized PSR per region and ROC AUC separating NAWM "
                          "from lesions (1 = perfect).</p>" + _table(lesions))
+    if not abouts and record:  # refused before the workflow: no outputs, but this run
+        abouts.append((f"sub-{subject}", record, {}))
     parts.append("<h2 id='about'>About</h2>")
     for bids_name, record, meta in abouts:
         if len(abouts) > 1:
@@ -217,7 +220,8 @@ def render_subject_report(output_dir: Path, subject: str, bids_names: list[str],
 
 
 def write_subject_reports(output_dir: Path, inputs, *, run_uuid: str,
-                          extra_errors: dict[str, list[str]] | None = None) -> list[str]:
+                          extra_errors: dict[str, list[str]] | None = None,
+                          record: dict | None = None) -> list[str]:
     """Write ``sub-X.html`` for each subject in ``inputs``; return the bids names that failed."""
     extra_errors = extra_errors or {}
     by_subject: dict[str, list] = {}
@@ -239,7 +243,8 @@ def write_subject_reports(output_dir: Path, inputs, *, run_uuid: str,
                 failed.append(item.bids_name)
                 if not errors:
                     errors.append(f"{item.bids_name}: no PSR map was produced")
-        page = render_subject_report(output_dir, subject, names, run_uuid=run_uuid, errors=errors)
+        page = render_subject_report(output_dir, subject, names, run_uuid=run_uuid, errors=errors,
+                                     record=record)
         atomic_write_text(Path(output_dir) / f"sub-{subject}.html", page)
     return failed
 

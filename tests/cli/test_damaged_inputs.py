@@ -57,6 +57,8 @@ def test_participant_damaged_image_is_65_naming_it(tmp_path, logs, damage):
     assert not any(r.exc_info for r in logs.records)
     assert "Traceback" not in logs.text
     assert _written_under_subjects(out) == []
+    about = (out / "sub-01.html").read_text().split("id='about'")[1]  # this run, in memory only
+    assert "Run ID" in about and "--skip-bids-validation" in about
 
 
 def test_voxel_limit_is_configurable(tmp_path, logs):
