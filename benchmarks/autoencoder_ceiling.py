@@ -72,7 +72,7 @@ def reconstruct(autoencoder, volume, psr_scale, downsampling):
     import numpy as np
     import torch
 
-    from demist_bids.evaluation.crossval import brain_box
+    from demist_bids.training.heldout import brain_box
     from demist_bids.inference.grid import crop_to_original, pad_to_multiple
     from demist_bids.models.autoencoders import posterior_mean
 
@@ -90,7 +90,7 @@ def ceilings(train_volumes, test_volumes, sizes, *, steps, seed=0):
     """Mean PSNR/SSIM/lesion AUC over ``test_volumes``: ``{"linear": ..., size: ...}``."""
     import numpy as np
 
-    from demist_bids.evaluation.crossval import measure_prediction
+    from demist_bids.training.heldout import measure_prediction
     from demist_bids.evaluation.linear_baseline import fit_linear_psr
     from demist_bids.training.volumes import cohort_psr_scale
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from demist_bids.evaluation.external import preprocessed_volumes
+    from demist_bids.training.external import preprocessed_volumes
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -95,7 +95,7 @@ def phantom_subject(work: Path, seed: int, scale: float):
     Generated and preprocessed in ``work`` (cached there between runs).
     """
     from demist_bids.phantom.cohort import generate_cohort
-    from demist_bids.training.cohort import find_training_scans, preprocess_cohort
+    from demist_bids.workflows.cohort import find_training_scans, preprocess_cohort
     from demist_bids.training.volumes import load_volume
 
     bids = work / f"phantom-seed{seed}-scale{scale:g}"

@@ -87,11 +87,11 @@ python "$REPO/benchmarks/stream_diagnostics.py" --model "$WORK/train_out/model" 
 #    the mean of 4 samples, every baseline row) and the previous demo model side by side, against a U-Net
 #    regressor trained on the training cohort (3000 steps at batch 2: about a quarter of the diffusion
 #    stage's compute, for time) and the linear baseline.
-python -m demist_bids.evaluation.external --model "$WORK/train_out/model" \
+demist-evaluate --model "$WORK/train_out/model" \
     --train-bids "$WORK/train_bids" --test-bids "$WORK/test16_bids" --out "$WORK/external16" \
     --work "$WORK/work" --test-cache test16_preproc --seed 0 --regressor "$WORK/regressor" \
     --train-regressor --regressor-steps 3000 --paper-samples 4 | tee "$WORK/external16_summary.txt"
-[ ! -d "$WORK/previous_demo" ] || python -m demist_bids.evaluation.external --model "$WORK/previous_demo" \
+[ ! -d "$WORK/previous_demo" ] || demist-evaluate --model "$WORK/previous_demo" \
     --train-bids "$WORK/train_bids" --test-bids "$WORK/test16_bids" --out "$WORK/external16_previous" \
     --work "$WORK/work" --test-cache test16_preproc --seed 0 --regressor "$WORK/regressor" \
     --paper-samples 1 | tee "$WORK/external16_previous_summary.txt"

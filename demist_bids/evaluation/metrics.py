@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -440,3 +440,8 @@ def robust_z(values) -> np.ndarray:
         scale = 1.2533 * np.mean(deviation)
     z[finite] = 0.0 if scale <= negligible else (x[finite] - median) / scale
     return z
+
+
+def pooled_lesion_auc(medians: Mapping[str, dict[str, np.ndarray]]) -> list[dict]:
+    """One row per method: the lesion-level AUCs over every pooled lesion, and how many there were."""
+    return [{"method": m, "n_lesions": int(v["lesion"].size), **lesion_level_auc_of(v)} for m, v in medians.items()]

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demist_bids.models.config import ModelConfig
+from demist_bids.utils.model_files import STUDENT_DIR, student_dir
 
 LOGGER = logging.getLogger("demist.inference")
 
 __all__ = ["STUDENT_DIR", "DISTILLED", "SamplingChoice", "student_dir", "resolve_sampling", "teacher_sha256"]
 
-STUDENT_DIR = "student"
-"""Subdirectory of a model directory holding its distilled student."""
 DISTILLED = "distilled"
 """Sampler name meaning: the student, with DDIM at its distilled step count."""
 
@@ -44,12 +43,6 @@ class SamplingChoice:
     def label(self) -> str:
         """``distilled`` for a student, else the scheduler name (what sidecars record)."""
         return DISTILLED if self.student else self.sampler
-
-
-def student_dir(model_dir: Path) -> Path | None:
-    """The distilled student of ``model_dir``, or None when it has none."""
-    candidate = Path(model_dir) / STUDENT_DIR
-    return candidate if (candidate / "config.json").is_file() else None
 
 
 def _read_config(directory: Path) -> ModelConfig:

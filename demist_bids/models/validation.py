@@ -229,7 +229,7 @@ def check_model_dir(directory: Path) -> ModelConfig:
         config = _check_files(directory)
     except OSError as exc:  # unreadable files: permissions, I/O errors
         raise UsageError(f"--model {directory}: cannot be read ({exc})") from exc
-    from demist_bids.inference.student import student_dir
+    from demist_bids.utils.model_files import student_dir
 
     student = student_dir(directory)
     if student is not None:

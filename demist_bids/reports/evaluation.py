@@ -229,9 +229,9 @@ def write_evaluation(
     """Write the five TSVs and ``evaluation.html`` into ``out_dir``; return their paths.
 
     ``lesion_medians`` (method -> every held-out lesion's medians,
-    :func:`~demist_bids.evaluation.crossval.pool_evaluations`) gives the pooled lesion-level AUCs.
+    :func:`~demist_bids.training.heldout.pool_evaluations`) gives the pooled lesion-level AUCs.
     """
-    from demist_bids.evaluation.crossval import pooled_lesion_auc
+    from demist_bids.evaluation.metrics import pooled_lesion_auc
 
     out_dir = Path(out_dir)
     first = ["method", "fold", "bids_name"]

@@ -4,13 +4,13 @@ Cross-validation (the ``train`` level) answers "how well does the method
 generalize within one cohort". This answers "how well does *this model file*
 do on scans it never saw": the model is applied to every scan of a test cohort
 that has a measured PSR map, the linear baseline is fitted on the model's own
-training cohort, and every row is measured the same way (:mod:`.crossval`):
+training cohort, and every row is measured the same way (:mod:`.heldout`):
 the rows of :mod:`.methods` (DEMIST with its default and the paper's sampler,
 backbone only, no diffusion, the autoencoder ceiling, and the U-Net regressor
 when ``--regressor`` names one). It is how the embedded demo model is checked
 on a fresh phantom cohort::
 
-    python -m demist_bids.evaluation.external --model MODEL_DIR \
+    demist-evaluate --model MODEL_DIR \
         --train-bids TRAIN_BIDS --test-bids TEST_BIDS --out OUT_DIR [--work WORK] \
         [--regressor DIR [--train-regressor [--regressor-steps N]]] [--paper-samples K]
 
@@ -24,7 +24,6 @@ the per-method means as its last lines.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -33,7 +32,7 @@ LOGGER = logging.getLogger("demist.evaluation")
 
 def preprocessed_volumes(bids_dir: Path, work_dir: Path, name: str):
     """Every scan of ``bids_dir`` with a PSR map, preprocessed (cached in ``work_dir / name``) and loaded."""
-    from demist_bids.training.cohort import find_training_scans, preprocess_cohort
+    from demist_bids.workflows.cohort import find_training_scans, preprocess_cohort
     from demist_bids.training.volumes import load_volume
 
     # ``train_preproc`` is where the train level caches its preprocessing: passing
@@ -88,10 +87,10 @@ def evaluate_model(
 
     import pandas as pd
 
-    from demist_bids.evaluation.crossval import evaluate_fold
+    from demist_bids.training.heldout import evaluate_fold
     from demist_bids.evaluation.linear_baseline import fit_linear_psr
-    from demist_bids.evaluation.methods import SamplerChoice, demist_rows
-    from demist_bids.evaluation.report import write_evaluation
+    from demist_bids.training.methods import SamplerChoice, demist_rows
+    from demist_bids.reports.evaluation import write_evaluation
     from demist_bids.models.io import load_model
     from demist_bids.models.regressor import is_saved_regressor
 
@@ -115,44 +114,3 @@ def evaluate_model(
     write_evaluation(per_scan, result.pooled_roc(), Path(out_dir), title="DEMIST external validation",
                      notes=notes, lesion_medians=result.pooled_lesion_medians())
     return per_scan
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--train-bids", type=Path, required=True)
-    parser.add_argument("--test-bids", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--sampler", default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-cache", default="test_preproc",
-                        help="name of the test cohort's preprocessing cache in --work (one per cohort)")
-    parser.add_argument("--regressor", type=Path, default=None,
-                        help="a saved U-Net regressor (the unet-regressor row; absent: no such row)")
-    parser.add_argument("--train-regressor", action="store_true",
-                        help="train the --regressor on --train-bids first when it is not there")
-    parser.add_argument("--regressor-steps", type=int, default=None,
-                        help="steps of that training (default: the model preset's)")
-    parser.add_argument("--paper-samples", type=int, default=None,
-                        help="samples averaged by the demist-paper row (default: the default sampler's)")
-    opts = parser.parse_args(argv)
-    if opts.train_regressor and opts.regressor is None:
-        parser.error("--train-regressor needs --regressor DIR (where to save it)")
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    per_scan = evaluate_model(
-        opts.model, opts.train_bids, opts.test_bids, opts.out,
-        work_dir=opts.work or opts.out / "work", sampler=opts.sampler, steps=opts.steps, seed=opts.seed,
-        test_cache=opts.test_cache, regressor=opts.regressor, train_regressor=opts.train_regressor,
-        regressor_steps=opts.regressor_steps, paper_samples=opts.paper_samples,
-    )
-    columns = [c for c in ("psnr", "ssim", "mse", "auc_proximal", "auc_distal", "auc_combined",
-                           "lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined") if c in per_scan]
-    means = per_scan.groupby("method")[columns].mean()
-    print(means.to_string(float_format=lambda v: f"{v:.4f}"))  # noqa: T201 - command output
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -65,11 +65,6 @@ def pool_evaluations(evaluations) -> tuple[list[dict], dict, dict]:
     return rows, roc, medians
 
 
-def pooled_lesion_auc(medians: Mapping[str, dict[str, np.ndarray]]) -> list[dict]:
-    """One row per method: the lesion-level AUCs over every pooled lesion, and how many there were."""
-    return [{"method": m, "n_lesions": int(v["lesion"].size), **lesion_level_auc_of(v)} for m, v in medians.items()]
-
-
 BOX_MARGIN = 8
 """Voxels kept around the brain's bounding box when synthesizing for evaluation."""
 

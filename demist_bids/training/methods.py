@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demist_bids.evaluation.crossval import ReferenceMethod, synthesize_in_brain_box
+from demist_bids.training.heldout import ReferenceMethod, synthesize_in_brain_box
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def diffusion_synthesizer(model, choice: SamplerChoice, *, seed: int, device: st
 
 @dataclass
 class DemistRows:
-    """What :func:`demist_rows` gives :func:`~demist_bids.evaluation.crossval.evaluate_fold`."""
+    """What :func:`demist_rows` gives :func:`~demist_bids.training.heldout.evaluate_fold`."""
 
     synthesizers: dict[str, Callable[[np.ndarray], np.ndarray]]
     references: dict[str, ReferenceMethod]

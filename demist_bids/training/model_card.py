@@ -103,7 +103,7 @@ def _metric_table(rows: list[dict]) -> str:
 
 def _method_legend(rows: list[dict]) -> str:
     """What each row is, in one line (the evaluation page's labels)."""
-    from demist_bids.evaluation.report import METHOD_LABELS
+    from demist_bids.reports.evaluation import METHOD_LABELS
 
     return "Rows: " + "; ".join(f"`{r['method']}` {METHOD_LABELS.get(r['method'], r['method'])}" for r in rows) + "."
 
@@ -240,7 +240,7 @@ def write_model_card(model_dir: Path) -> Path:
 
 
 def append_external_validation(model_dir: Path, summary_tsv: Path, cohort: str) -> Path:
-    """Add an external validation (:mod:`demist_bids.evaluation.external`) to the card.
+    """Add an external validation (:mod:`demist_bids.training.external`) to the card.
 
     It goes into ``config.json`` (so a re-rendered README keeps it) and the README;
     validations on several cohorts are kept in the order they were added, and a

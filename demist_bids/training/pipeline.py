@@ -91,7 +91,7 @@ def prepare_cohort(config, ctx) -> list[VolumePaths]:
     out_dir = Path(config.execution.output_dir)
     manifest = out_dir / "cohort.json"
     if ctx.is_main:
-        from demist_bids.training.cohort import find_training_scans, preprocess_cohort
+        from demist_bids.workflows.cohort import find_training_scans, preprocess_cohort
 
         bids_filter = None
         if config.execution.bids_filter_file:
@@ -356,16 +356,16 @@ class CohortTrainer:
 
     # -- evaluation and export --------------------------------------------------------------
     def _eval_sampler(self):
-        from demist_bids.evaluation.methods import SamplerChoice
+        from demist_bids.training.methods import SamplerChoice
 
         r = self.recipe
         return SamplerChoice(r.eval_sampler, r.eval_steps, r.eval_start, r.eval_samples, r.eval_precision)
 
     def _evaluate_fold(self, fold: int, models: dict):
-        """Every row of the table on the fold's held-out scans (:mod:`demist_bids.evaluation.methods`)."""
-        from demist_bids.evaluation.crossval import evaluate_fold
+        """Every row of the table on the fold's held-out scans (:mod:`demist_bids.training.methods`)."""
+        from demist_bids.training.heldout import evaluate_fold
         from demist_bids.evaluation.linear_baseline import fit_linear_psr
-        from demist_bids.evaluation.methods import demist_rows, diffusion_synthesizer
+        from demist_bids.training.methods import demist_rows, diffusion_synthesizer
 
         train = self._volumes_of(self.folds.training(fold))
         held_out = self._volumes_of(self.folds.held_out(fold))
@@ -385,8 +385,8 @@ class CohortTrainer:
 
         import pandas as pd
 
-        from demist_bids.evaluation.crossval import pool_evaluations
-        from demist_bids.evaluation.report import write_evaluation
+        from demist_bids.training.heldout import pool_evaluations
+        from demist_bids.reports.evaluation import write_evaluation
 
         rows, roc, medians = pool_evaluations(evaluations)
         if not rows:

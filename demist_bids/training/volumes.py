@@ -4,7 +4,7 @@ One :class:`TrainingVolume` per scan, all on the model's 1 mm grid: T1w and
 FLAIR already scaled to [0, 1] by preprocessing, the measured PSR in PSR units,
 the brain mask, and (for evaluation) lesion and white-matter masks. Loading
 takes file paths only; which files they are is the BIDS layer's business
-(:mod:`demist_bids.training.cohort`).
+(:mod:`demist_bids.workflows.cohort`).
 
 The PSR target is divided by one cohort-wide constant (:func:`cohort_psr_scale`)
 and never rescaled per subject, so between-subject differences survive
@@ -19,22 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from demist_bids.workflows.cohort import VolumePaths
+
 PSR_SCALE_PERCENTILE = 99.9
 """Percentile of PSR over all training brain voxels that maps to 1.0 (the sampler clamps
 to [0, 1], so only the top 0.1% of training values can saturate)."""
-
-
-@dataclass(frozen=True)
-class VolumePaths:
-    """Files of one preprocessed training scan (1 mm grid)."""
-
-    name: str
-    t1w: Path
-    flair: Path
-    brain_mask: Path
-    psr: Path
-    lesion_mask: Path | None = None
-    wm_mask: Path | None = None
 
 
 @dataclass

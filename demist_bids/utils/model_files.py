@@ -6,6 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
+STUDENT_DIR = "student"
+"""Subdirectory of a model directory holding its distilled student."""
+
 WEIGHTS_SUMS = "SHA256SUMS"
 """The weights files' SHA256, in ``sha256sum`` format, written beside them by ``save_model``.
 
@@ -78,3 +81,9 @@ def read_card(directory: Path) -> dict:
         return {}
     card = config.get("card") or config.get("model_card") or {}
     return card if isinstance(card, dict) else {"summary": str(card)}
+
+
+def student_dir(model_dir: Path) -> Path | None:
+    """The distilled student of ``model_dir``, or None when it has none."""
+    candidate = Path(model_dir) / STUDENT_DIR
+    return candidate if (candidate / "config.json").is_file() else None

@@ -11,7 +11,7 @@ This is the BIDS- and Nipype-facing half of training (no torch here):
    onto the model's 1 mm grid (world-space resampling, identity transform:
    both grids are aligned to the T1w);
 3. :func:`preprocess_cohort` runs it and returns the files as
-   :class:`~demist_bids.training.volumes.VolumePaths`.
+   :class:`VolumePaths`.
 
 Training therefore sees exactly the inputs the participant level will give the
 model at inference time.
@@ -20,6 +20,7 @@ model at inference time.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
@@ -27,10 +28,22 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 
 from demist_bids.exceptions import MissingInputError
 from demist_bids.preprocessing.tissues import WM as WM_LABEL  # the dseg's white matter (2, BIDS order)
-from demist_bids.training.volumes import VolumePaths
 from demist_bids.utils.image_check import DEFAULT_MAX_VOXELS, check_image_files
 
 LOGGER = logging.getLogger("demist.train")
+
+
+@dataclass(frozen=True)
+class VolumePaths:
+    """Files of one preprocessed training scan (1 mm grid)."""
+
+    name: str
+    t1w: Path
+    flair: Path
+    brain_mask: Path
+    psr: Path
+    lesion_mask: Path | None = None
+    wm_mask: Path | None = None
 
 
 def find_training_scans(

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from demist_bids.evaluation.report import write_evaluation
+from demist_bids.reports.evaluation import write_evaluation
 from demist_bids.evaluation.statistics import best_baseline, paired_tests
 
 

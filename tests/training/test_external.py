@@ -1,4 +1,4 @@
-"""External validation (python -m demist_bids.evaluation.external) on tiny phantom cohorts."""
+"""External validation (demist-evaluate) on tiny phantom cohorts."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def cohorts(tmp_path_factory):
 
 def test_each_test_cohort_is_scored_from_its_own_cache(cohorts, capsys):
     """Two test cohorts in one work folder: named caches keep the first cohort's preprocessing intact."""
-    from demist_bids.evaluation.external import main
+    from demist_bids.cli.evaluate import run_evaluate as main
 
     root, model = cohorts
     common = ["--model", str(model), "--train-bids", str(root / "train_bids"), "--work", str(root / "work"),

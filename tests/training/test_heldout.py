@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from demist_bids.evaluation.crossval import (brain_box, evaluate_fold, pool_evaluations, pooled_lesion_auc,
-                                             synthesize_in_brain_box)
 from demist_bids.evaluation.linear_baseline import LinearPSRModel
+from demist_bids.evaluation.metrics import pooled_lesion_auc
+from demist_bids.training.heldout import brain_box, evaluate_fold, pool_evaluations, synthesize_in_brain_box
 from demist_bids.training.volumes import TrainingVolume
 
 
@@ -80,7 +80,7 @@ def test_reference_methods_see_the_scan_and_lesion_level_aucs_are_recorded():
 
 
 def test_demist_rows_one_row_per_distinct_sampler(tmp_path):
-    from demist_bids.evaluation.methods import PAPER_SAMPLER, SamplerChoice, demist_rows
+    from demist_bids.training.methods import PAPER_SAMPLER, SamplerChoice, demist_rows
     from demist_bids.models.demist import build_model
     from demist_bids.models.regressor import RegressorConfig, build_regressor, save_regressor
     from tests.models.tiny import tiny_config

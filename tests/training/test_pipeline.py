@@ -51,7 +51,7 @@ def test_train_two_folds_then_eval_stage_alone(cohort):
     assert folds.groupby("method").size().eq(2).all()  # a row per method and fold
     assert {"lesion_auc_proximal", "lesion_auc_distal", "lesion_auc_combined", "auc_combined"} <= set(folds)
     page = (out / "evaluation" / "evaluation.html").read_text()
-    from demist_bids.evaluation.report import METHOD_LABELS
+    from demist_bids.reports.evaluation import METHOD_LABELS
 
     assert all(METHOD_LABELS[m].replace("'", "&#x27;") in page for m in methods)
     assert page.count("<tr>") >= len(methods) and "Lesion-level AUC" in page

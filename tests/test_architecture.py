@@ -1,0 +1,106 @@
+"""The package map stays acyclic: no subpackage of demist_bids imports one that imports it back.
+
+Walks every module's imports with ``ast`` (module-level and function-level alike,
+relative and absolute), builds the graph between subpackages and fails on any
+strongly connected component of more than one subpackage, naming the files.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "demist_bids"
+
+
+def _imported(package: Path, path: Path, node: ast.AST) -> list[str]:
+    """Dotted names below ``demist_bids`` that ``node`` imports, from module ``path``."""
+    here = list(path.relative_to(package).parts[:-1])
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = here[: len(here) - (node.level - 1)]
+            return [".".join(base + ([node.module] if node.module else []))]
+        if node.module and node.module.startswith("demist_bids."):
+            return [node.module.removeprefix("demist_bids.")]
+    if isinstance(node, ast.Import):
+        return [a.name.removeprefix("demist_bids.") for a in node.names if a.name.startswith("demist_bids.")]
+    return []
+
+
+def subpackage_graph(package: Path = PACKAGE) -> dict[tuple[str, str], set[str]]:
+    """(importer, imported) subpackage pairs, each with the importing files."""
+    edges: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).parts
+        if len(parts) == 1:  # top-level modules (api, config, exceptions) are shared leaves
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for name in _imported(package, path, node):
+                target = name.split(".")[0]
+                if target and target != parts[0] and (package / target).is_dir():
+                    edges[(parts[0], target)].add(str(path.relative_to(package)))
+    return edges
+
+
+def cycles(edges) -> list[list[str]]:
+    """Strongly connected components with more than one subpackage (Tarjan)."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        graph[a].add(b)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_finder_sees_a_cycle(tmp_path):
+    """The check itself can fail: two subpackages that import each other are found."""
+    for name, other in (("alpha", "beta"), ("beta", "alpha")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+        (tmp_path / name / "mod.py").write_text(f"from demist_bids.{other}.mod import x\nfrom ..{other} import y\n")
+    assert cycles(subpackage_graph(tmp_path)) == [["alpha", "beta"]]
+
+
+def test_no_import_cycles_between_subpackages():
+    edges = subpackage_graph()
+    assert ("training", "workflows") in edges  # the walk sees real imports
+    found = cycles(edges)
+    detail = "; ".join(
+        f"{' <-> '.join(c)}: " + ", ".join(f"{a}->{b} ({', '.join(sorted(edges[(a, b)]))})"
+                                          for a in c for b in c if (a, b) in edges)
+        for c in found)
+    assert not found, f"import cycles between subpackages: {detail}"
+
+
+def test_evaluation_is_pure_numbers():
+    """evaluation/ imports no torch, no Nipype and nothing that trains or draws."""
+    for path in (PACKAGE / "evaluation").rglob("*.py"):
+        text = path.read_text()
+        for heavy in ("import torch", "from torch", "nipype", "demist_bids.training", "demist_bids.reports"):
+            assert heavy not in text, f"{path.name} uses {heavy}"
