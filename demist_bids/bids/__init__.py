@@ -1,4 +1,4 @@
-"""demist_bids.bids."""
+"""BIDS queries (pybids) and the naming rules every output shares; no torch here."""
 
 from __future__ import annotations
 
@@ -18,3 +18,8 @@ def raw_dataset(bids_dir: Path, output_dir: Path) -> Path | None:
     if bids_dir.resolve() == Path(output_dir).resolve():
         return None
     return bids_dir
+
+
+def scan_prefix(subject: str, session: str | None = None) -> str:
+    """``sub-X`` or ``sub-X_ses-Y``: the one place a scan's file-name prefix is built."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demist_bids.bids import scan_prefix
 from demist_bids.exceptions import NothingSelectedError
 
 LOGGER = logging.getLogger("demist.bids")
@@ -59,7 +60,7 @@ class AnatInputs:
     @property
     def bids_name(self) -> str:
         """``sub-X`` or ``sub-X_ses-Y``: the prefix of every output file."""
-        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+        return scan_prefix(self.subject, self.session)
 
 
 @dataclass(frozen=True)

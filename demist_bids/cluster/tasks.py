@@ -7,6 +7,8 @@ participant level validates the data itself.
 
 from __future__ import annotations
 
+from demist_bids.bids import scan_prefix
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ class Task:
 
     @property
     def name(self) -> str:
-        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+        return scan_prefix(self.subject, self.session)
 
 
 def _strip(label: str, prefix: str) -> str:

@@ -9,6 +9,8 @@ reported with the reason taken from their crash files.
 
 from __future__ import annotations
 
+from demist_bids.bids import scan_prefix
+
 import logging
 import re
 from dataclasses import dataclass, field
@@ -105,7 +107,7 @@ def find_runs(output_dir: Path) -> list[ParticipantRun]:
             ParticipantRun(
                 subject=subject,
                 session=session,
-                prefix=f"sub-{subject}" + (f"_ses-{session}" if session else ""),
+                prefix=scan_prefix(subject, session),
                 psr=psr,
                 std=companion("psr_std"),
                 brain_mask=companion("brain_mask"),

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from demist_bids.bids import scan_prefix
 from demist_bids.group.svg import PALETTE, Mark, interval_plot, scatter_plot, strip_plot
 
 TISSUE_MEASURES = {
@@ -53,7 +54,7 @@ def run_label(bids_name: str) -> str:
         subject, session = subject_session(bids_name)
     except ValueError:
         return bids_name
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    return scan_prefix(subject, session)
 
 
 @dataclass

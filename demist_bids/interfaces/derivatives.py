@@ -6,6 +6,8 @@ all-or-nothing step (see :mod:`demist_bids.derivatives.writer`).
 
 from __future__ import annotations
 
+from demist_bids.bids import scan_prefix
+
 import json
 from pathlib import Path
 
@@ -67,7 +69,7 @@ class CommitDerivatives(SimpleInterface):
             {key: opt(key) for key in OUTPUTS}, qc=qc, synthesis=info,
             static=dict(self.inputs.metadata or {}), lesion_values=lesion,
         )
-        bids_name = f"sub-{self.inputs.subject}" + (f"_ses-{session}" if session else "")
+        bids_name = scan_prefix(self.inputs.subject, session)
         if isdefined(self.inputs.reportlets):
             copy_reportlets(
                 Path(self.inputs.output_dir), self.inputs.subject,

@@ -18,6 +18,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from demist_bids.bids import scan_prefix
 from demist_bids import __version__
 from demist_bids.derivatives.outputs import output_path, subject_session
 from demist_bids.reports.about import read_run_record
@@ -281,7 +282,7 @@ def rebuild_subject_reports(output_dir: Path, *, bids_dir: Path, run_uuid: str,
     for run in runs:
         names.setdefault(run.subject, []).append(run.prefix)
     for failure in crashed:
-        prefix = f"sub-{failure.subject}" + (f"_ses-{failure.session}" if failure.session else "")
+        prefix = scan_prefix(failure.subject, failure.session)
         names.setdefault(failure.subject, [])
         if prefix not in names[failure.subject]:
             names[failure.subject].append(prefix)
