@@ -48,6 +48,11 @@ def main(model_dir: Path, work: Path) -> None:
 
     ratios = diagnostics_ratios(work / "dev_stream_diagnostics.txt")
     config = read_model_config(model_dir)
+    if "from the demist model" in str(config.card.get("autoencoders", "")):
+        # the pipeline names the local folder it reused; the card names what it was
+        config.card["autoencoders"] = ("from the previous embedded demo model (trained on this cohort: ae 2500 + "
+                                       "align 2000 steps); ae and align stages not run, latent statistics "
+                                       "measured on this cohort")
     config.card = {**config.card, "stream_diagnostics": {
         "cohort": "one demist-phantom subject, seed 11, 64x80x64 box around the brain centre; the development "
                   "phantom this model's sampler was chosen on, so a description, not a test score",

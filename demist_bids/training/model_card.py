@@ -215,6 +215,9 @@ def _sampler_line(config: dict) -> str:
     if float(sampling.get("start", 1.0)) < 1:
         text += (f", starting from the aligned conditioning latent noised to {sampling['start']:g} of "
                  "the schedule (1.0 would be pure noise, the paper)")
+    guidance = float(sampling.get("guidance", 1.0))
+    if guidance != 1:
+        text += f", classifier-free guidance {guidance:g} (the frozen backbone as the unconditional branch)"
     overlap = float(sampling.get("autoencoder_overlap", 0.5))
     if overlap != 0.5:
         text += f"; autoencoder windows overlap by {overlap:g}"

@@ -56,6 +56,9 @@ def test_card_rendering(tmp_path):
     rerendered = render_model_card(stored)
     assert "| demist | 22.25 |" in rerendered and "cohort X" in rerendered
     assert "noised to 0.15 of the schedule" in rerendered and "60.0x faster" in rerendered
+    assert "guidance" not in rerendered  # no guidance, nothing said
+    stored["sampling"].update(guidance=1.5)
+    assert "classifier-free guidance 1.5 (the frozen backbone" in render_model_card(stored)
     assert ("DEMIST minus the linear baseline: PSNR +6.750 dB (better; paired Wilcoxon p = 0.00781 "
             "over 8 scans).") in rerendered
     # A second cohort adds a section; the same cohort again replaces its own.
