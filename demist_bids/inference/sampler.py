@@ -44,7 +44,7 @@ from demist_bids.models.demist import DemistModel
 LOGGER = logging.getLogger("demist.inference")
 
 __all__ = [
-    "SynthesisResult", "synthesize", "recommended_sampler", "resolve_device", "chain_seed",
+    "SynthesisResult", "synthesize", "resolve_device", "chain_seed",
     "decode_condition", "reconstruct_psr",
 ]
 
@@ -61,11 +61,6 @@ class SynthesisResult:
     """Per-voxel standard deviation across samples (ddof=1), PSR units; None for one sample."""
     info: dict[str, Any] = field(default_factory=dict)
     """sampler, steps, samples, seed, device, dtype, mode (whole/window), seconds..."""
-
-
-def recommended_sampler(config: ModelConfig) -> tuple[str, int]:
-    """The sampler and step count stored with the model (the participant-level default)."""
-    return config.sampling.sampler, int(config.sampling.steps)
 
 
 def resolve_device(device: str) -> str:

@@ -12,13 +12,12 @@ distilled`` asks for it explicitly. No torch here: the CLI resolves this cheaply
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from demist_bids.models.config import ModelConfig
-from demist_bids.utils.model_files import STUDENT_DIR, student_dir
+from demist_bids.utils.model_files import STUDENT_DIR, directory_sha256, student_dir
 
 LOGGER = logging.getLogger("demist.inference")
 
@@ -89,11 +88,4 @@ def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0) -> 
 
 def teacher_sha256(model_dir: Path) -> str:
     """sha256 of a model directory's own files, leaving out its ``student/`` subdirectory."""
-    digest = hashlib.sha256()
-    root = Path(model_dir)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root)
-        if relative.parts[0] == STUDENT_DIR:
-            continue
-        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return directory_sha256(model_dir, exclude=(STUDENT_DIR,))

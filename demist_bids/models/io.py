@@ -20,7 +20,6 @@ never see half a model. Bundle
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from demist_bids.models.unet import (
     load_plain_state_dict,
     plain_state_dict,
 )
+from demist_bids.utils.model_files import directory_sha256
 
 LOGGER = logging.getLogger("demist.models")
 
@@ -47,7 +47,6 @@ __all__ = [
     "save_model",
     "load_model",
     "component_states",
-    "model_sha256",
     "read_model_config",
     "write_model_config",
     "load_backbone_weights",
@@ -124,7 +123,7 @@ def save_model(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    LOGGER.info("saved model to %s (sha256 %s)", directory, model_sha256(directory)[:12])
+    LOGGER.info("saved model to %s (sha256 %s)", directory, directory_sha256(directory)[:12])
     return directory
 
 
@@ -194,13 +193,6 @@ def load_model(directory: Path, device: str = "cpu") -> DemistModel:
             prefix = f"{name}."
             module.load_state_dict({k[len(prefix) :]: v for k, v in streams.items() if k.startswith(prefix)})
     return model.to(device).eval()
-
-
-def model_sha256(directory: Path) -> str:
-    """sha256 over every file of the model directory (relative names and contents, sorted)."""
-    from demist_bids.utils.model_files import directory_sha256
-
-    return directory_sha256(Path(directory))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -31,14 +31,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def directory_sha256(directory: Path) -> str:
+def directory_sha256(directory: Path, *, exclude: tuple[str, ...] = ()) -> str:
     """SHA256 over the names and bytes of every file in the model directory, in sorted order.
 
-    The same digest as :func:`demist_bids.models.io.model_sha256`, without importing torch.
+    The one model-directory checksum (sidecars, saved models, a student's record of
+    its teacher). ``exclude`` names top-level subdirectories left out: a student
+    records its teacher's digest without ``student/``, which it then joins.
     """
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+    root = Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root)
+        if relative.parts[0] in exclude:
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
         _update(digest, path)
         digest.update(b"\0")
     return digest.hexdigest()

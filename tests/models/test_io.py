@@ -12,11 +12,11 @@ from demist_bids.models.io import (
     load_autoencoder_weights,
     load_backbone_weights,
     load_model,
-    model_sha256,
     read_model_config,
     save_model,
 )
 from demist_bids.models.unet import build_backbone, plain_state_dict
+from demist_bids.utils.model_files import directory_sha256 as model_sha256
 from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
 
 

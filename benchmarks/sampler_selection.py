@@ -3,7 +3,7 @@
 Issue 9's rule: among the options whose PSNR against the true PSR is within
 ``tolerance_db`` (0.3 dB) of the reference sampler's (DDPM, 1000 steps, as
 trained), take the one with the shortest wall time. The participant level
-reads the result from the model config (:func:`demist_bids.inference.sampler.recommended_sampler`);
+reads the result from the model config (``ModelConfig.sampling``);
 :func:`record_choice` writes it there.
 """
 
