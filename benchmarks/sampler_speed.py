@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from demist_bids.evaluation.metrics import image_metrics
-    from demist_bids.inference.sampler import resolve_device, synthesize
+    from demist_bids.inference.sampler import synthesize
+    from demist_bids.utils.devices import resolve_device
     from sampler_selection import (PSNR_TOLERANCE_DB, SamplerTrial, fastest_within_tolerance,
                                                  record_choice)
     from demist_bids.inference.student import DISTILLED, STUDENT_DIR

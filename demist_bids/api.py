@@ -177,7 +177,8 @@ def synthesize_pair(
     """
     import tempfile
 
-    from demist_bids.cli.participant import resolve_device, resolve_model
+    from demist_bids.cli.participant import resolve_model
+    from demist_bids.utils.devices import resolve_device
     from demist_bids.config import SeedsConfig, SynthesisConfig
     from demist_bids.derivatives.sidecars import psr_metadata, static_metadata
     from demist_bids.models.validation import check_model_dir

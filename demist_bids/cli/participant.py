@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from demist_bids.exceptions import BadDataError, MissingInputError
+from demist_bids.utils.devices import resolve_device
 
 LOGGER = logging.getLogger("demist.participant")
 
@@ -30,22 +31,6 @@ def resolve_model(model: Path | None) -> tuple[Path, bool]:
             f"no --model given and the embedded demo model is missing from {path}"
         )
     return path, True
-
-
-def resolve_device(requested: str) -> str:
-    """``auto`` picks CUDA when a GPU is visible; asking for CUDA without one is an error."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
-        from demist_bids.exceptions import UsageError
-
-        raise UsageError("--device cuda was requested but no CUDA device is visible")
-    if requested == "auto":
-        requested = "cuda" if has_cuda else "cpu"
-        if not has_cuda:
-            LOGGER.info("no GPU found: synthesis runs on the CPU")
-    return requested
 
 
 def _preflight(inputs, max_voxels: int):

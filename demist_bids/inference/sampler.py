@@ -40,11 +40,12 @@ from demist_bids.inference.memory import InferencePlan, plan_inference
 from demist_bids.inference.schedulers import make_scheduler, training_scheduler
 from demist_bids.models.config import ModelConfig
 from demist_bids.models.demist import DemistModel
+from demist_bids.utils.devices import resolve_device
 
 LOGGER = logging.getLogger("demist.inference")
 
 __all__ = [
-    "SynthesisResult", "synthesize", "resolve_device", "chain_seed",
+    "SynthesisResult", "synthesize", "chain_seed",
     "decode_condition", "reconstruct_psr",
 ]
 
@@ -61,13 +62,6 @@ class SynthesisResult:
     """Per-voxel standard deviation across samples (ddof=1), PSR units; None for one sample."""
     info: dict[str, Any] = field(default_factory=dict)
     """sampler, steps, samples, seed, device, dtype, mode (whole/window), seconds..."""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` becomes ``cuda`` when available, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def start_schedule(sampler: str, schedule, steps: int, start: float) -> tuple[int, list[int]]:

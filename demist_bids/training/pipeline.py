@@ -121,7 +121,7 @@ def run_train(config) -> int:
     """Entry point of ``demist BIDS_DIR OUTPUT_DIR train``; returns the exit code (0)."""
     import torch
 
-    from demist_bids.inference.sampler import resolve_device
+    from demist_bids.utils.devices import resolve_device
     from demist_bids.training.checkpoints import TerminationFlag
     from demist_bids.training.distributed import init_distributed, shutdown_distributed
 
