@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -23,3 +24,22 @@ def raw_dataset(bids_dir: Path, output_dir: Path) -> Path | None:
 def scan_prefix(subject: str, session: str | None = None) -> str:
     """``sub-X`` or ``sub-X_ses-Y``: the one place a scan's file-name prefix is built."""
     return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+
+
+def read_bids_filters(path: Path) -> dict:
+    """Read ``--bids-filter-file``: ``{"t1w": {...}, "flair": {...}}`` (the one reader, every level).
+
+    Raises:
+        UsageError: not JSON, or not an object with keys ``t1w`` and/or ``flair`` (exit 64).
+    """
+    from demist_bids.exceptions import UsageError
+
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--bids-filter-file {path}: cannot read it as JSON ({exc})") from exc
+    if not isinstance(filters, dict) or set(filters) - {"t1w", "flair"}:
+        raise UsageError(
+            f"--bids-filter-file {path}: expected an object with keys 't1w' and/or 'flair'"
+        )
+    return filters

@@ -10,7 +10,6 @@ and ``--version`` answer instantly; checks that need the file system run in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from pathlib import Path
@@ -269,6 +268,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         if not path.is_dir():
             raise UsageError(f"--derivatives {name}={path}: no such directory")
     if opts.bids_filter_file is not None:
+        from demist_bids.bids import read_bids_filters
+
         read_bids_filters(opts.bids_filter_file)  # fail early on bad JSON
     if opts.model is not None and not opts.model.exists():
         raise UsageError(f"--model {opts.model}: no such file or directory")
@@ -401,16 +402,4 @@ def _apply_config_file(opts: argparse.Namespace, argv: list[str] | None) -> Conf
         setattr(opts, dest, value)
     return saved
 
-
-def read_bids_filters(path: Path) -> dict:
-    """Read ``--bids-filter-file``: ``{"t1w": {...}, "flair": {...}}``."""
-    try:
-        filters = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--bids-filter-file {path}: cannot read it as JSON ({exc})") from exc
-    if not isinstance(filters, dict) or set(filters) - {"t1w", "flair"}:
-        raise UsageError(
-            f"--bids-filter-file {path}: expected an object with keys 't1w' and/or 'flair'"
-        )
-    return filters
 

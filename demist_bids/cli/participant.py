@@ -56,7 +56,7 @@ def run_participant(config) -> int:
     from demist_bids.bids.query import collect_inputs
     from demist_bids.bids.validation import validate_dataset
     from demist_bids.cli.boilerplate import write_boilerplate
-    from demist_bids.cli.parser import read_bids_filters
+    from demist_bids.bids import read_bids_filters
     from demist_bids.derivatives.dataset import write_dataset_files
 
     ex = config.execution

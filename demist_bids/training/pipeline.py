@@ -93,9 +93,11 @@ def prepare_cohort(config, ctx) -> list[VolumePaths]:
     if ctx.is_main:
         from demist_bids.workflows.cohort import find_training_scans, preprocess_cohort
 
+        from demist_bids.bids import read_bids_filters
+
         bids_filter = None
         if config.execution.bids_filter_file:
-            bids_filter = json.loads(Path(config.execution.bids_filter_file).read_text())
+            bids_filter = read_bids_filters(config.execution.bids_filter_file)
         scans = find_training_scans(
             config.execution.bids_dir,
             work_dir=config.execution.work_dir,
