@@ -109,3 +109,25 @@ def test_evaluation_is_pure_numbers():
                 assert top[0] not in {"torch", "monai", "nipype", "niworkflows"}, f"{path.name} imports {name}"
                 if top[0] == "demist_bids" and len(top) > 1:
                     assert top[1] in {"evaluation", "utils", "exceptions"}, f"{path.name} imports {name}"
+
+
+def _documented_map() -> dict[str, set[str]]:
+    """docs/architecture.md's package table: package -> the packages it may import."""
+    table = {}
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].endswith("`"):
+            table[cells[0].strip("`")] = {c.strip() for c in cells[2].split(",") if c.strip()}
+    return table
+
+
+def test_the_architecture_page_names_every_package_and_every_import():
+    table = _documented_map()
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert set(table) == packages, "docs/architecture.md's package table differs from demist_bids/"
+    for allowed in table.values():
+        assert allowed <= packages, f"docs/architecture.md names packages that do not exist: {allowed - packages}"
+    undocumented = sorted(f"{a} -> {b} ({', '.join(sorted(files))})"
+                          for (a, b), files in subpackage_graph().items() if b not in table[a])
+    assert not undocumented, "imports docs/architecture.md does not allow: " + "; ".join(undocumented)

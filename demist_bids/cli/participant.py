@@ -33,6 +33,41 @@ def resolve_model(model: Path | None) -> tuple[Path, bool]:
     return path, True
 
 
+def resolve_sampler(model_dir: Path, sampler: str, steps: int):
+    """The sampler that will run, decided once here and passed down to the nodes and the boilerplate.
+
+    Returns:
+        :class:`demist_bids.inference.student.SamplingChoice` with ``sampler``/``steps``
+        resolved (``auto`` becomes the model's own choice, ``distilled`` its student).
+
+    Raises:
+        MissingInputError: ``--sampler distilled`` on a model without a student (exit 66).
+    """
+    from demist_bids.inference.student import resolve_sampling
+
+    try:
+        return resolve_sampling(model_dir, sampler, steps)
+    except FileNotFoundError as exc:
+        raise MissingInputError(f"{exc} (train one with: demist BIDS OUT train --stage distill)") from exc
+
+
+def check_template_spaces(output_spaces: list[str]) -> None:
+    """Every template of ``--output-spaces`` has files (TemplateFlow, or nilearn's own template).
+
+    Raises:
+        MissingInputError: a template without files, named (exit 66).
+    """
+    from demist_bids.utils.spaces import template_spaces
+
+    spaces = template_spaces(output_spaces)
+    if spaces:
+        from demist_bids.preprocessing.templates import check_space_template
+
+        for space in spaces:
+            LOGGER.info("output space %s: template from %s", space,
+                        check_space_template(space.name, space.res))
+
+
 def _preflight(inputs, max_voxels: int):
     """Check every image before building the graph; split usable from unusable subjects."""
     from demist_bids.preprocessing.validation import check_pair
@@ -62,6 +97,7 @@ def run_participant(config) -> int:
     ex = config.execution
     if ex.reports_only:
         return _reports_only(config)
+    check_template_spaces(ex.output_spaces)  # 66 before any work
     if not ex.skip_bids_validation:
         validate_dataset(ex.bids_dir)
     bids_filter = read_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else None
@@ -79,6 +115,7 @@ def run_participant(config) -> int:
     from demist_bids.utils.model_files import directory_sha256, read_card
 
     check_model_dir(model_dir)  # 64 before any work: sizes, checksums, tensor shapes
+    sampling = resolve_sampler(model_dir, config.synthesis.sampler, config.synthesis.steps)  # 66 before any work
 
     card, sha = read_card(model_dir), directory_sha256(model_dir)
     if is_demo:
@@ -94,7 +131,7 @@ def run_participant(config) -> int:
     from demist_bids.workflows.base import init_demist_wf
 
     wf = init_demist_wf(config, usable, model_dir=model_dir, model_sha256=sha,
-                        is_demo=is_demo, card=card, device=device)
+                        is_demo=is_demo, card=card, device=device, sampling=sampling)
     if ex.write_graph:
         _write_graph(wf)
     write_boilerplate(wf, Path(ex.output_dir) / "logs")

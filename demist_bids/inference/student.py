@@ -37,11 +37,23 @@ class SamplingChoice:
     steps: int
     student: bool = False
     """True when ``model_dir`` is a distilled student."""
+    start: float = 1.0
+    """Where the chain starts on the schedule (1: pure noise), from the loaded model's config."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale, from the loaded model's config."""
 
     @property
     def label(self) -> str:
         """``distilled`` for a student, else the scheduler name (what sidecars record)."""
         return DISTILLED if self.student else self.sampler
+
+    def describe(self) -> str:
+        """One sentence for the boilerplate: what will actually run."""
+        kind = "the model's distilled student (DDIM)" if self.student else self.sampler.upper()
+        start = ("from pure noise" if self.start >= 1 else
+                 f"from the aligned conditioning latent noised to {self.start:g} of the noise schedule")
+        guidance = f", classifier-free guidance {self.guidance:g}" if self.guidance != 1 else ""
+        return f"{kind}, {self.steps} steps {start}{guidance}"
 
 
 def _read_config(directory: Path) -> ModelConfig:
@@ -67,6 +79,7 @@ def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0) -> 
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
     explicit = sampler != "auto"
+    own = {"start": float(config.sampling.start), "guidance": float(config.sampling.guidance)}
     if not explicit:
         sampler = config.sampling.sampler
         steps = steps or int(config.sampling.steps)
@@ -74,16 +87,17 @@ def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0) -> 
         found = student_dir(model_dir)
         if found is not None:
             student = _read_config(found)
-            return SamplingChoice(found, "ddim", steps or int(student.sampling.distilled_steps), student=True)
+            return SamplingChoice(found, "ddim", steps or int(student.sampling.distilled_steps), student=True,
+                                  start=float(student.sampling.start), guidance=float(student.sampling.guidance))
         if explicit:
             raise FileNotFoundError(f"--sampler distilled: {model_dir} holds no {STUDENT_DIR}/ model")
         LOGGER.warning("%s recommends its distilled student, which is missing; using ddim:50", model_dir)
-        return SamplingChoice(model_dir, "ddim", 50)
+        return SamplingChoice(model_dir, "ddim", 50, **own)
     if not explicit:
-        return SamplingChoice(model_dir, sampler, steps)
+        return SamplingChoice(model_dir, sampler, steps, **own)
     # a teacher recommending its student has no validated step count of its own
     default = 50 if config.sampling.sampler == DISTILLED else int(config.sampling.steps)
-    return SamplingChoice(model_dir, sampler, steps or default)
+    return SamplingChoice(model_dir, sampler, steps or default, **own)
 
 
 def teacher_sha256(model_dir: Path) -> str:

@@ -18,9 +18,16 @@ from demist_bids import __version__
 
 
 def init_demist_wf(config, inputs, *, model_dir: Path, model_sha256: str, is_demo: bool,
-                   card: dict, device: str):
-    """The whole participant-level graph for the selected subjects/sessions."""
+                   card: dict, device: str, sampling=None):
+    """The whole participant-level graph for the selected subjects/sessions.
+
+    ``sampling`` is the sampler the command line resolved
+    (:func:`demist_bids.cli.participant.resolve_sampler`); without it the config's
+    ``auto``/0 is passed on and resolved in the node.
+    """
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+    from demist_bids.utils.spaces import template_spaces
 
     wf = Workflow(name=f"demist_{__version__.replace('.', '_')}_wf")
     wf.base_dir = str(config.execution.work_dir)
@@ -33,9 +40,11 @@ def init_demist_wf(config, inputs, *, model_dir: Path, model_sha256: str, is_dem
             / config.execution.run_uuid,
             omp_nthreads=config.nipype.omp_nthreads,
             model_dir=model_dir, model_sha256=model_sha256, is_demo=is_demo, card=card,
-            sampler=config.synthesis.sampler, steps=config.synthesis.steps,
+            sampler=sampling.label if sampling else config.synthesis.sampler,
+            steps=sampling.steps if sampling else config.synthesis.steps,
             samples=config.synthesis.samples, seed=config.seeds.master, device=device,
-            output_model_grid="model" in config.execution.output_spaces,
+            output_model_grid="model" in config.execution.output_spaces, sampling=sampling,
+            template_spaces=template_spaces(config.execution.output_spaces),
         )
         wf.add_nodes([single])
     return wf
@@ -44,9 +53,10 @@ def init_demist_wf(config, inputs, *, model_dir: Path, model_sha256: str, is_dem
 def init_single_subject_wf(
     item, *, bids_dir: Path, output_dir: Path, log_dir: Path, omp_nthreads: int,
     model_dir: Path, model_sha256: str, is_demo: bool, card: dict, sampler: str, steps: int,
-    samples: int, seed: int, device: str, output_model_grid: bool = False,
+    samples: int, seed: int, device: str, output_model_grid: bool = False, sampling=None,
+    template_spaces=(),
 ):
-    """Preprocess, synthesize and write one subject/session."""
+    """Preprocess, synthesize and write one subject/session (``sampling``: what the boilerplate names)."""
     from nipype.interfaces import utility as niu
     from nipype.pipeline import engine as pe
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
@@ -77,7 +87,7 @@ def init_single_subject_wf(
         device=device, omp_nthreads=omp_nthreads,
     )
     wf.__postdesc__ = _synthesis_desc(card=card, is_demo=is_demo, samples=samples, seed=seed,
-                                      sha=model_sha256)
+                                      sha=model_sha256, sampling=sampling)
     psr_mosaic = pe.Node(MapMosaic(title="Synthesized PSR"), name="psr_mosaic")
     commit = pe.Node(
         CommitDerivatives(
@@ -95,8 +105,9 @@ def init_single_subject_wf(
         lesions.inputs.lesion_mask = str(item.lesion_mask)
 
     reportlet_names = ["registration", "brainmask", "psr"]
-    merge_reportlets = pe.Node(niu.Merge(4 if samples > 1 else 3), name="merge_reportlets",
-                               run_without_submitting=True)
+    n_templates = len({space.name for space in template_spaces})
+    merge_reportlets = pe.Node(niu.Merge((4 if samples > 1 else 3) + n_templates),
+                               name="merge_reportlets", run_without_submitting=True)
     native = ["psr", "brain_mask", "dseg", "t1w_preproc", "flair_preproc", "flair_to_t1w_xfm"]
     wf.connect([
         (inputnode, synthesis_wf, [("t1w", "inputnode.t1w"), ("flair", "inputnode.flair"),
@@ -124,6 +135,13 @@ def init_single_subject_wf(
                                         ("outputnode.psr_std_model", "overlay")]),
             (std_mosaic, merge_reportlets, [("out_report", "in4")]),
         ])
+    if template_spaces:  # --output-spaces with templates: registration, maps, transforms
+        from demist_bids.workflows.template import connect_template_spaces
+
+        reportlet_names += connect_template_spaces(
+            wf, template_spaces, synthesis_wf=synthesis_wf, commit=commit,
+            merge_reportlets=merge_reportlets, first_reportlet=len(reportlet_names) + 1,
+            samples=samples, omp_nthreads=omp_nthreads)
     commit.inputs.reportlet_names = reportlet_names
     if output_model_grid:
         wf.connect([(synthesis_wf, commit, [("outputnode.psr_model", "psr_model")])])
@@ -135,7 +153,7 @@ def init_single_subject_wf(
     return wf
 
 
-def _synthesis_desc(*, card: dict, is_demo: bool, samples: int, seed: int, sha: str) -> str:
+def _synthesis_desc(*, card: dict, is_demo: bool, samples: int, seed: int, sha: str, sampling=None) -> str:
     demo = (" This was the embedded *demonstration* model, trained on synthetic phantoms only; "
             "its maps are not suitable for research conclusions.") if is_demo else ""
     return (
@@ -144,7 +162,8 @@ def _synthesis_desc(*, card: dict, is_demo: bool, samples: int, seed: int, sha: 
         "PSR latent was sampled by a frozen diffusion backbone steered by three conditioning "
         "streams: semantic cross-attention tokens, a spatial ControlNet and adaptive low-rank "
         "(LoRA) adapters [@demist; @ldm; @controlnet; @lora], built on MONAI [@monai_generative]. "
-        f"{samples} sample(s) were drawn (seed {seed}); with more than one, the per-voxel "
+        + (f"The sampler was {sampling.describe()}. " if sampling is not None else "")
+        + f"{samples} sample(s) were drawn (seed {seed}); with more than one, the per-voxel "
         "standard deviation across samples is reported as an uncertainty map. "
         f"Model: {card.get('name', 'demist model')} (SHA256 {sha[:12]}).{demo}\n"
     )
