@@ -3,7 +3,6 @@ nothing written under OUT_PREFIX when it fails (a successful run: tests/test_api
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 
@@ -13,22 +12,6 @@ import pytest
 
 from demist_bids.cli.run import synth
 from tests.utils.damaged import blob, truncated_gzip, write_image
-
-
-@pytest.fixture
-def errors(caplog, monkeypatch):
-    """The ERROR lines of the run (the 'demist' logger made visible to caplog)."""
-    import demist_bids.cli.run as run_module
-
-    original = run_module._configure_console
-
-    def configure(verbosity):
-        original(verbosity)
-        logging.getLogger("demist").propagate = True
-
-    monkeypatch.setattr(run_module, "_configure_console", configure)
-    caplog.set_level(logging.INFO, logger="demist")
-    return lambda: "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
 
 
 def _pair(tmp_path, flair_data=None, flair_affine=None):
