@@ -58,7 +58,9 @@ class ExecutionConfig:
     notrack: bool = True
     """demist sends no telemetry in any case; accepted for NiPreps compatibility."""
     output_spaces: list[str] = field(default_factory=list)
-    """Extra output grids; ``model`` adds the 1 mm RAS grid the model used."""
+    """Output spaces besides the native T1w grid, normalized by
+    :func:`demist_bids.utils.spaces.parse_output_spaces`: ``T1w``, ``model`` (the 1 mm RAS grid
+    the model used) and TemplateFlow templates as ``<name>:res-<label>``."""
     max_image_voxels: int = 512**3
     """Largest voxel count an input image's header may declare; more is refused (exit 65)
     before any voxel is read, since nibabel would allocate whatever the header promises."""

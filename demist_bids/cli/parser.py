@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse input images whose header declares more voxels (exit 65)")
     g.add_argument("--output-spaces", "--output_spaces", dest="output_spaces", nargs="*",
                    default=[], metavar="SPACE",
-                   help="extra output grids: 'model' adds the 1 mm RAS grid the model used")
+                   help="output spaces besides the native T1w grid (NiPreps syntax): 'model' "
+                        "(the 1 mm RAS grid the model used) and TemplateFlow templates with an "
+                        "optional resolution, e.g. MNI152NLin2009cAsym:res-2 (default res-1)")
 
     g = parser.add_argument_group("Synthesis (participant level)")
     g.add_argument("--model", type=Path, help="model directory (default: the embedded demo model)")
@@ -285,7 +287,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ex.skip_bids_validation = opts.skip_bids_validation
     ex.boilerplate_only = opts.boilerplate_only
     ex.stop_on_first_crash = opts.stop_on_first_crash
-    ex.output_spaces = list(opts.output_spaces)
+    from demist_bids.utils.spaces import parse_output_spaces
+
+    ex.output_spaces = [str(space) for space in parse_output_spaces(opts.output_spaces)]
     ex.max_image_voxels = opts.max_image_voxels
     ex.verbosity = opts.verbosity
     ex.reports_only, ex.write_graph = opts.reports_only, opts.write_graph

@@ -22,7 +22,8 @@ PATH_PATTERNS = (
     "[_space-{space}][_res-{res}][_desc-{desc}]_{suffix<PSRmap|mask|dseg|T1w|FLAIR>}"
     "{extension<.nii.gz|.nii|.json>|.nii.gz}",
     "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/sub-{subject}[_ses-{session}]"
-    "_from-{from}_to-{to}_mode-{mode<image>|image}_{suffix<xfm>|xfm}{extension<.txt|.json>|.txt}",
+    "_from-{from}_to-{to}_mode-{mode<image>|image}_{suffix<xfm>|xfm}"
+    "{extension<.txt|.h5|.json>|.txt}",
 )
 """Where each output lies, relative to the derivatives root (pybids path patterns)."""
 
@@ -115,6 +116,72 @@ OUTPUTS: dict[str, Output] = {o.key: o for o in (
 )}
 """Every participant output by key; the order is the order they are committed in."""
 
+TEMPLATE = "<template>"
+"""Stands for a template's name in :data:`SPACE_OUTPUTS` (``space-``, ``from-``, ``to-``)."""
+RES = "<res>"
+"""Stands for a template grid's resolution label in :data:`SPACE_OUTPUTS` (``res-``)."""
+_TEMPLATE_XFM = ("Nonlinear registration of the bias-corrected T1w brain to the template "
+                 "brain (SimpleITK: affine, then a B-spline warp stored as a displacement "
+                 "field), an ITK CompositeTransform in HDF5 (affine + displacement field, LPS) "
+                 "as ANTs writes it; antsApplyTransforms and nitransforms read it. ")
+
+SPACE_OUTPUTS: dict[str, Output] = {o.key: o for o in (
+    Output("psr_space", {"space": TEMPLATE, "res": RES, "desc": "synth", "suffix": "PSRmap"},
+           _PSR, bids_valid=False),
+    Output("psr_std_space", {"space": TEMPLATE, "res": RES, "desc": "std", "suffix": "PSRmap"},
+           OUTPUTS["psr_std"].sidecar, bids_valid=False),
+    Output("brain_mask_space", {"space": TEMPLATE, "res": RES, "desc": "brain", "suffix": "mask"},
+           {"Type": "Brain", "SkullStripped": False}),
+    Output("t1w_to_template_xfm", {"from": "T1w", "to": TEMPLATE, "mode": "image", "suffix": "xfm",
+                                   "extension": ".h5"},
+           {"Description": _TEMPLATE_XFM + "It maps template points to T1w points, so "
+            "antsApplyTransforms -r template -i <T1w-space image> -t this file resamples an "
+            "image of the T1w onto the template", "Type": "nonlinear"}, bids_valid=False),
+    Output("template_to_t1w_xfm", {"from": TEMPLATE, "to": "T1w", "mode": "image", "suffix": "xfm",
+                                   "extension": ".h5"},
+           {"Description": _TEMPLATE_XFM + "The inverse of the from-T1w transform (the warp "
+            "inverted numerically): it maps T1w points to template points, so "
+            "antsApplyTransforms -r T1w -i <template-space image> -t this file resamples an "
+            "image of the template onto the T1w", "Type": "nonlinear"}, bids_valid=False),
+)}
+"""The outputs of each template output space (``--output-spaces``), declared once with
+:data:`TEMPLATE`/:data:`RES` placeholders; :func:`in_space` makes a concrete one. The
+transforms do not depend on the resolution."""
+
+
+def in_space(key: str, template: str, res: str | None = None) -> Output:
+    """The output ``key`` of :data:`SPACE_OUTPUTS` for one template (and resolution).
+
+    Its own ``key`` is ``<key>@<template>[:res-<res>]``, which :func:`declared` reads back.
+    """
+    base = SPACE_OUTPUTS[key]
+    fill = {TEMPLATE: template, RES: res}
+    entities = {k: fill.get(v, v) for k, v in base.entities.items()}
+    if any(v is None for v in entities.values()):
+        raise ValueError(f"the {key} output needs a resolution")
+    name = f"{key}@{template}" + (f":res-{res}" if RES in base.entities.values() else "")
+    return Output(name, entities, base.sidecar, base.bids_valid)
+
+
+def declared(key: str) -> Output:
+    """The output named ``key``: one of :data:`OUTPUTS` or a template one (:func:`in_space`)."""
+    if key in OUTPUTS:
+        return OUTPUTS[key]
+    base, _, space = key.partition("@")
+    template, _, res = space.partition(":res-")
+    if base not in SPACE_OUTPUTS or not template:
+        raise KeyError(key)
+    return in_space(base, template, res or None)
+
+
+def _matches_template(out: Output, entities: dict) -> bool:
+    named = {k: v for k, v in entities.items() if k not in _LOCATION}
+    wanted = {k: v for k, v in out.entities.items() if k != "extension"}
+    if set(named) != set(wanted):
+        return False
+    return all(v in (TEMPLATE, RES) or named[k] == v for k, v in wanted.items())
+
+
 DSEG_TSV = "dseg.tsv"
 
 
@@ -145,11 +212,14 @@ def subject_session(path: str | Path) -> tuple[str, str | None]:
 
 
 def identify(path: str | Path) -> str | None:
-    """The key of the output ``path`` is (image or sidecar), or None when it is none of them."""
+    """The key of the output ``path`` is (image or sidecar), or None when it is none of them
+    (a template-space output gives its :data:`SPACE_OUTPUTS` key)."""
     entities = parse(path)
     if "subject" not in entities:
         return None
-    return next((key for key, out in OUTPUTS.items() if out.matches(entities)), None)
+    found = next((key for key, out in OUTPUTS.items() if out.matches(entities)), None)
+    return found or next((key for key, out in SPACE_OUTPUTS.items()
+                          if _matches_template(out, entities)), None)
 
 
 def dseg_table() -> str:
@@ -161,7 +231,7 @@ def dseg_table() -> str:
 def bidsignore_patterns() -> list[str]:
     """Glob patterns hiding the outputs BIDS has no name for yet."""
     patterns = []
-    for out in OUTPUTS.values():
+    for out in [*OUTPUTS.values(), *SPACE_OUTPUTS.values()]:
         if not out.bids_valid:
             pattern = f"*_{out.entities['suffix']}.*"
             if pattern not in patterns:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from demist_bids import __version__
-from demist_bids.derivatives.outputs import OUTPUTS
+from demist_bids.derivatives.outputs import OUTPUTS, declared
 from demist_bids.derivatives.writer import OutputItem
 
 LOGGER = logging.getLogger("demist.derivatives")
@@ -135,12 +135,35 @@ def psr_metadata(*, qc: dict, synthesis: dict, static: dict,
     return meta
 
 
+def space_metadata(key: str, *, psr_meta: dict, provenance: dict, t1w_source: list,
+                   registration: dict) -> dict:
+    """Sidecar of a template-space output (``key`` from :func:`~.outputs.in_space`).
+
+    ``registration`` is what the template registration recorded
+    (``Template``, ``TemplateSource``, ``Resolutions`` and its costs).
+    """
+    out = declared(key)
+    reg = {k: v for k, v in registration.items() if k != "Resolutions"}
+    res = out.entities.get("res")
+    where = {"Resolution": registration.get("Resolutions", {}).get(res, f"res-{res}")} if res else {}
+    if out.entities["suffix"] == "xfm":
+        return {**out.sidecar, "Sources": t1w_source, **reg,
+                "SoftwareVersion": provenance.get("SoftwareVersion")}
+    if out.entities["suffix"] == "PSRmap":
+        base = {k: v for k, v in psr_meta.items() if k != "SpatialReference"}
+        return {**base, **out.sidecar, **where, "TemplateRegistration": reg}
+    return {**out.sidecar, **where, "Sources": t1w_source, "TemplateRegistration": reg,
+            **provenance}
+
+
 def build_items(
     files: dict[str, Path | None], *, qc: dict, synthesis: dict, static: dict,
-    lesion_values: dict | None = None,
+    lesion_values: dict | None = None, spaces: dict[str, Path] | None = None,
+    registrations: dict[str, dict] | None = None,
 ) -> list[OutputItem]:
     """The outputs of one subject (``files``: :data:`~.outputs.OUTPUTS` key -> file, None when
-    absent) with their complete sidecars."""
+    absent) with their complete sidecars; ``spaces``: template-space outputs by their
+    :func:`~.outputs.in_space` key, ``registrations``: each template's registration record."""
     psr_meta = psr_metadata(qc=qc, synthesis=synthesis, static=static,
                             lesion_values=lesion_values)
     t1w_source = static["Sources"][:1]
@@ -165,5 +188,13 @@ def build_items(
                              "SoftwareVersion": static.get("SoftwareVersion"),
                              "RegistrationCost": qc.get("registration_cost")},
     }
-    return [OutputItem(key, Path(files[key]), metadata[key])
-            for key in OUTPUTS if files.get(key) is not None]
+    items = [OutputItem(key, Path(files[key]), metadata[key])
+             for key in OUTPUTS if files.get(key) is not None]
+    for key, path in (spaces or {}).items():
+        template = declared(key).entities.get("space") or next(
+            v for k, v in declared(key).entities.items() if k in ("from", "to") and v != "T1w")
+        meta = space_metadata(key, psr_meta=psr_meta, provenance=provenance,
+                              t1w_source=t1w_source,
+                              registration=(registrations or {}).get(template, {}))
+        items.append(OutputItem(key, Path(path), meta))
+    return items

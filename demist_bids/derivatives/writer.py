@@ -16,13 +16,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demist_bids.derivatives.outputs import OUTPUTS
+from demist_bids.derivatives.outputs import OUTPUTS, declared
 from demist_bids.utils.atomic import atomic_copy, commit_files
 
 
 @dataclass
 class OutputItem:
-    """One declared output (:data:`~.outputs.OUTPUTS` key) to write, with its sidecar."""
+    """One declared output (:data:`~.outputs.OUTPUTS` key, or a template one's from
+    :func:`~.outputs.in_space`) to write, with its sidecar."""
 
     key: str
     source: Path
@@ -55,7 +56,7 @@ def commit_outputs(
     """Write every item and its sidecar under ``OUT/sub-X[/ses-Y]/anat``; return the file paths."""
     writers = {}
     for item in items:
-        out = OUTPUTS[item.key]
+        out = declared(item.key)
         name = out.path(subject, session).name
         writers[out.sidecar_path(subject, session).name] = write_json(item.metadata)
         writers[name] = lambda path, src=item.source: copy_file(src, path)

@@ -38,6 +38,9 @@ class _CommitDerivativesInputSpec(BaseInterfaceInputSpec):
     synthesis_info = File(exists=True, mandatory=True, desc="sampler JSON")
     lesion_values = File(exists=True, desc="lesion-vs-NAWM summary JSON")
     metadata = traits.Dict(desc="static sidecar fields (model, sources, software)")
+    space_files = InputMultiObject(File(exists=True), desc="template-space outputs")
+    space_keys = traits.List(traits.Str, desc="their output keys (outputs.in_space), in order")
+    registrations = InputMultiObject(File(exists=True), desc="template registration records")
     reportlets = InputMultiObject(File(exists=True), desc="SVG reportlets")
     reportlet_names = traits.List(traits.Str, desc="one key per reportlet")
 
@@ -65,9 +68,15 @@ class CommitDerivatives(SimpleInterface):
         info = json.loads(Path(self.inputs.synthesis_info).read_text())
         lesion = json.loads(opt("lesion_values").read_text()) if opt("lesion_values") else {}
         session = self.inputs.session or None
+        spaces = dict(zip(self.inputs.space_keys, self.inputs.space_files)) if isdefined(
+            self.inputs.space_files) else {}
+        registrations = [json.loads(Path(f).read_text()) for f in self.inputs.registrations] \
+            if isdefined(self.inputs.registrations) else []
         items = build_items(
             {key: opt(key) for key in OUTPUTS}, qc=qc, synthesis=info,
             static=dict(self.inputs.metadata or {}), lesion_values=lesion,
+            spaces={k: Path(v) for k, v in spaces.items()},
+            registrations={r["Template"]: r for r in registrations},
         )
         bids_name = scan_prefix(self.inputs.subject, session)
         if isdefined(self.inputs.reportlets):

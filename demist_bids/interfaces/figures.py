@@ -59,3 +59,27 @@ class RegistrationReportlet(SimpleInterface):
         self._results["out_report"] = registration_reportlet(
             nib.load(self.inputs.t1w), nib.load(self.inputs.flair), nib.load(self.inputs.dseg), out)
         return runtime
+
+
+class _TemplateReportletInputSpec(BaseInterfaceInputSpec):
+    template = File(exists=True, mandatory=True, desc="template brain on its grid")
+    subject = File(exists=True, mandatory=True, desc="T1w brain resampled onto that grid")
+    template_mask = File(exists=True, mandatory=True, desc="template brain mask on that grid")
+
+
+class TemplateReportlet(SimpleInterface):
+    """Flicker between a template and the T1w registered to it, under the template's brain outline."""
+
+    input_spec = _TemplateReportletInputSpec
+    output_spec = _ReportletOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from ..preprocessing.figures import template_reportlet
+
+        out = os.path.join(runtime.cwd, "t1w_to_template.svg")
+        self._results["out_report"] = template_reportlet(
+            nib.load(self.inputs.template), nib.load(self.inputs.subject),
+            nib.load(self.inputs.template_mask), out)
+        return runtime

@@ -100,3 +100,16 @@ def registration_reportlet(t1w, flair, dseg, out_file: str, wm_label: int = 3) -
     after = mosaic_svg(flair, contours=contours, extent_mask=brain)
     return compose_view([fromstring(before)], [fromstring(after)], out_file=out_file)
 
+
+
+def template_reportlet(template, subject, template_mask, out_file: str) -> str:
+    """Flicker between the template and the subject's T1w resampled onto it, under the
+    template brain's outline (the registration reportlet's view, in template space)."""
+    from niworkflows.viz.utils import compose_view
+    from svgutils.transform import fromstring
+
+    brain = np.asanyarray(template_mask.dataobj) > 0
+    contours = [(brain, "yellow")]
+    before = mosaic_svg(template, contours=contours, extent_mask=brain)
+    after = mosaic_svg(subject, contours=contours, extent_mask=brain)
+    return compose_view([fromstring(before)], [fromstring(after)], out_file=out_file)

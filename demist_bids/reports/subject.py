@@ -31,6 +31,9 @@ SECTIONS = [
     ("psr", "Synthesized PSR", "Pool-size ratio inside the brain (units: ratio)."),
     ("uncertainty", "Uncertainty", "Per-voxel standard deviation across samples."),
 ]
+TEMPLATE_CAPTION = ("The template's brain and the T1w brain resampled onto it (affine + B-spline "
+                    "registration) flicker under the template brain's outline "
+                    "(--output-spaces).")
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222}
 header{background:#1b3a57;color:#fff;padding:1em 2em}
@@ -196,6 +199,10 @@ def render_subject_report(output_dir: Path, subject: str, bids_names: list[str],
             if svg.is_file():
                 parts.append(f"<h2>{title}</h2><p>{caption}</p>"
                              f"<div class='reportlet'>{_svg(svg)}</div>")
+        for svg in sorted(figures.glob(f"{bids_name}_desc-template*.svg")):
+            template = html.escape(svg.stem.split("_desc-template", 1)[1])
+            parts.append(f"<h2>Registration to {template}</h2><p>{TEMPLATE_CAPTION}</p>"
+                         f"<div class='reportlet'>{_svg(svg)}</div>")
         lesions = meta.get("LesionValues") or {}
         if lesions:
             parts.append("<h2>Lesions vs normal-appearing white matter</h2>"
