@@ -67,13 +67,16 @@ COPY --from=wheel /wheels ${WHEELS}
 RUN pip install --no-cache-dir "${WHEELS}"/demist_bids-*.whl \
     && rm -rf "${WHEELS}"
 
-# The brain template the preprocessing registers to, fetched now because the
-# container may run offline; the package itself checks that it finds them.
+# The brain template the preprocessing registers to and the default output space
+# (--output-spaces MNI152NLin2009cAsym[:res-2]), fetched now because the container
+# may run offline; the package itself checks that it finds them.
 ENV TEMPLATEFLOW_HOME=/opt/templateflow
 RUN python -c "from templateflow import api; \
 api.get('MNI152NLin2009cAsym', resolution=[1, 2], suffix='T1w', desc=None, extension='.nii.gz'); \
 api.get('MNI152NLin2009cAsym', resolution=[1, 2], suffix='mask', desc='brain', extension='.nii.gz')" \
     && python -c "from demist_bids.preprocessing.templates import templateflow_files as f; assert f(), 'templates missing'" \
+    && python -c "from demist_bids.preprocessing.templates import check_space_template as c; \
+assert all(c('MNI152NLin2009cAsym', r) == 'TemplateFlow' for r in ('1', '2'))" \
     && chmod -R a+rX /opt/templateflow
 
 COPY --from=weights /opt/demist /opt/demist
