@@ -14,6 +14,8 @@ import io
 import nibabel as nib
 import numpy as np
 
+from .tissues import WM
+
 N_CUTS = 6
 
 
@@ -88,7 +90,7 @@ def mask_reportlet(t1w, brain_mask, out_file: str) -> str:
     return out_file
 
 
-def registration_reportlet(t1w, flair, dseg, out_file: str, wm_label: int = 3) -> str:
+def registration_reportlet(t1w, flair, dseg, out_file: str, wm_label: int = WM) -> str:
     """Flicker between T1w and registered FLAIR, both under the T1w white-matter boundary."""
     from niworkflows.viz.utils import compose_view
     from svgutils.transform import fromstring
