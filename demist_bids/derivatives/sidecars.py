@@ -145,7 +145,8 @@ def space_metadata(key: str, *, psr_meta: dict, provenance: dict, t1w_source: li
     out = declared(key)
     reg = {k: v for k, v in registration.items() if k != "Resolutions"}
     res = out.entities.get("res")
-    where = {"Resolution": registration.get("Resolutions", {}).get(res, f"res-{res}")} if res else {}
+    grids = registration.get("Resolutions", {})
+    where = {"Resolution": grids.get(res, f"res-{res}")} if res else {}
     if out.entities["suffix"] == "xfm":
         return {**out.sidecar, "Sources": t1w_source, **reg,
                 "SoftwareVersion": provenance.get("SoftwareVersion")}

@@ -1,4 +1,4 @@
-"""Template-space outputs (``--output-spaces MNI152NLin2009cAsym:res-2``): one sub-workflow per template.
+"""Template-space outputs (``--output-spaces MNI152NLin2009cAsym:res-2``), one sub-workflow each.
 
 The T1w brain on the model grid is registered to the template once
 (:class:`~demist_bids.interfaces.registration.TemplateRegistration`); the PSR

@@ -8,7 +8,6 @@ places small real NIfTIs over them.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -45,7 +44,8 @@ def test_nipreps_syntax_is_parsed_once():
     spaces = parse_output_spaces(["T1w", "model", "MNI152NLin2009cAsym:res-2",
                                   "MNI152NLin2009cAsym:res-02", "MNI152NLin2009aSym"])
     assert spaces == [OutputSpace("T1w"), OutputSpace("model"),
-                      OutputSpace("MNI152NLin2009cAsym", "2"), OutputSpace("MNI152NLin2009aSym", "1")]
+                      OutputSpace("MNI152NLin2009cAsym", "2"),
+                      OutputSpace("MNI152NLin2009aSym", "1")]
     normalized = [str(s) for s in spaces]
     assert normalized == ["T1w", "model", "MNI152NLin2009cAsym:res-2", "MNI152NLin2009aSym:res-1"]
     assert parse_output_spaces(normalized) == spaces  # a saved config re-parses to the same

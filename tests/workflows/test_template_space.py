@@ -61,7 +61,8 @@ def test_maps_and_mask_lie_on_the_template_grid(template_run):
     assert set(np.unique(mask)) == {0, 1}
     psr = nib.load(_anat(out) / f"sub-01_space-{SPACE}_res-1_desc-synth_PSRmap.nii.gz").get_fdata()
     assert np.isfinite(psr).all() and psr[mask > 0].std() > 0
-    meta = json.loads((_anat(out) / f"sub-01_space-{SPACE}_res-1_desc-synth_PSRmap.json").read_text())
+    sidecar = _anat(out) / f"sub-01_space-{SPACE}_res-1_desc-synth_PSRmap.json"
+    meta = json.loads(sidecar.read_text())
     assert meta["Units"] == "1" and meta["TemplateRegistration"]["BrainMaskDice"] > 0.9
     # the group level still sees one scan
     from demist_bids.derivatives.outputs import identify
