@@ -96,10 +96,11 @@ demist-evaluate --model "$WORK/train_out/model" \
     --work "$WORK/work" --test-cache test16_preproc --seed 0 --regressor "$WORK/regressor" \
     --paper-samples 1 | tee "$WORK/external16_previous_summary.txt"
 
-# 5. Ship it: weights, config (with the card) and README, plus the test cohort's table and the
-#    development-phantom description of where the quality comes from.
-rm -rf "$DEST.new" && cp -r "$WORK/train_out/model" "$DEST.new" && chmod -R a+rX,u+w "$DEST.new"
-cp "$WORK/external16/evaluation_summary.tsv" "$DEST.new/external_validation.tsv"
-python "$REPO/scripts/record_demo_card.py" "$DEST.new" "$WORK"
-rm -rf "$DEST" && mv "$DEST.new" "$DEST"
+# 5. Ship it or keep the previous model (the gate declared with the test cohort: the candidate's default
+#    must score at least the previous model's default PSNR and lesion AUC on it); either way the card
+#    gains the test tables and, for a shipped candidate, the development phantom's description.
+[ -d "$WORK/previous_demo" ] || { echo "no previous demo model to compare with" >&2; exit 1; }
+python "$REPO/scripts/record_demo_card.py" "$WORK/train_out/model" "$WORK/previous_demo" "$DEST" "$WORK" \
+    | tee "$WORK/shipping_decision.txt"
+chmod -R a+rX,u+w "$DEST.new" && rm -rf "$DEST" && mv "$DEST.new" "$DEST"
 du -sh "$DEST"

@@ -1,6 +1,13 @@
-"""Record the demo model's measurements in its card (step 5 of scripts/make_demo_model.sh).
+"""Ship the candidate demo model or keep the previous one, and record the measurements in the card.
 
-Usage: python scripts/record_demo_card.py MODEL_DIR WORK_DIR
+Usage: python scripts/record_demo_card.py CANDIDATE_DIR PREVIOUS_DIR DEST_DIR WORK_DIR
+(step 5 of scripts/make_demo_model.sh). Prints the decision; writes DEST_DIR.
+
+The gate, declared before the test cohort was scored (scripts/make_demo_model.sh,
+commit 41c9535): the candidate replaces the previous demo model only if, on the
+test cohort, its default sampler scores at least the previous model's default
+PSNR and lesion AUC (``auc_combined``). Otherwise the previous model stays, and
+its card gains both models' test tables, the candidate's labelled as rejected.
 
 From WORK_DIR it reads what the script measured, each labelled for what it is:
 the test cohort's external validation of this model and of the previous demo
@@ -42,6 +49,40 @@ def diagnostics_ratios(path: Path) -> dict[str, float]:
     return {key: float(value) for key, value in (item.split("=") for item in last.split())}
 
 
+def _demist_row(summary: Path) -> dict:
+    from demist_bids.training.model_card import evaluation_summary
+
+    return next(r for r in evaluation_summary(summary.parent) if r.get("method") == "demist")
+
+
+def shipping_decision(work: Path) -> tuple[bool, str]:
+    """(ship the candidate?, the reason in one line) from the two test-cohort summaries."""
+    new = _demist_row(work / "external16" / "evaluation_summary.tsv")
+    old = _demist_row(work / "external16_previous" / "evaluation_summary.tsv")
+    checks = []
+    for key, name in (("psnr_mean", "PSNR"), ("auc_combined_mean", "lesion AUC")):
+        a, b = float(new[key]), float(old[key])
+        checks.append((a >= b, f"{name} {a:.3f} (candidate) vs {b:.3f} (previous)"))
+    ship = all(ok for ok, _ in checks)
+    return ship, ("ship the candidate: " if ship else "keep the previous model: ") + "; ".join(t for _, t in checks)
+
+
+def keep_previous(previous: Path, work: Path, reason: str) -> None:
+    """The previous model stays: its card gains its own test table and the rejected candidate's."""
+    from demist_bids.models.io import read_model_config, write_model_config
+    from demist_bids.training.model_card import append_external_validation, write_model_card
+
+    append_external_validation(previous, work / "external16_previous" / "evaluation_summary.tsv",
+                               TEST_COHORT + " (this model; its paper's-sampler row is one sample, no guidance)")
+    append_external_validation(previous, work / "external16" / "evaluation_summary.tsv",
+                               "the same test cohort, for the REJECTED issue-16 candidate (v-prediction, streams "
+                               "2500 steps, guidance 1.5; its paper's-sampler row is the mean of 4): " + reason)
+    config = read_model_config(previous)
+    config.card = {**config.card, "issue16_decision": reason}
+    write_model_config(previous, config)
+    write_model_card(previous)
+
+
 def main(model_dir: Path, work: Path) -> None:
     from demist_bids.models.io import read_model_config, write_model_config
     from demist_bids.training.model_card import append_external_validation, write_model_card
@@ -75,4 +116,16 @@ def main(model_dir: Path, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    import shutil
+
+    candidate, previous, dest, work = (Path(a) for a in sys.argv[1:5])
+    ship, reason = shipping_decision(work)
+    print(reason)  # noqa: T201 - the script's report
+    chosen = Path(str(dest) + ".new")
+    shutil.rmtree(chosen, ignore_errors=True)
+    shutil.copytree(candidate if ship else previous, chosen)
+    if ship:
+        shutil.copy(work / "external16" / "evaluation_summary.tsv", chosen / "external_validation.tsv")
+        main(chosen, work)
+    else:
+        keep_previous(chosen, work, reason)

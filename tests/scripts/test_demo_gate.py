@@ -1,0 +1,35 @@
+"""scripts/record_demo_card.py: the declared gate that ships a candidate demo model or keeps the previous one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+HEADER = "method\tpsnr_mean\tpsnr_sd\tauc_combined_mean\tauc_combined_sd\tn_folds\n"
+
+
+def _summary(folder: Path, psnr: float, auc: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "evaluation_summary.tsv").write_text(
+        HEADER + f"linear\t20.0\tn/a\t0.95\tn/a\t1\ndemist\t{psnr}\tn/a\t{auc}\tn/a\t1\n")
+
+
+@pytest.mark.parametrize("new, old, ship", [
+    ((23.0, 0.99), (22.5, 0.98), True),
+    ((22.8, 0.99), (23.4, 0.98), False),   # better AUC does not buy a worse PSNR
+    ((23.5, 0.97), (23.4, 0.98), False),   # nor the other way round
+    ((23.4, 0.98), (23.4, 0.98), True),    # at least as good
+])
+def test_the_candidate_ships_only_when_its_default_is_at_least_as_good(tmp_path, new, old, ship):
+    from record_demo_card import shipping_decision
+
+    _summary(tmp_path / "external16", *new)
+    _summary(tmp_path / "external16_previous", *old)
+    decided, reason = shipping_decision(tmp_path)
+    assert decided is ship
+    assert reason.startswith("ship the candidate" if ship else "keep the previous model")
+    assert f"PSNR {new[0]:.3f} (candidate) vs {old[0]:.3f} (previous)" in reason
