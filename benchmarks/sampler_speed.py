@@ -52,6 +52,7 @@ import contextlib  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import resource  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -196,10 +197,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from demist_bids.evaluation.metrics import image_metrics
     from demist_bids.inference.sampler import synthesize
-    from demist_bids.utils.devices import resolve_device
-    from sampler_selection import (PSNR_TOLERANCE_DB, SamplerTrial, fastest_within_tolerance,
-                                                 record_choice)
     from demist_bids.inference.student import DISTILLED, STUDENT_DIR
+    from demist_bids.utils.devices import resolve_device
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, however this file was loaded
+    from sampler_selection import PSNR_TOLERANCE_DB, SamplerTrial, fastest_within_tolerance, record_choice
 
     if args.threads:
         torch.set_num_threads(args.threads)
