@@ -65,3 +65,7 @@ class TemporaryFailure(DemistError):
     """A failure worth retrying (for example CUDA out of memory)."""
 
     exit_code = 75
+
+
+class Interrupted(TemporaryFailure):
+    """SIGTERM or SIGINT stopped the run; what finished is in the work directory, so a rerun resumes."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,28 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MB tmpfs mounted for this test (needs root and a kernel that allows it)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(folder: Path, leave: int) -> None:
+    """Fill ``folder``'s filesystem (a :func:`small_disk`) until ``leave`` bytes are free."""
+    disk = os.statvfs(folder)
+    with open(Path(folder) / "filler", "wb") as fh:
+        fh.write(b"\0" * max(0, disk.f_bavail * disk.f_frsize - leave))
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,13 @@
 
 Exit status, when at least one subject could be started: 0 if every selected
 subject/session produced its outputs; otherwise 1 if any crashed in the
-workflow, else 65 if any had unusable images, else 66 if any lacked its T1w or
-FLAIR. The other subjects always run.
+workflow (a worker process that dies stops the run within seconds), else 65 if
+any had unusable images, else 66 if any lacked its T1w or FLAIR. The other
+subjects always run. Faults end the run at once: 74 when outputs or reports
+cannot be written (a full disk; the subject's previous outputs stay as they
+were), 75 when another run holds one of the subjects (one run per subject and
+output directory, :mod:`demist_bids.derivatives.locks`) or SIGTERM/SIGINT stopped
+the run (a rerun resumes from the work directory).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import time
 from pathlib import Path
 
-from demist_bids.exceptions import BadDataError, MissingInputError
+from demist_bids.exceptions import BadDataError, DemistIOError, MissingInputError
 from demist_bids.utils.devices import resolve_device
 
 LOGGER = logging.getLogger("demist.participant")
@@ -138,26 +143,36 @@ def run_participant(config) -> int:
     if ex.boilerplate_only:
         return 0
 
-    from demist_bids.reports.about import run_record, write_run_record
-    from demist_bids.reports.subject import write_subject_reports
+    from demist_bids.derivatives.locks import hold_subjects
 
-    started = time.monotonic()
-    crashed = _run_workflow(wf, config, n_gpus=1 if device.startswith("cuda") else 0) if usable else False
-    LOGGER.info("participant workflow finished in %.0f s", time.monotonic() - started)
-    record = run_record(config, device=device)
-    for item in usable:  # beside the reportlets of what the graph worked on; nothing for `bad`
-        write_run_record(ex.output_dir, item.subject, item.bids_name, record)
-    failed = write_subject_reports(ex.output_dir, usable, run_uuid=ex.run_uuid,
-                                   extra_errors={i.bids_name: [m] for i, m in bad}, record=record)
-    if crashed or failed:
-        LOGGER.error("some subjects failed: %s; see their reports and crash files",
-                     ", ".join(failed) or "see logs")
-        return 1
-    if bad:
-        return BadDataError.exit_code
-    if missing:
-        return MissingInputError.exit_code
-    return 0
+    # 75 if another run holds one of these subjects; nothing half-written survives below
+    with hold_subjects(ex.output_dir, [i.subject for i in usable], ex.run_uuid):
+        from demist_bids.reports.about import run_record, write_run_record
+        from demist_bids.reports.subject import write_subject_reports
+
+        started = time.monotonic()
+        n_gpus = 1 if device.startswith("cuda") else 0
+        crashed = _run_workflow(wf, config, n_gpus=n_gpus) if usable else False
+        LOGGER.info("participant workflow finished in %.0f s", time.monotonic() - started)
+        record = run_record(config, device=device)
+        try:
+            for item in usable:  # beside the graph's reportlets; nothing for `bad`
+                write_run_record(ex.output_dir, item.subject, item.bids_name, record)
+            failed = write_subject_reports(ex.output_dir, usable, run_uuid=ex.run_uuid,
+                                           extra_errors={i.bids_name: [m] for i, m in bad},
+                                           record=record)
+        except OSError as exc:  # a full disk or a quota: 74, each report is whole or absent
+            raise DemistIOError(f"cannot write the subject reports into {ex.output_dir}: "
+                                f"{exc.strerror or exc}") from exc
+        if crashed or failed:
+            LOGGER.error("some subjects failed: %s; see their reports and crash files",
+                         ", ".join(failed) or "see logs")
+            return 1
+        if bad:
+            return BadDataError.exit_code
+        if missing:
+            return MissingInputError.exit_code
+        return 0
 
 
 def _reports_only(config) -> int:
@@ -218,11 +233,18 @@ def _run_workflow(wf, config, *, n_gpus: int) -> bool:
     node_log = (resource_monitor.node_log(logs / f"resources-{config.execution.run_uuid}.jsonl",
                                           plugin_args, ny.plugin, Path(wf.base_dir) / wf.name)
                 if ny.resource_monitor else contextlib.nullcontext())
-    records = None
+    records = runner = None
     try:
         with node_log as records:
-            wf.run(plugin=ny.plugin, plugin_args=plugin_args)
+            if ny.plugin == "MultiProc":  # ends cleanly when a worker dies or the run is stopped
+                from demist_bids.workflows.multiproc import SafeMultiProcPlugin
+
+                runner = SafeMultiProcPlugin(plugin_args)
+            wf.run(plugin=runner or ny.plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
+        written = [e for e in getattr(runner, "errors", []) if isinstance(e, DemistIOError)]
+        if written:  # the output disk is full or unwritable: write nothing more (74)
+            raise written[0] from None
         LOGGER.error("the workflow did not finish cleanly: %s", str(exc).splitlines()[0])
         return True
     finally:

@@ -11,14 +11,16 @@ Order of work, so that a run that fails early leaves nothing behind but its log:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from demist_bids.exceptions import DemistError, OutputNotWritableError
+from demist_bids.exceptions import DemistError, Interrupted, OutputNotWritableError
 
 LOGGER = logging.getLogger("demist")
 
@@ -112,10 +114,44 @@ def _dispatch(config) -> int:
     return run_train(config)
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM (SLURM's scancel or time limit) and SIGINT (Ctrl-C) raise :class:`Interrupted` (75).
+
+    The exception unwinds the run: the participant level's workers are terminated
+    (:mod:`demist_bids.workflows.multiproc`), half-written files are removed on the
+    way out, and what finished stays cached in the work directory. A second signal
+    while stopping is only logged, so the clean-up is not cut short.
+    """
+    stopping = []
+
+    def stop(signum, _frame):
+        name = signal.Signals(signum).name
+        if stopping:
+            LOGGER.warning("%s received; already stopping", name)
+            return
+        stopping.append(name)
+        raise Interrupted(f"stopped by {name}; what finished is kept in the work directory: "
+                          "run the same command again to resume")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _guarded(prog: str, work: Callable[[], int]) -> int:
     """Run ``work``; a :class:`DemistError` becomes its exit code with a one-line message."""
     try:
-        return work()
+        with _stop_on_signals():
+            return work()
     except DemistError as exc:
         LOGGER.error("%s: error: %s", prog, exc)
         return exc.exit_code

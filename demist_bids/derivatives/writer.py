@@ -10,6 +10,8 @@ same names with identical content.
 
 from __future__ import annotations
 
+import errno
+import functools
 import gzip
 import json
 import shutil
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demist_bids.derivatives.outputs import OUTPUTS, declared
+from demist_bids.exceptions import DemistIOError
 from demist_bids.utils.atomic import atomic_copy, commit_files
 
 
@@ -50,6 +53,32 @@ def write_json(metadata: dict):
     return lambda path: Path(path).write_text(text)
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+"""Errors of the output disk itself (full, over quota, failing, read-only): exit 74."""
+
+
+def _output_errors(write):
+    """A full or failing output disk while writing a subject's outputs is exit 74, naming where.
+
+    Each file is whole or absent (all of ``commit_outputs`` or none), so the
+    message can say so; the node's crash carries the code to the command line.
+    Other errors (a missing source in the work directory) stay crashes.
+    """
+    @functools.wraps(write)
+    def wrapper(output_dir, subject, *args, **kwargs):
+        try:
+            return write(output_dir, subject, *args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            raise DemistIOError(
+                f"cannot write the outputs of sub-{subject} into {output_dir}: "
+                f"{exc.strerror or exc}; no file there is left half-written") from exc
+
+    return wrapper
+
+
+@_output_errors
 def commit_outputs(
     output_dir: Path, subject: str, session: str | None, items: list[OutputItem]
 ) -> list[Path]:
@@ -64,6 +93,7 @@ def commit_outputs(
     return [path for path in written if path.suffix != ".json"]
 
 
+@_output_errors
 def copy_reportlets(output_dir: Path, subject: str, reportlets: dict[str, Path], bids_name: str) -> None:
     """Copy reportlets to ``OUT/sub-X/figures/<bids_name>_desc-<key>_<kind>.svg`` atomically."""
     figures = Path(output_dir) / f"sub-{subject}" / "figures"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -100,10 +101,51 @@ def commit_files(dest_dir: Path, writers: dict[str, Callable[[Path], object]]) -
         for name, write in writers.items():
             write(staging / name)
         done = []
-        for name in writers:
-            os.chmod(staging / name, 0o644)
-            os.replace(staging / name, dest_dir / name)
-            done.append(dest_dir / name)
+        with _signals_held():
+            for name in writers:
+                os.chmod(staging / name, 0o644)
+                os.replace(staging / name, dest_dir / name)
+                done.append(dest_dir / name)
         return done
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back while files are renamed into place.
+
+    A run that is stopped (a worker terminated, SLURM's SIGTERM) then stops after
+    the renames, never between them: a commit lands whole or not at all.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def remove_leftovers(folder: Path, prefix: str = ".", recursive: bool = True) -> list[Path]:
+    """Remove the staging folders and temporary files a killed writer left in ``folder``.
+
+    Only call this while no other process writes there (a participant run holds its
+    subjects' locks, :mod:`demist_bids.derivatives.locks`). ``prefix`` narrows the
+    temporary files to those of one destination name. Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    walk = folder.rglob if recursive else folder.glob
+    removed = []
+    for path in sorted(walk(".staging-*")) if prefix == "." else []:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for path in sorted(walk(f"{prefix}*.part*")):
+        if path.is_file() and path.name.startswith("."):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -65,6 +65,24 @@ def test_commit_writes_every_file_or_none(tmp_path):
     assert not anat_dir(out, "02", None).exists() or not any(anat_dir(out, "02", None).iterdir())
 
 
+def test_full_disk_during_the_commit_is_74_and_changes_nothing(tmp_path, small_disk):
+    from demist_bids.derivatives.writer import OutputItem, anat_dir, commit_outputs
+    from demist_bids.exceptions import DemistIOError
+    from tests.conftest import fill_disk
+
+    out = small_disk / "out"
+    commit_outputs(out, "01", None, [OutputItem("psr", _image(tmp_path / "old.nii.gz", 0.1))])
+    before = {p: p.read_bytes() for p in anat_dir(out, "01", None).iterdir()}
+    big = tmp_path / "big.nii"  # about 256 KB, compressed on copy: random values stay large
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 40), np.float32),
+                             np.eye(4)), big)
+    fill_disk(small_disk, leave=64 * 1024)
+    with pytest.raises(DemistIOError, match="sub-01 into .*No space left on device"):
+        commit_outputs(out, "01", None, [OutputItem("psr", big, {"Units": "1"})])
+    assert {p: p.read_bytes() for p in anat_dir(out, "01", None).iterdir()} == before
+    assert not list(out.rglob(".staging-*")) and not list(out.rglob(".*.part*"))
+
+
 def test_psr_sidecar_copies_the_inputs_acquisition_metadata(tmp_path):
     from demist_bids.derivatives.sidecars import build_items, static_metadata
 

@@ -221,19 +221,44 @@ def test_crashing_subject_leaves_crash_file_report_and_nothing_half_written(
 
 
 @pytest.mark.slow
-def test_parallel_runs_share_one_output_directory(cohort, tiny_model, tmp_path):
+def test_parallel_runs_share_one_output_directory(tiny_model, tmp_path):
+    """Four subjects, four runs at once into one output directory, as a SLURM array does."""
+    import tomllib
+
+    from demist_bids.derivatives.dataset import BIDSIGNORE
+    from demist_bids.derivatives.outputs import dseg_table
+    from demist_bids.phantom import generate_cohort
+
+    cohort = tmp_path / "bids"
+    generate_cohort(cohort, subjects=4, seed=3, scale=0.45, control_fraction=0.0)
+    subjects = ("01", "02", "03", "04")
     out = tmp_path / "out"
     procs = [
         subprocess.Popen(_command(cohort, out, tmp_path / f"work{sub}", tiny_model,
-                                  "--participant-label", sub),
+                                  "--participant-label", sub, "--samples", "1"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for sub in ("01", "02")
+        for sub in subjects
     ]
-    assert [p.wait() for p in procs] == [0, 0]
+    assert [p.wait() for p in procs] == [0] * 4
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
-    for sub in ("01", "02"):
+    assert description["GeneratedBy"][0]["Name"] == "demist"
+    assert (out / ".bidsignore").read_text().splitlines() == BIDSIGNORE  # once each, whole
+    assert (out / "dseg.tsv").read_text() == dseg_table()
+    logs = out / "logs"
+    configs = [tomllib.loads(p.read_text()) for p in logs.glob("config-*.toml")]
+    assert sorted(c["execution"]["participant_label"][0] for c in configs) == list(subjects)
+    run_logs = list(logs.glob("demist-participant-*.log"))
+    assert len(run_logs) == 4
+    assert all("participant workflow finished" in p.read_text() for p in run_logs)
+    citation = (logs / "CITATION.md").read_text()
+    assert citation.startswith("# Methods and citations") and citation.endswith("\n")
+    assert "DEMIST" in citation and "missing bibliography" not in citation
+    assert "@inproceedings{ldm," in (logs / "CITATION.bib").read_text()
+    for sub in subjects:
         assert (out / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-synth_PSRmap.nii.gz").is_file()
+        assert "No errors to report" in (out / f"sub-{sub}.html").read_text()
+    assert not list(out.rglob(".staging-*")) and not list(out.rglob(".*.part*"))
     proc = subprocess.run(["bids-validator-deno", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
 
