@@ -37,7 +37,7 @@ def build_parser():
     parser.add_argument("--regressor-steps", type=int, default=None,
                         help="steps of that training (default: the model preset's)")
     parser.add_argument("--paper-samples", type=int, default=None,
-                        help="samples averaged by the demist-paper row (default: the default sampler's)")
+                        help="samples averaged by the demist-paper row (default: the default sampler's; 0: leave it out)")
     return parser
 
 

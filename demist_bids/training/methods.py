@@ -85,7 +85,8 @@ def demist_rows(model, default: SamplerChoice, *, seed: int, device: str,
         regressor_dir: a saved U-Net regressor (:mod:`demist_bids.models.regressor`);
             without one the ``unet-regressor`` row is left out, with a note.
         paper_samples: samples averaged by the ``demist-paper`` row (issue 16 allows the
-            mean of up to 4); default: as many as the default sampler draws.
+            mean of up to 4); default: as many as the default sampler draws; 0 leaves the row out
+            (it costs tens of network passes per scan).
     """
     from demist_bids.inference.sampler import decode_condition, reconstruct_psr
     from demist_bids.models.regressor import is_saved_regressor, load_regressor, predict_psr
@@ -93,7 +94,9 @@ def demist_rows(model, default: SamplerChoice, *, seed: int, device: str,
     paper = replace(PAPER_SAMPLER, samples=paper_samples or default.samples, precision=default.precision)
     synthesizers = {"demist": diffusion_synthesizer(model, default, seed=seed, device=device)}
     notes = [f"DEMIST and backbone-only sample with the model's default sampler: {default.describe()}."]
-    if default.same_chain(paper):
+    if paper_samples == 0:
+        notes.append("The demist-paper row was left out (no samples asked for).")
+    elif default.same_chain(paper):
         notes.append("The default sampler is the paper's, so demist-paper would repeat the demist row: "
                      "only one row is shown.")
     else:

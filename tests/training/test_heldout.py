@@ -94,6 +94,8 @@ def test_demist_rows_one_row_per_distinct_sampler(tmp_path):
     four = demist_rows(model, SamplerChoice("ddim", 2, 0.15), seed=0, device="cpu", paper_samples=4)
     assert any("pure noise, mean of 4 samples" in n for n in four.notes)
     assert not any("mean of" in n for n in shipped.notes)
+    none = demist_rows(model, SamplerChoice("ddim", 2, 0.15), seed=0, device="cpu", paper_samples=0)
+    assert "demist-paper" not in none.synthesizers and any("left out" in n for n in none.notes)
 
     config = RegressorConfig(features=[8, 8, 16, 16, 32, 8], patch_size=[16, 16, 16], psr_scale=0.3)
     save_regressor(build_regressor(config), config, tmp_path / "reg")
