@@ -9,7 +9,8 @@ leave a participant run hanging or half-done:
   a crash whose crash file names the signal that killed its worker, the nodes
   running beside it are abandoned (their crash files say why), nothing new starts,
   and :meth:`run` raises :class:`WorkerDied` (a ``RuntimeError``, as any node
-  crash) within a poll or two.
+  crash) within a poll or two; :class:`~demist_bids.exceptions.Interrupted` (75)
+  if SIGTERM ended the worker (SLURM's scancel signals every process of a job).
 - An exception in the main process (SIGTERM/SIGINT raise one, see
   :mod:`demist_bids.cli.run`) left the workers running their nodes, and Python's
   exit waited for them. Here the workers are terminated first. A node stopped
@@ -42,6 +43,8 @@ from demist_bids import exceptions
 LOGGER = logging.getLogger("demist.participant")
 _TASKS = None
 """In a worker: the queue on which it says which task it starts."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""A worker ended by one of these was asked to stop, as the run is: exit 75, not a crash."""
 _ERROR_LINE = re.compile(r"^\s*demist_bids\.exceptions\.(\w+): (.+)$", re.MULTILINE)
 
 
@@ -109,6 +112,7 @@ class SafeMultiProcPlugin(MultiProcPlugin):
         self._node_of: dict[int, str] = {}
         self._lock = threading.Lock()
         self._death: str | None = None
+        self._death_signal: int | None = None
         self._broken = False
         self.errors: list[exceptions.DemistError] = []
         """DemistErrors the nodes failed with, in the order they were reported."""
@@ -136,7 +140,8 @@ class SafeMultiProcPlugin(MultiProcPlugin):
                 why = f"the worker process (pid {pid}) running {node} {_how_it_ended(dead[pid])}"
                 if dead[pid] == -signal.SIGKILL:
                     why += " (the kernel's out-of-memory killer sends SIGKILL)"
-                self._death = self._death or why
+                if self._death is None:
+                    self._death, self._death_signal = why, -dead[pid]
             else:
                 cause = self._death or ("a worker process " + (
                     _how_it_ended(next(iter(dead.values()))) if dead else "died"))
@@ -196,8 +201,11 @@ class SafeMultiProcPlugin(MultiProcPlugin):
             except BrokenProcessPool:
                 self._broken = True  # the running nodes' callbacks say why, in the next round
         if not self.pending_tasks:
-            raise WorkerDied(f"{self._death or 'a worker process died'}; the run stops (rerun "
-                             "the same command to resume from the work directory)")
+            message = (f"{self._death or 'a worker process died'}; the run stops (rerun the "
+                       "same command to resume from the work directory)")
+            if self._death_signal in STOP_SIGNALS:  # scancel signals every process of the job
+                raise exceptions.Interrupted(message)
+            raise WorkerDied(message)
 
     def run(self, graph, config, updatehash=False):
         try:

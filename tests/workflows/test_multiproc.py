@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from demist_bids.exceptions import Interrupted
 from demist_bids.workflows.multiproc import SafeMultiProcPlugin, WorkerDied, demist_error
 
 
@@ -84,6 +85,15 @@ def test_killed_worker_ends_the_run_with_a_crash_file_naming_node_and_signal(tmp
     text = crashes[0].read_text()
     assert "faults.sleeper" in text and "killed by SIGKILL (signal 9)" in text
     assert not (tmp_path / "work" / "faults" / "after").exists()
+
+
+def test_worker_stopped_by_sigterm_stops_the_run_as_interrupted(tmp_path):
+    """scancel sends SIGTERM to every process of a job: a worker ended so is 75, not a crash."""
+    pid_file = tmp_path / "worker.pid"
+    wf = _workflow(tmp_path, pid_file)
+    _when_written(pid_file, lambda pid: os.kill(pid, signal.SIGTERM))
+    with pytest.raises(Interrupted, match=r"sleeper was killed by SIGTERM"):
+        wf.run(plugin=SafeMultiProcPlugin({"n_procs": 2}))
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
