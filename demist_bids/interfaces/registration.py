@@ -208,15 +208,15 @@ class ApplyTemplateTransform(SimpleInterface):
         import numpy as np
         import SimpleITK as sitk
 
-        from ..preprocessing.template_registration import to_template
-        from ..preprocessing.templates import load_space_template
+        from ..preprocessing.grids import resample
+        from ..preprocessing.templates import space_template_grid
 
         set_threads(self.inputs.num_threads)
-        template = load_space_template(self.inputs.template, self.inputs.resolution)
+        affine, shape = space_template_grid(self.inputs.template, self.inputs.resolution)
         nearest = self.inputs.interpolation == "nearest"
-        out = to_template(nib.load(self.inputs.in_file), template,
-                          sitk.ReadTransform(self.inputs.transform), order=0 if nearest else 1,
-                          dtype=np.uint8 if nearest else np.float32)
+        out = resample(nib.load(self.inputs.in_file), affine, shape,
+                       transform=sitk.ReadTransform(self.inputs.transform),
+                       order=0 if nearest else 1, dtype=np.uint8 if nearest else np.float32)
         suffix = f"_space-{self.inputs.template}_res-{self.inputs.resolution}"
         self._results["out_file"] = out_path(runtime.cwd, self.inputs.in_file, suffix)
         nib.save(out, self._results["out_file"])

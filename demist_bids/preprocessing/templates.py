@@ -160,6 +160,16 @@ def _declared_grid(name: str, res: str) -> tuple[np.ndarray, tuple[int, int, int
     return affine, tuple(int(n) for n in grid["shape"])
 
 
+def space_template_grid(name: str, res: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Affine and shape of the template grid of an output space, without reading its voxels."""
+    files = space_template_files(name, res)
+    if files is not None:
+        header = nib.load(files[0])
+        return header.affine, tuple(int(n) for n in header.shape[:3])
+    check_space_template(name, res)  # raises unless it is the nilearn template
+    return _declared_grid(name, res)
+
+
 def load_space_template(name: str, res: str) -> SpaceTemplate:
     """The template of an output space, its T1w reduced to the brain (what demist registers).
 

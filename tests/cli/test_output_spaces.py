@@ -107,7 +107,8 @@ def test_templateflow_files_are_used_when_real(tmp_path, monkeypatch):
 
     from demist_bids.preprocessing.grids import resample
     from demist_bids.preprocessing.templates import (
-        check_space_template, load_space_template, nilearn_brain_mask, nilearn_files)
+        check_space_template, load_space_template, nilearn_brain_mask, nilearn_files,
+        space_template_grid)
 
     name = "MNI152NLin2009cAsym"
     t1w_stub, = api.ls(name, resolution=2, suffix="T1w", desc=None, extension=".nii.gz")
@@ -126,6 +127,8 @@ def test_templateflow_files_are_used_when_real(tmp_path, monkeypatch):
         assert check_space_template(name, "2") == "TemplateFlow"
         template = load_space_template(name, "2")
         assert template.t1w.shape == (97, 115, 97) and "TemplateFlow" in template.source
+        grid_affine, grid_shape = space_template_grid(name, "2")
+        assert grid_shape == (97, 115, 97) and np.allclose(grid_affine, t1w.affine)
         assert np.array_equal(np.asanyarray(template.brain_mask.dataobj) > 0,
                               np.asanyarray(mask.dataobj) > 0)
     finally:  # the session's TemplateFlow home is shared: put the stubs back
