@@ -35,7 +35,7 @@ from demist_bids.utils.atomic import atomic_write_text
 
 METHOD_LABELS = {
     "linear": "Linear (T1w+FLAIR)",
-    "unet-regressor": "U-Net regressor (T1w+FLAIR, same patches and budget)",
+    "unet-regressor": "U-Net regressor (T1w+FLAIR, trained on the same patches; its step budget is stated with the table)",
     "no-diffusion": "No diffusion: PSR decoder on z_c",
     "backbone-only": "Backbone only (streams off, DEMIST's sampler)",
     "ftldm": "FT-LDM",
