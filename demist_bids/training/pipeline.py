@@ -27,7 +27,7 @@ from pathlib import Path
 
 from demist_bids.exceptions import MissingInputError, UsageError
 from demist_bids.training.recipes import METHOD_ABLATION, METHODS, STAGES, capped, load_recipe
-from demist_bids.training.volumes import VolumePaths
+from demist_bids.workflows.cohort import VolumePaths
 
 LOGGER = logging.getLogger("demist.train")
 ORDER = (*STAGES, "eval")

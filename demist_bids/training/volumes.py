@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from demist_bids.workflows.cohort import VolumePaths
+if TYPE_CHECKING:  # a dataclass of paths; importing it at run time would pull Nipype into the sampler's imports
+    from demist_bids.workflows.cohort import VolumePaths
 
 PSR_SCALE_PERCENTILE = 99.9
 """Percentile of PSR over all training brain voxels that maps to 1.0 (the sampler clamps

@@ -1,0 +1,313 @@
+"""Table-1 ablations and the pure-noise sampler grid on the development cohort, sized for one GPU.
+
+Issue 16 targets 2 and 4 need many diffusion trainings and many pure-noise
+samples; on 2 CPU cores that is hours per row. This benchmark does them in one
+process tree on whatever device it gets, from two files the CPU machine packs::
+
+    # on the CPU machine (Nipype preprocessing; cached in WORK):
+    python benchmarks/dev_ablations.py pack --bids /path/train_bids --work WORK --cache train_preproc --out train.npz
+    python benchmarks/dev_ablations.py pack --bids /path/dev_bids --work WORK --cache dev_preproc --out dev.npz
+    # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
+    python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
+        --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] [--grid full|tiny]
+
+``run`` takes the autoencoders, latent statistics and unconditional backbone of
+the ``--foundation`` model (a trained demist model directory) and trains, in
+parallel worker processes, the diffusion stage of each Table-1 method
+(``demist``, ``ftldm``, ``controlnet``, ``lora``: the train level's
+``_diffusion_model``, same recipe, same seeds), then scores every method on the
+development scans with the pure-noise DDIM grid (steps x samples x classifier-free
+guidance), the default start-from-z_c sampler and no diffusion (decode z_c),
+plus the foundation itself as ``foundation``. Per scan and row: PSNR, SSIM,
+voxel-wise and lesion-level AUC, and for rows of several samples the Spearman
+correlation of the per-voxel std with the absolute error inside the brain.
+Rows are appended to ``OUT/rows.tsv`` as they finish (a run stopped early keeps
+what it measured); ``OUT/summary.tsv`` holds the means, and the last line is::
+
+    best_pure_noise=<row> psnr_db=<x> nodiff_psnr_db=<x> order_ok=<bool>
+
+where ``order_ok`` is target 4: with the paper's sampler (DDIM-20, mean of 4,
+guidance 1.5) the full model beats each single-stream model, and each of those
+beats ``ftldm``. The arrays are stored as float16 inside each scan's brain box
+(the scoring happens inside the brain), so a CPU run and this run see the same
+numbers to about 1e-3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+METHODS_TRAINED = ("demist", "ftldm", "controlnet", "lora")
+GRIDS = {
+    # (steps, samples, guidance) of pure-noise DDIM, most important first
+    "full": [(20, 4, 1.5), (20, 1, 1.5), (20, 4, 1.0), (4, 4, 1.5), (2, 4, 1.5), (1, 1, 1.5),
+             (4, 1, 1.5), (2, 1, 1.5), (20, 4, 2.5), (4, 4, 2.5), (2, 4, 2.5), (1, 1, 2.5),
+             (4, 4, 1.0), (2, 4, 1.0), (1, 1, 1.0), (20, 1, 1.0)],
+    "ablation": [(20, 4, 1.5), (20, 1, 1.5), (20, 4, 1.0), (4, 4, 1.5)],
+    "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
+}
+FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds")
+
+
+# -- packing (CPU machine, Nipype) ---------------------------------------------------------
+def pack(bids: Path, work: Path, cache: str, out: Path) -> None:
+    """Preprocess a phantom cohort (cached) and store its arrays inside each brain's box, float16."""
+    from demist_bids.training.external import preprocessed_volumes
+
+    store_volumes(preprocessed_volumes(bids, work, cache), out)
+
+
+def store_volumes(volumes, out: Path) -> None:
+    """``volumes`` (TrainingVolume) as one compressed npz: float16 images, bool masks, inside a brain box."""
+    arrays = {}
+    for v in volumes:
+        idx = np.argwhere(v.brain)
+        lo, hi = np.maximum(idx.min(0) - 4, 0), np.minimum(idx.max(0) + 5, v.brain.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        arrays[f"{v.name}|cond"] = v.cond[(slice(None), *box)].astype(np.float16)
+        arrays[f"{v.name}|psr"] = v.psr[box].astype(np.float16)
+        arrays[f"{v.name}|affine"] = np.asarray(v.affine, dtype=np.float64)
+        for key in ("brain", "lesion", "wm"):
+            if getattr(v, key) is not None:
+                arrays[f"{v.name}|{key}"] = getattr(v, key)[box].astype(bool)
+    np.savez_compressed(out, **arrays)
+
+
+def unpack(path: Path, limit: int | None = None) -> list:
+    """The packed scans as :class:`~demist_bids.training.volumes.TrainingVolume` (float32)."""
+    from demist_bids.training.volumes import TrainingVolume
+
+    data = np.load(path)
+    names = sorted({key.split("|")[0] for key in data.files})[:limit]
+
+    def get(name, key, dtype):
+        full = f"{name}|{key}"
+        return data[full].astype(dtype) if full in data.files else None
+
+    return [TrainingVolume(n, get(n, "cond", np.float32), get(n, "psr", np.float32), get(n, "brain", bool),
+                           get(n, "lesion", bool), get(n, "wm", bool), get(n, "affine", np.float64))
+            for n in names]
+
+
+# -- one method: train its streams, then score it ----------------------------------------------
+def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path):
+    """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks."""
+    import torch
+
+    from demist_bids.models.config import ABLATIONS, ModelConfig
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.unet import load_plain_state_dict, plain_state_dict
+    from demist_bids.training.checkpoints import TerminationFlag
+    from demist_bids.training.distributed import DistributedContext
+    from demist_bids.training.patches import PatchSampler
+    from demist_bids.training.recipes import METHOD_ABLATION, METHODS
+    from demist_bids.training.stages import StageRun, apply_latent_statistics, train_streams
+
+    psr_scale = foundation.config.psr_scale
+    # the foundation's architecture (for a train-level model: its preset) with the method's stream switches
+    config = ModelConfig.from_dict({**foundation.config.to_dict(), "card": {}, "patch_size": list(recipe.patch_size),
+                                    "sampling": {"sampler": "ddim", "steps": 20, "start": 1.0, "precision": "fp32"}})
+    config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]])
+    apply_latent_statistics(config, foundation.config)
+    torch.manual_seed(seed + METHODS.index(method))  # fold "all" (index -1): seed + 100 * 0 + index
+    model = build_model(config).to(device)
+    model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())
+    model.cond_autoencoder.load_state_dict(foundation.cond_autoencoder.state_dict())
+    load_plain_state_dict(model.backbone, plain_state_dict(foundation.backbone))
+    model.sync_controlnet_from_backbone()
+    model.freeze_backbone()
+    sampler = PatchSampler(train_volumes, recipe.patch_size, psr_scale, seed=seed, rank=0)
+    run = StageRun(sampler, recipe, work / f"diffusion-{method}", steps, DistributedContext(), TerminationFlag(),
+                   False, seed, torch.device(device))
+    train_streams(model, run, name=f"diffusion-{method}")
+    model.eval()
+    return model
+
+
+def _in_box(fn, cond: np.ndarray, brain: np.ndarray):
+    from demist_bids.training.heldout import brain_box
+
+    box = brain_box(brain)
+    mean, std = fn(np.ascontiguousarray(cond[(slice(None), *box)]))
+    full_mean = np.zeros(brain.shape, np.float32)
+    full_mean[box] = mean
+    full_std = None
+    if std is not None:
+        full_std = np.zeros(brain.shape, np.float32)
+        full_std[box] = std
+    return full_mean, full_std
+
+
+def score_method(method: str, model, dev_volumes, grid, device: str, out: Path) -> None:
+    """Append one row per (sampler row, scan) to ``out``."""
+    from scipy.stats import spearmanr
+
+    from demist_bids.inference.sampler import decode_condition, synthesize
+    from demist_bids.training.heldout import ScanRegions, measure_prediction
+
+    def pure_noise(steps, samples, guidance):
+        def fn(cond):
+            model.config.sampling.guidance = guidance
+            r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=0, device=device,
+                           start=1.0, precision="fp32")
+            return r.mean, r.std
+        return fn
+
+    def default(cond):
+        model.config.sampling.guidance = 1.5
+        r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=0, device=device, start=0.15,
+                       precision="fp32")
+        return r.mean, None
+
+    rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None)),
+            ("default-2@0.15-g1.5", default)]
+    rows += [(f"ddim{s}x{k}-g{g:g}", pure_noise(s, k, g)) for s, k, g in grid]
+    regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
+    for row, fn in rows:
+        for v in dev_volumes:
+            t0 = time.perf_counter()
+            mean, std = _in_box(fn, v.cond, v.brain)
+            mean = np.where(v.brain, mean, 0)
+            values = measure_prediction(mean, v, model.config.psr_scale, regions[v.name]).values
+            rho = float("nan")
+            if std is not None:
+                rho = float(spearmanr(std[v.brain], np.abs(mean - v.psr)[v.brain]).statistic)
+            record = {"method": method, "row": row, "scan": v.name, "psnr": values["psnr"], "ssim": values["ssim"],
+                      "auc_combined": values.get("auc_combined", float("nan")),
+                      "lesion_auc": values.get("lesion_auc_combined", values.get("lesion_auc", float("nan"))),
+                      "spearman_std_err": rho, "seconds": time.perf_counter() - t0}
+            with out.open("a", newline="") as handle:
+                csv.DictWriter(handle, FIELDS, delimiter="\t").writerow(record)
+
+
+def worker(args) -> int:
+    import torch
+
+    from demist_bids.models.io import load_model
+    from demist_bids.training.recipes import load_recipe
+
+    torch.set_num_threads(args.threads)
+    foundation = load_model(Path(args.foundation), device=args.device)
+    dev = unpack(Path(args.dev), args.scans)
+    out = Path(args.out) / f"rows-{args.method}.tsv"
+    if args.method == "foundation":
+        model, grid = foundation, GRIDS[args.grid]
+    else:
+        recipe = load_recipe(foundation.config.preset, Path(args.recipe))
+        steps = args.steps or recipe.steps["diffusion"]
+        t0 = time.perf_counter()
+        model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
+                             args.device, Path(args.work))
+        print(f"{args.method}: {steps} diffusion steps in {time.perf_counter() - t0:.0f} s", flush=True)
+        grid = GRIDS[args.grid] if args.method == "demist" or args.grid == "tiny" else GRIDS["ablation"]
+    score_method(args.method, model, dev, grid, args.device, out)
+    return 0
+
+
+# -- the whole run --------------------------------------------------------------------------------
+def summarize(out: Path) -> str:
+    import pandas as pd
+
+    frames = [pd.read_csv(p, sep="\t", names=FIELDS) for p in sorted(out.glob("rows-*.tsv")) if p.stat().st_size]
+    if not frames:
+        return "best_pure_noise=none psnr_db=nan nodiff_psnr_db=nan order_ok=False"
+    table = pd.concat(frames)
+    table.to_csv(out / "rows.tsv", sep="\t", index=False)
+    means = table.groupby(["method", "row"]).agg(
+        psnr=("psnr", "mean"), ssim=("ssim", "mean"), auc=("auc_combined", "mean"),
+        lesion_auc=("lesion_auc", "mean"), spearman=("spearman_std_err", "mean"), scans=("scan", "count"),
+        seconds=("seconds", "mean")).reset_index()
+    means.to_csv(out / "summary.tsv", sep="\t", index=False, float_format="%.4f")
+    print(means.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    demist = means[means.method == "demist"]
+    noise = demist[demist.row.str.startswith("ddim")]
+    paper = means[means.row == "ddim20x4-g1.5"].set_index("method").psnr
+    order_ok = all(m in paper for m in METHODS_TRAINED) and bool(
+        paper["demist"] > max(paper["controlnet"], paper["lora"]) and min(paper["controlnet"], paper["lora"]) > paper["ftldm"])
+    nodiff = demist[demist.row == "no-diffusion"].psnr
+    if noise.empty:
+        return f"best_pure_noise=none psnr_db=nan nodiff_psnr_db={nodiff.mean():.2f} order_ok={order_ok}"
+    best = noise.loc[noise.psnr.idxmax()]
+    return (f"best_pure_noise={best.row} psnr_db={best.psnr:.2f} nodiff_psnr_db={nodiff.mean():.2f} "
+            f"order_ok={order_ok}")
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    common = ["--foundation", args.foundation, "--dev", args.dev, "--train", args.train, "--recipe", args.recipe,
+              "--out", str(out), "--work", str(work), "--device", args.device, "--grid", args.grid,
+              "--seed", str(args.seed), "--threads", str(args.threads)]
+    if args.steps:
+        common += ["--steps", str(args.steps)]
+    if args.scans:
+        common += ["--scans", str(args.scans)]
+    procs = {}
+    for method in (*METHODS_TRAINED, "foundation"):
+        log = (work / f"{method}.log").open("w")
+        procs[method] = (subprocess.Popen([sys.executable, "-u", __file__, "worker", "--method", method, *common],
+                                          stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()), log)
+    deadline = time.monotonic() + args.deadline if args.deadline else None
+    while any(p.poll() is None for p, _ in procs.values()):
+        if deadline and time.monotonic() > deadline:
+            for p, _ in procs.values():
+                p.kill()
+            print("deadline reached: the workers were stopped; rows.tsv has what finished", flush=True)
+            break
+        time.sleep(2)
+    codes = {m: p.wait() for m, (p, _) in procs.items()}
+    for method, (_, log) in procs.items():
+        log.close()
+        text = (work / f"{method}.log").read_text()
+        print(f"--- {method} (exit {codes[method]}) ---\n" + "\n".join(text.splitlines()[-6:]), flush=True)
+    print(summarize(out), flush=True)
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="preprocess a phantom cohort and store its arrays")
+    p.add_argument("--bids", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    for name in ("run", "worker"):
+        p = sub.add_parser(name)
+        p.add_argument("--train", required=True)
+        p.add_argument("--dev", required=True)
+        p.add_argument("--foundation", required=True)
+        p.add_argument("--recipe", required=True)
+        p.add_argument("--out", required=True)
+        p.add_argument("--work", default="/tmp/dev_ablations")
+        p.add_argument("--device", default="cuda")
+        p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
+        p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
+        p.add_argument("--grid", choices=["full", "tiny"], default="full")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=3)
+        p.add_argument("--deadline", type=float, default=0, help="stop the workers after this many seconds")
+        if name == "worker":
+            p.add_argument("--method", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        pack(args.bids, args.work, args.cache, args.out)
+        return 0
+    if getattr(args, "scans", 0) == 0:
+        args.scans = None
+    return run(args) if args.command == "run" else worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""benchmarks/dev_ablations.py: packed cohorts, one worker end to end on a tiny model, the summary's verdict."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+
+def _volumes(n: int, shape=(40, 44, 36), seed: int = 0):
+    from demist_bids.training.volumes import TrainingVolume
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        brain = np.zeros(shape, bool)
+        brain[6:-6, 6:-6, 5:-5] = True
+        lesion = np.zeros(shape, bool)
+        lesion[18:22, 20:24, 16:19] = True
+        wm = brain & ~lesion
+        cond = (rng.random((2, *shape)) * brain).astype(np.float32)
+        psr = (0.1 + 0.05 * cond[0] - 0.04 * lesion) * brain
+        out.append(TrainingVolume(f"sub-{i:02d}", cond, psr.astype(np.float32), brain, lesion, wm, np.eye(4)))
+    return out
+
+
+def test_store_and_unpack_keep_every_array_inside_the_brain_box(tmp_path):
+    from dev_ablations import store_volumes, unpack
+
+    volumes = _volumes(2)
+    store_volumes(volumes, tmp_path / "c.npz")
+    back = unpack(tmp_path / "c.npz")
+    assert [v.name for v in back] == ["sub-00", "sub-01"]
+    assert unpack(tmp_path / "c.npz", 1)[0].name == "sub-00"
+    v, w = volumes[0], back[0]
+    # the box keeps 4 voxels around the brain: 6 - 4 = 2 cut from each low side
+    assert w.brain.shape == (v.brain.shape[0] - 4, v.brain.shape[1] - 4, v.brain.shape[2] - 2)
+    assert w.brain.sum() == v.brain.sum() and w.lesion.sum() == v.lesion.sum()
+    assert w.cond.dtype == np.float32 and w.cond.shape[0] == 2
+    np.testing.assert_allclose(w.psr[w.brain].mean(), v.psr[v.brain].mean(), rtol=1e-3)
+    np.testing.assert_allclose(w.cond[:, w.brain].mean(), v.cond[:, v.brain].mean(), rtol=1e-3)
+
+
+@pytest.fixture
+def tiny_setup(tmp_path):
+    import torch
+
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.io import save_model
+    from dev_ablations import store_volumes
+    from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(psr_scale=0.3))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    save_model(model, tmp_path / "foundation", card={"name": "tiny-test"})
+    store_volumes(_volumes(2, seed=1), tmp_path / "train.npz")
+    store_volumes(_volumes(1, seed=2), tmp_path / "dev.npz")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("patch_size = [32, 32, 32]\nbatch_size = 1\n[steps]\ndiffusion = 2\n")
+    return tmp_path, recipe
+
+
+def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    args = ["worker", "--method", "controlnet", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--out", str(root / "out"),
+            "--work", str(root / "work"), "--device", "cpu", "--grid", "tiny", "--threads", "1"]
+    (root / "out").mkdir()
+    assert main(args) == 0
+    rows = list(csv.DictReader((root / "out" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
+    # no diffusion, the default sampler, then the tiny grid's two pure-noise rows
+    assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim2x2-g1.5", "ddim1x1-g1"]
+    assert all(r["method"] == "controlnet" and r["scan"] == "sub-00" for r in rows)
+    assert all(np.isfinite(float(r["psnr"])) for r in rows)
+    assert np.isfinite(float(rows[2]["spearman_std_err"]))  # two samples: a std to correlate
+    assert rows[3]["spearman_std_err"] == "nan"  # one sample: none
+    assert (root / "work" / "diffusion-controlnet").is_dir()  # the stage ran (its checkpoints)
+
+
+def _rows(path: Path, psnr: dict) -> None:
+    from dev_ablations import FIELDS
+
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS, delimiter="\t")
+        for (method, row), value in psnr.items():
+            for scan in ("sub-01", "sub-02"):
+                writer.writerow({"method": method, "row": row, "scan": scan, "psnr": value, "ssim": 0.9,
+                                 "auc_combined": 0.9, "lesion_auc": 0.9, "spearman_std_err": "nan", "seconds": 1})
+
+
+@pytest.mark.parametrize(("lora", "expected"), [(20.5, True), (17.0, False)])
+def test_the_summary_judges_the_papers_order(tmp_path, lora, expected):
+    from dev_ablations import summarize
+
+    paper = "ddim20x4-g1.5"
+    _rows(tmp_path / "rows-all.tsv", {
+        ("demist", paper): 21.6, ("demist", "ddim2x4-g1.5"): 20.7, ("demist", "no-diffusion"): 22.6,
+        ("controlnet", paper): 20.6, ("lora", paper): lora, ("ftldm", paper): 18.0})
+    line = summarize(tmp_path)
+    assert line == f"best_pure_noise={paper} psnr_db=21.60 nodiff_psnr_db=22.60 order_ok={expected}"
+    assert (tmp_path / "summary.tsv").is_file() and (tmp_path / "rows.tsv").is_file()
