@@ -106,7 +106,7 @@ def _dispatch(config) -> int:
 
         return run_participant(config)
     if level == "group":
-        from demist_bids.group import run_group
+        from demist_bids.cli.group import run_group
 
         return run_group(config)
     from demist_bids.training import run_train

@@ -1,5 +1,8 @@
-"""demist_bids.group: the ``group`` analysis level (cohort TSV and HTML report)."""
+"""demist_bids.group: the ``group`` analysis level's data (cohort table, measures, outliers).
 
-from demist_bids.group.run import run_group
+The page is drawn by :mod:`demist_bids.reports.group`; :mod:`demist_bids.cli.group` runs both.
+"""
 
-__all__ = ["run_group"]
+from demist_bids.group.run import GroupResults, collect_group
+
+__all__ = ["GroupResults", "collect_group"]

@@ -4,23 +4,23 @@ The group level reads whatever subset of subjects finished, so discovery is a
 plain walk of the output tree (the participant contract fixes its layout),
 not a pybids index: it is fast, needs no database, and sees half-finished
 trees exactly as they are. Subjects of the input dataset without results are
-reported with the reason taken from their crash files.
+reported with the reason taken from their crash files
+(:mod:`demist_bids.utils.crashes`, the reader the subject report uses too).
 """
 
 from __future__ import annotations
 
-from demist_bids.bids import scan_prefix
-
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from demist_bids.bids import scan_prefix
+from demist_bids.utils.crashes import find_crashes
 
 LOGGER = logging.getLogger("demist.group")
 
 _ENTITY = re.compile(r"(?:^|_)(sub|ses)-([a-zA-Z0-9]+)")
-_SESSION_MENTION = re.compile(r"(?<![a-zA-Z0-9])ses[-_]([a-zA-Z0-9]+)")
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure)\b.*")
 
 
 @dataclass
@@ -54,22 +54,6 @@ class Failure:
     reason: str
     crash_file: Path | None = None
     node: str | None = None
-
-
-@dataclass
-class Crash:
-    """The useful lines of one Nipype text crash file."""
-
-    path: Path
-    node: str | None
-    error: str
-    mtime: float = field(default=0.0)
-    sessions: frozenset[str] = frozenset()
-    """Sessions the crash file names (``ses-X`` or a ``ses_X`` node name); empty when none."""
-
-    def concerns(self, session: str | None) -> bool:
-        """Whether this crash may belong to ``session`` (a crash naming no session concerns all)."""
-        return not self.sessions or session in self.sessions
 
 
 def entities(name: str) -> dict[str, str]:
@@ -117,25 +101,6 @@ def find_runs(output_dir: Path) -> list[ParticipantRun]:
             )
         )
     return runs
-
-
-def read_crash(path: Path) -> Crash:
-    """The failing node and the last error line of a Nipype text crash file."""
-    lines = [line.rstrip() for line in Path(path).read_text(errors="replace").splitlines()]
-    node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")), None)
-    text = [line.strip() for line in lines if line.strip()]
-    errors = [line for line in text if _EXCEPTION_LINE.match(line)]
-    error = errors[-1] if errors else (text[-1] if text else "empty crash file")
-    sessions = frozenset(_SESSION_MENTION.findall("\n".join(lines)))
-    return Crash(
-        path=Path(path), node=node, error=error, mtime=Path(path).stat().st_mtime, sessions=sessions
-    )
-
-
-def find_crashes(output_dir: Path, subject: str) -> list[Crash]:
-    """Crash files of one subject, newest last."""
-    paths = Path(output_dir).glob(f"sub-{subject}/log/*/crash-*.txt")
-    return sorted((read_crash(p) for p in paths), key=lambda crash: crash.mtime)
 
 
 def input_sessions(bids_dir: Path | None) -> list[tuple[str, str | None]]:

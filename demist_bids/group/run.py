@@ -1,18 +1,21 @@
-"""``demist BIDS_DIR OUT group``: cohort table and report from the participant outputs.
+"""``demist BIDS_DIR OUT group``: the cohort's data, from the participant outputs.
 
 The derivatives are enough: ``BIDS_DIR`` may be the output directory itself (or
 absent); a raw dataset, when given, adds its ``participants.tsv`` columns and a
 row for each of its subjects without results.
 
-The only place in :mod:`demist_bids.group` that reads the configuration; the
-modules below take explicit arguments.
+:func:`collect_group` measures every run, writes ``group_PSR.tsv`` and returns
+what the page shows (:class:`GroupResults`); the page itself is drawn by
+:mod:`demist_bids.reports.group` (``demist_bids.cli.group`` runs both). The only
+place in :mod:`demist_bids.group` that reads the configuration; the modules
+below take explicit arguments.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,28 @@ from demist_bids.bids.query import default_psr_derivatives
 LOGGER = logging.getLogger("demist.group")
 
 TSV_NAME = "group_PSR.tsv"
-HTML_NAME = "group_PSR.html"
 SPLIT_CANDIDATES = ("group", "diagnosis", "dx", "condition", "cohort", "status")
 """participants.tsv columns that split the report's plots, first present wins."""
+
+
+@dataclass
+class GroupResults:
+    """What the group level found: the table (as written to ``group_PSR.tsv``) and the
+    page's ingredients."""
+
+    table: Any
+    """One row per run (pandas DataFrame)."""
+    outliers: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+    thumbnails: dict = field(default_factory=dict)
+    """bids_name -> the axial PSR slice shown beside the run."""
+    split: str | None = None
+    """The participants.tsv column that colours the plots."""
+    links: dict = field(default_factory=dict)
+    """bids_name -> the subject report's file name, beside the page."""
+    dataset_name: str = ""
+    exit_code: int = 0
+    """0, or 65 when some run had an unusable image."""
 
 
 def choose_split(participants) -> str | None:
@@ -127,9 +149,8 @@ def _missing_row(failure) -> dict[str, Any]:
     }
 
 
-def _subtitle(dataset: Path, n_runs: int) -> str:
-    from demist_bids import __version__
-
+def _dataset_name(dataset: Path) -> str:
+    """The dataset's ``Name`` (dataset_description.json), else its folder's name."""
     name = Path(dataset).name
     description = Path(dataset) / "dataset_description.json"
     if description.exists():
@@ -137,19 +158,15 @@ def _subtitle(dataset: Path, n_runs: int) -> str:
             name = json.loads(description.read_text()).get("Name") or name
         except (OSError, json.JSONDecodeError):
             pass
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Dataset: {name} · {n_runs} subject/session runs · demist {__version__} · {stamp}"
+    return name
 
 
-def run_group(config) -> int:
-    """Write ``group_PSR.tsv`` and ``group_PSR.html`` into the output directory.
+def collect_group(config) -> GroupResults:
+    """Measure every run and write ``group_PSR.tsv`` into the output directory.
 
     Every image of a run is checked (header and byte stream) before its voxels
     are read; a run with an unusable one is a failed row naming the file, and the
-    others are still measured.
-
-    Returns:
-        0, or 65 when some run had an unusable image.
+    others are still measured (``exit_code`` 65).
 
     Raises:
         MissingInputError: the output directory holds no participant results.
@@ -157,10 +174,8 @@ def run_group(config) -> int:
     from demist_bids.derivatives.outputs import output_path
     from demist_bids.exceptions import BadDataError, MissingInputError
     from demist_bids.group.collect import Failure, find_failures, find_runs, read_participants
-    from demist_bids.group.html import render_report
     from demist_bids.group.measures import image_measures, sidecar_measures
     from demist_bids.group.table import build_table, flag_outliers, write_tsv
-    from demist_bids.utils.atomic import atomic_write_text
     from demist_bids.utils.image_check import check_image_files
 
     execution = config.execution
@@ -226,23 +241,20 @@ def run_group(config) -> int:
     table = build_table(rows, participants)
     outliers = flag_outliers(table)
     write_tsv(table, out / TSV_NAME)
-    html = render_report(
-        table,
+    LOGGER.info(
+        "wrote %s: %d runs, %d outlier runs, %d failed or missing",
+        out / TSV_NAME,
+        len(runs),
+        len({o.bids_name for o in outliers}),
+        len(failures),
+    )
+    return GroupResults(
+        table=table,
         outliers=outliers,
         failures=failures,
         thumbnails=thumbnails,
         split=choose_split(participants),
         links=links,
-        title="demist group report: synthesized PSR",
-        subtitle=_subtitle(bids_dir or out, len(table)),
+        dataset_name=_dataset_name(bids_dir or out),
+        exit_code=BadDataError.exit_code if unusable else 0,
     )
-    atomic_write_text(out / HTML_NAME, html)
-    LOGGER.info(
-        "wrote %s and %s: %d runs, %d outlier runs, %d failed or missing",
-        out / TSV_NAME,
-        out / HTML_NAME,
-        len(runs),
-        len({o.bids_name for o in outliers}),
-        len(failures),
-    )
-    return BadDataError.exit_code if unusable else 0

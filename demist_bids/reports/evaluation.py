@@ -21,16 +21,16 @@ paired tests and ROC curves of lesion vs normal-appearing white matter.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from demist_bids.evaluation.statistics import HIGHER_IS_BETTER, comparisons, paired_tests
+from demist_bids.reports.charts import roc_svg
+from demist_bids.reports.render import render, svg
 from demist_bids.utils.atomic import atomic_write_text
 
 METHOD_LABELS = {
@@ -93,66 +93,44 @@ def summary_table(folds: pd.DataFrame) -> pd.DataFrame:
     return out.loc[_method_order(out.index)].reset_index()
 
 
-def _fmt(mean: float, sd: float, measure: str) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "n/a"
+def _number(value: float, measure: str) -> str | None:
+    """A measure's value with its digits (PSNR 2, MSE in scientific notation, others 4)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
     digits = {"psnr": 2, "mse": 3}.get(measure, 4)
-    spec = f".{digits}e" if measure == "mse" else f".{digits}f"
-    text = format(mean, spec)
-    if sd is not None and not math.isnan(sd):
-        text += " &plusmn; " + format(sd, spec)
-    return text
+    return format(value, f".{digits}e" if measure == "mse" else f".{digits}f")
+
+
+def _mean_sd(mean: float, sd: float | None, measure: str) -> dict:
+    """A Table 1 cell: ``{"mean", "sd"}`` texts (None when absent); the template joins them
+    with a plus-minus sign."""
+    return {"mean": _number(mean, measure) or "n/a",
+            "sd": _number(sd, measure) if _number(mean, measure) else None}
 
 
 def _roc_figure(roc_scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
-    """ROC curves (NAWM positive, lesion negative) as an inline SVG string."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for method in _method_order(roc_scores):
-        nawm, lesion = roc_scores[method]
-        if nawm.size == 0 or lesion.size == 0:
-            continue
-        labels = np.r_[np.ones(nawm.size), np.zeros(lesion.size)]
-        scores = np.r_[nawm, lesion]
-        fpr, tpr, _ = roc_curve(labels, scores)
-        auc = roc_auc_score(labels, scores)
-        style = "--" if method == "measured" else "-"
-        ax.plot(fpr, tpr, style, label=f"{METHOD_LABELS.get(method, method)} ({auc:.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="False positive rate (lesion voxels)", ylabel="True positive rate (NAWM voxels)")
-    ax.set_title("Lesion vs combined NAWM, pooled held-out scans", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _html_table(frame: pd.DataFrame, columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in frame
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """ROC curves (NAWM positive, lesion negative) of every method, in the table's order."""
+    curves = [(METHOD_LABELS.get(m, m), *roc_scores[m], m == "measured")
+              for m in _method_order(roc_scores)]
+    return roc_svg(curves, title="Lesion vs combined NAWM, pooled held-out scans")
 
 
 HEADLINE_MEASURES = ("psnr", "ssim", "mse", "auc_combined", "lesion_auc_combined")
 """Measures whose paired tests the page shows (``paired_tests.tsv`` holds every measure)."""
 
 
-def pooled_table(pooled: pd.DataFrame) -> str:
-    """HTML table of the pooled lesion-level AUCs (one row per method)."""
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3g}"
+
+
+def _pooled(pooled: pd.DataFrame) -> dict | None:
+    """The pooled lesion-level AUCs (one row per method), or None without lesions."""
     if pooled.empty:
-        return "<p>No lesions in the held-out scans: no lesion-level AUCs.</p>"
+        return None
     columns = [c for c in MEASURES if c.startswith("lesion_auc_") and c in pooled]
-    rows = [[html.escape(METHOD_LABELS.get(r["method"], r["method"])), str(int(r["n_lesions"]))]
-            + [_fmt(r[c], None, c) for c in columns] for _, r in pooled.iterrows()]
-    return _html_table(rows, ["Method", "Lesions"] + [MEASURE_LABELS[c] for c in columns])
+    return {"headers": ["Method", "Lesions"] + [MEASURE_LABELS[c] for c in columns],
+            "rows": [[METHOD_LABELS.get(r["method"], r["method"]), str(int(r["n_lesions"]))]
+                     + [_number(r[c], c) or "n/a" for c in columns] for _, r in pooled.iterrows()]}
 
 
 def render_html(
@@ -164,55 +142,29 @@ def render_html(
     notes: str = "",
     pooled: pd.DataFrame | None = None,
 ) -> str:
-    """The results page; ``notes`` is trusted HTML describing the run."""
+    """The results page (``templates/evaluation.html``); ``notes`` is trusted HTML describing
+    the run."""
     present = [m for m in MEASURES if f"{m}_mean" in summary]
-    rows = []
-    for _, rec in summary.iterrows():
-        cells = [html.escape(METHOD_LABELS.get(rec["method"], rec["method"])), str(int(rec["n_folds"]))]
-        cells += [_fmt(rec[f"{m}_mean"], rec[f"{m}_sd"], m) for m in present]
-        rows.append(cells)
-    table = _html_table(rows, ["Method", "Folds"] + [MEASURE_LABELS[m] for m in present])
+    table = {
+        "headers": ["Method", "Folds"] + [MEASURE_LABELS[m] for m in present],
+        "rows": [[METHOD_LABELS.get(rec["method"], rec["method"]), str(int(rec["n_folds"]))]
+                 + [_mean_sd(rec[f"{m}_mean"], rec[f"{m}_sd"], m) for m in present]
+                 for _, rec in summary.iterrows()],
+    }
     if not tests.empty:
         tests = tests[tests["measure"].isin(HEADLINE_MEASURES)]
     test_rows = [
-        [
-            MEASURE_LABELS.get(r.measure, r.measure),
-            html.escape(f"{METHOD_LABELS.get(r.method, r.method)} vs {METHOD_LABELS.get(r.baseline, r.baseline)}"),
-            str(r.n_scans),
-            f"{r.mean_difference:+.4g}",
-            "n/a" if math.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}",
-            "n/a" if math.isnan(r.ttest_p) else f"{r.ttest_p:.3g}",
-        ]
+        [MEASURE_LABELS.get(r.measure, r.measure),
+         f"{METHOD_LABELS.get(r.method, r.method)} vs {METHOD_LABELS.get(r.baseline, r.baseline)}",
+         str(r.n_scans), f"{r.mean_difference:+.4g}", _p(r.wilcoxon_p), _p(r.ttest_p)]
         for r in tests.itertuples()
     ]
-    tests_html = (
-        _html_table(test_rows, ["Measure", "Comparison", "Scans", "Mean difference", "Wilcoxon p", "Paired t p"])
-        if test_rows
-        else "<p>No baseline to compare against.</p>"
-    )
-    roc = _roc_figure(roc_scores) if roc_scores else "<p>No lesion masks: no ROC curves.</p>"
-    style = (
-        "body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}"
-    )
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{notes}"
-        "<h2>Table 1: held-out folds (mean &plusmn; SD over folds)</h2>"
-        "<p>Image measures inside the brain mask on the PSR scale divided by the model's "
-        "cohort-wide PSR scale (as in the paper's normalized [0,1] images); AUC: PSR separating "
-        "normal-appearing white matter from T2 lesions, voxel by voxel; lesion-level AUC: each "
-        "lesion's median PSR against the medians of its own proximal and contralateral (distal) "
-        "NAWM, the paper's lesion-wise ROC (per scan, then averaged; n/a where no held-out scan has "
-        "a lesion). The two ceiling rows see the measured map: the PSR autoencoder's reconstruction "
-        "bounds anything that works in its latent space, and the measured row is the qMT map itself, "
-        "the ceiling for the AUCs.</p>"
-        f"{table}<h2>Lesion-level AUC over every held-out lesion</h2>"
-        f"{pooled_table(pd.DataFrame() if pooled is None else pooled)}"
-        "<h2>Paired tests</h2><p>Scan-paired, on the held-out scans; the page shows the headline "
-        "measures, paired_tests.tsv every measure.</p>"
-        f"{tests_html}<h2>ROC curves</h2>{roc}</body></html>"
+    return render(
+        "evaluation.html", title=title, heading=title, subtitle="", notes=Markup(notes),
+        nav=[("table1", "Table 1"), ("lesions", "Lesion-level AUC"), ("tests", "Paired tests"),
+             ("roc", "ROC curves")],
+        table=table, pooled=_pooled(pd.DataFrame() if pooled is None else pooled),
+        tests=test_rows, roc=svg(_roc_figure(roc_scores)) if roc_scores else None,
     )
 
 

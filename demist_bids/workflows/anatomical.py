@@ -104,7 +104,7 @@ def init_anat_preproc_wf(
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
     from .. import __version__
-    from ..interfaces.figures import MaskReportlet, RegistrationReportlet
+    from ..interfaces.reports import MaskReportlet, RegistrationReportlet
     from ..interfaces.images import PercentileScale, ResampleToNative
     from ..interfaces.qc import AnatomicalQC
     from ..preprocessing import MIN_FLAIR_COVERAGE

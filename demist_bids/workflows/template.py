@@ -58,7 +58,7 @@ def init_template_wf(*, template: str, resolutions: list[str], samples: int = 1,
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
     from demist_bids.derivatives.outputs import in_space
-    from demist_bids.interfaces.figures import TemplateReportlet
+    from demist_bids.interfaces.reports import TemplateReportlet
     from demist_bids.interfaces.registration import ApplyTemplateTransform, TemplateRegistration
 
     wf = Workflow(name=name or f"template_{template}_wf")

@@ -12,7 +12,7 @@ import pytest
 
 from demist_bids.config import Config
 from demist_bids.exceptions import MissingInputError
-from demist_bids.group import run_group
+from demist_bids.cli.group import run_group
 from demist_bids.preprocessing.tissues import GM, WM
 from tests.group import cohort as toy
 from tests.utils.damaged import header_only

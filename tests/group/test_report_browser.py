@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from demist_bids.config import Config
-from demist_bids.group import run_group
+from demist_bids.cli.group import run_group
 from tests.group import chromium
 from tests.group import cohort as toy
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from demist_bids.group.svg import Mark, nice_ticks, scatter_plot, strip_plot
+from demist_bids.reports.charts import Mark, nice_ticks, scatter_plot, strip_plot
 
 
 def test_nice_ticks_round_values():
