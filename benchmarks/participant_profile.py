@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phantom-seed", type=int, default=11)
     parser.add_argument("--phantom-scale", type=float, default=0.6)
     parser.add_argument("--poll-sleep", type=float, default=None,
-                        help="Nipype's execution.poll_sleep_duration for this run (default: Nipype's, 2 s): "
+                        help="Nipype's execution.poll_sleep_duration for this run (default: demist's, 0.1 s; Nipype's is 2 s): "
                              "how often the scheduler looks for finished nodes")
     parser.add_argument("--demist-args", default="",
                         help="more arguments for demist, one string (e.g. '--steps 20 --sampler ddim')")
@@ -337,10 +337,10 @@ def _run_demist(args, bids: Path, work: Path) -> tuple[int, float, float, float,
     if args.omp_nthreads:
         argv += ["--omp-nthreads", str(args.omp_nthreads)]
     argv += shlex.split(args.demist_args)
-    if args.poll_sleep is not None:
-        from nipype import config as nipype_config
-
-        nipype_config.set("execution", "poll_sleep_duration", str(args.poll_sleep))
+    if args.poll_sleep is not None:  # through a plugin file, as a user would set it
+        plugin = work / "plugin.yml"
+        plugin.write_text(f"plugin: MultiProc\nplugin_args:\n  poll_sleep_duration: {args.poll_sleep}\n")
+        argv += ["--use-plugin", str(plugin)]
     graph: list[float] = []
     original = Workflow.run
 

@@ -99,6 +99,12 @@ class NipypeConfig:
     """Memory limit for the scheduler in GB; 0 means no limit."""
     n_gpus: int = 0
     """GPUs the scheduler may hand out; filled in at run time."""
+    poll_sleep: float = 0.1
+    """Seconds between the scheduler's looks for finished nodes (Nipype's
+    ``poll_sleep_duration``, 2 s by default there). A participant graph is a chain
+    of about 30 short nodes, so Nipype's 2 s cost about 12 s per scan of idle
+    waiting (benchmarks/participant_profile.py --poll-sleep). A ``--use-plugin`` file
+    may set ``poll_sleep_duration`` among its ``plugin_args``."""
     resource_monitor: bool = False
     """Nipype's resource monitor: each node's peak memory and CPU use, summarised in
     ``logs/resources-<run>.tsv`` (fMRIPrep's ``--resource-monitor``)."""

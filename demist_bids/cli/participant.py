@@ -212,16 +212,19 @@ def _run_workflow(wf, config, *, n_gpus: int) -> bool:
     from demist_bids.utils import resource_monitor
 
     ny = config.nipype
+    plugin_args = dict(ny.plugin_args)
+    # an execution setting, not a plugin argument; --use-plugin files may set it beside the plugin's
+    poll_sleep = float(plugin_args.pop("poll_sleep_duration", ny.poll_sleep))
     nipype_config.update_config({
         "execution": {
             "stop_on_first_crash": config.execution.stop_on_first_crash,
             "crashfile_format": "txt",
             "remove_unnecessary_outputs": False,
             "check_version": False,
+            "poll_sleep_duration": poll_sleep,
         },
     })
     resource_monitor.set_nipype_monitoring(ny.resource_monitor)
-    plugin_args = dict(ny.plugin_args)
     if ny.plugin == "MultiProc":
         plugin_args.setdefault("n_procs", ny.nprocs)
         plugin_args.setdefault("raise_insufficient", False)
