@@ -174,15 +174,17 @@ def synthesize_pair(
         FileNotFoundError: (:class:`InputNotFoundError`) an input is missing.
         demist_bids.exceptions.UsageError: ``model`` is not a usable model directory,
             or ``device="cuda"`` without a GPU.
+        demist_bids.exceptions.MissingInputError: ``sampler="distilled"`` on a model
+            without a distilled student.
     """
     import tempfile
 
-    from demist_bids.cli.participant import resolve_model
+    from demist_bids.cli.participant import resolve_model, resolve_sampler
     from demist_bids.utils.devices import resolve_device
     from demist_bids.config import SeedsConfig, SynthesisConfig
     from demist_bids.derivatives.sidecars import psr_metadata, static_metadata
-    from demist_bids.models.validation import check_model_dir
-    from demist_bids.utils.model_files import directory_sha256, read_card
+    from demist_bids.models.validation import check_model
+    from demist_bids.utils.model_files import card_of, directory_sha256
     from demist_bids.workflows.synthesis import init_synthesis_wf
 
     if int(samples) < 1:
@@ -202,14 +204,16 @@ def synthesize_pair(
             except BadDataError as exc:
                 raise InvalidImageError(str(exc)) from exc
         model_dir, is_demo = resolve_model(None if model is None else Path(model))
-        check_model_dir(model_dir)
+        checked = check_model(model_dir)  # each config.json read once, here
         device = resolve_device(device)
         seed = SeedsConfig().master if seed is None else seed
+        sampling = resolve_sampler(model_dir, sampler or defaults.sampler,
+                                   defaults.steps if steps is None else steps,
+                                   configs=checked.configs)
 
         wf = init_synthesis_wf(
-            model_dir=model_dir, sampler=sampler or defaults.sampler,
-            steps=defaults.steps if steps is None else steps, samples=int(samples), seed=seed,
-            device=device, omp_nthreads=omp_nthreads, name="demist_pair_wf",
+            model_dir=model_dir, samples=int(samples), seed=seed, device=device,
+            omp_nthreads=omp_nthreads, name="demist_pair_wf", sampling=sampling,
         )
         wf.inputs.inputnode.t1w = str(t1w_path.absolute())
         wf.inputs.inputnode.flair = str(flair_path.absolute())
@@ -224,7 +228,8 @@ def synthesize_pair(
         out = _run(wf, fields)
         static = static_metadata(
             t1w=t1w_path, flair=flair_path, model_dir=model_dir,
-            model_sha256=directory_sha256(model_dir), is_demo=is_demo, card=read_card(model_dir),
+            model_sha256=directory_sha256(model_dir), is_demo=is_demo,
+            card=card_of(checked.config.card),
         )
         for i, (given, name) in enumerate(((t1w, "T1w"), (flair, "FLAIR"))):
             if not isinstance(given, (str, Path)):

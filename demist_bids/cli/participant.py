@@ -38,12 +38,18 @@ def resolve_model(model: Path | None) -> tuple[Path, bool]:
     return path, True
 
 
-def resolve_sampler(model_dir: Path, sampler: str, steps: int):
+def resolve_sampler(model_dir: Path, sampler: str, steps: int, *, configs=None):
     """The sampler that will run, decided once here and passed down to the nodes and the boilerplate.
+
+    Args:
+        configs: the model's and its student's parsed configurations by directory
+            (:attr:`demist_bids.models.validation.CheckedModel.configs`), so no
+            ``config.json`` is read again.
 
     Returns:
         :class:`demist_bids.inference.student.SamplingChoice` with ``sampler``/``steps``
-        resolved (``auto`` becomes the model's own choice, ``distilled`` its student).
+        resolved (``auto`` becomes the model's own choice, ``distilled`` its student)
+        and the configuration of the directory the nodes load.
 
     Raises:
         MissingInputError: ``--sampler distilled`` on a model without a student (exit 66).
@@ -51,7 +57,7 @@ def resolve_sampler(model_dir: Path, sampler: str, steps: int):
     from demist_bids.inference.student import resolve_sampling
 
     try:
-        return resolve_sampling(model_dir, sampler, steps)
+        return resolve_sampling(model_dir, sampler, steps, configs=configs)
     except FileNotFoundError as exc:
         raise MissingInputError(f"{exc} (train one with: demist BIDS OUT train --stage distill)") from exc
 
@@ -116,13 +122,16 @@ def run_participant(config) -> int:
         raise MissingInputError("; ".join(m.message for m in missing))
 
     model_dir, is_demo = resolve_model(config.synthesis.model)
-    from demist_bids.models.validation import check_model_dir
-    from demist_bids.utils.model_files import directory_sha256, read_card
+    from demist_bids.models.validation import check_model
+    from demist_bids.utils.model_files import card_of, directory_sha256
 
-    check_model_dir(model_dir)  # 64 before any work: sizes, checksums, tensor shapes
-    sampling = resolve_sampler(model_dir, config.synthesis.sampler, config.synthesis.steps)  # 66 before any work
+    # 64 before any work: sizes, checksums, tensor shapes. The one reading of each config.json
+    # in this run: the sampler, the card and the synthesis nodes use what it parsed.
+    checked = check_model(model_dir)
+    sampling = resolve_sampler(model_dir, config.synthesis.sampler, config.synthesis.steps,
+                               configs=checked.configs)  # 66 before any work
 
-    card, sha = read_card(model_dir), directory_sha256(model_dir)
+    card, sha = card_of(checked.config.card), directory_sha256(model_dir)
     if is_demo:
         LOGGER.warning(
             "using the embedded DEMO model (trained on synthetic phantoms; not for research "

@@ -13,7 +13,8 @@ distilled`` asks for it explicitly. No torch here: the CLI resolves this cheaply
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from demist_bids.models.config import ModelConfig
@@ -41,6 +42,9 @@ class SamplingChoice:
     """Where the chain starts on the schedule (1: pure noise), from the loaded model's config."""
     guidance: float = 1.0
     """Classifier-free guidance scale, from the loaded model's config."""
+    config: ModelConfig | None = field(default=None, compare=False)
+    """The parsed configuration of ``model_dir`` (what the synthesis node builds), so it is
+    not read again."""
 
     @property
     def label(self) -> str:
@@ -62,33 +66,43 @@ def _read_config(directory: Path) -> ModelConfig:
     return read_model_config(directory)
 
 
-def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0) -> SamplingChoice:
+def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0, *,
+                     configs: Mapping[Path, ModelConfig] | None = None) -> SamplingChoice:
     """Turn ``--sampler``/``--steps`` and the model's recommendation into what to run.
 
     Args:
         model_dir: the (teacher) model directory given to the participant level.
         sampler: ``auto`` (the model's recommendation), ``distilled`` or a scheduler name.
         steps: 0 for the recommended/distilled count; otherwise overrides it.
+        configs: the parsed configurations of the model and its student by directory
+            (:attr:`demist_bids.models.validation.CheckedModel.configs`); without them
+            each ``config.json`` is read here.
 
     Returns:
-        The directory to load, the scheduler and its step count.
+        The directory to load with its configuration, the scheduler and its step count.
 
     Raises:
         FileNotFoundError: ``distilled`` was asked for explicitly but there is no student.
     """
     model_dir = Path(model_dir)
-    config = _read_config(model_dir)
+
+    def read(directory: Path) -> ModelConfig:
+        return configs[directory] if configs is not None else _read_config(directory)
+
+    config = read(model_dir)
     explicit = sampler != "auto"
-    own = {"start": float(config.sampling.start), "guidance": float(config.sampling.guidance)}
+    own = {"start": float(config.sampling.start), "guidance": float(config.sampling.guidance),
+           "config": config}
     if not explicit:
         sampler = config.sampling.sampler
         steps = steps or int(config.sampling.steps)
     if sampler == DISTILLED:
         found = student_dir(model_dir)
         if found is not None:
-            student = _read_config(found)
+            student = read(found)
             return SamplingChoice(found, "ddim", steps or int(student.sampling.distilled_steps), student=True,
-                                  start=float(student.sampling.start), guidance=float(student.sampling.guidance))
+                                  start=float(student.sampling.start), guidance=float(student.sampling.guidance),
+                                  config=student)
         if explicit:
             raise FileNotFoundError(f"--sampler distilled: {model_dir} holds no {STUDENT_DIR}/ model")
         LOGGER.warning("%s recommends its distilled student, which is missing; using ddim:50", model_dir)

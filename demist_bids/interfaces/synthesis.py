@@ -18,6 +18,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -29,6 +30,11 @@ class _SynthesizeInputSpec(BaseInterfaceInputSpec):
     flair = File(exists=True, mandatory=True, desc="preprocessed FLAIR on the same grid")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the same grid")
     model_dir = traits.Directory(exists=True, mandatory=True, desc="demist model directory")
+    model_config = traits.Dict(
+        desc="model_dir's config.json as parsed and checked by the command line; then model_dir, "
+             "sampler and steps are the resolved choice (a student's directory with ddim) and "
+             "nothing is read or resolved again")
+    student = traits.Bool(False, usedefault=True, desc="with model_config: model_dir is a student")
     sampler = traits.Str("auto", usedefault=True, desc="auto, ddpm, ddim, dpm++ or distilled")
     steps = traits.Int(0, usedefault=True, desc="sampling steps (0: the model's default)")
     samples = traits.Int(1, usedefault=True, desc="samples to draw")
@@ -56,7 +62,8 @@ class Synthesize(SimpleInterface):
         import torch
 
         from demist_bids.inference.sampler import synthesize
-        from demist_bids.inference.student import resolve_sampling
+        from demist_bids.inference.student import DISTILLED, resolve_sampling
+        from demist_bids.models.config import ModelConfig
         from demist_bids.models.io import load_model
 
         torch.set_num_threads(max(1, self.inputs.num_threads))
@@ -67,9 +74,15 @@ class Synthesize(SimpleInterface):
             [np.asanyarray(t1w.dataobj, dtype=np.float32), np.asanyarray(flair.dataobj, dtype=np.float32)]
         )
         cond *= mask[None]  # the model was trained on skull-stripped inputs
-        choice = resolve_sampling(Path(self.inputs.model_dir), self.inputs.sampler, self.inputs.steps)
-        model = load_model(choice.model_dir, device=self.inputs.device)
-        sampler, steps = choice.sampler, choice.steps
+        if isdefined(self.inputs.model_config):  # resolved and checked once, by the command line
+            sampler, steps, student = self.inputs.sampler, self.inputs.steps, self.inputs.student
+            model = load_model(Path(self.inputs.model_dir), device=self.inputs.device,
+                               config=ModelConfig.from_dict(self.inputs.model_config))
+        else:
+            choice = resolve_sampling(Path(self.inputs.model_dir), self.inputs.sampler,
+                                      self.inputs.steps)
+            sampler, steps, student = choice.sampler, choice.steps, choice.student
+            model = load_model(choice.model_dir, device=self.inputs.device)
 
         started = time.monotonic()
         last = [0.0]
@@ -95,8 +108,9 @@ class Synthesize(SimpleInterface):
             std = np.where(mask, result.std, 0).astype(np.float32)
             nb.Nifti1Image(std, t1w.affine, header).to_filename(self._results["psr_std"])
         info = dict(result.info)
-        info.update(sampler=choice.label, steps=steps, seconds=round(time.monotonic() - started, 2))
-        if choice.student:
+        info.update(sampler=DISTILLED if student else sampler, steps=steps,
+                    seconds=round(time.monotonic() - started, 2))
+        if student:
             info["scheduler"] = sampler
         self._results["info"] = str(out / "synthesis.json")
         Path(self._results["info"]).write_text(json.dumps(info, indent=2, default=str))

@@ -153,12 +153,15 @@ def _architecture(config: ModelConfig) -> tuple:
     return (config.autoencoder, config.unet, config.streams, config.input_channels)
 
 
-def load_model(directory: Path, device: str = "cpu") -> DemistModel:
+def load_model(directory: Path, device: str = "cpu", *, config: ModelConfig | None = None) -> DemistModel:
     """Rebuild a model from its directory (strict: every weight must be present and used).
 
     Args:
         directory: a directory written by :func:`save_model`.
         device: where to put the model.
+        config: its configuration, already parsed and checked
+            (:func:`demist_bids.models.validation.check_model`); read and checked here
+            when not given.
 
     Returns:
         The model in eval mode, backbone frozen.
@@ -171,8 +174,9 @@ def load_model(directory: Path, device: str = "cpu") -> DemistModel:
     from demist_bids.models.validation import check_model_config
 
     directory = Path(directory)
-    config = read_model_config(directory)
-    check_model_config(config, directory / CONFIG_NAME)
+    if config is None:
+        config = read_model_config(directory)
+        check_model_config(config, directory / CONFIG_NAME)
     model = build_model(config)
     for name in _AUTOENCODERS:
         getattr(model, name).load_state_dict(load_file(str(directory / f"{name}.safetensors")))

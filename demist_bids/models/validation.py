@@ -14,12 +14,15 @@ tensor exists. Cheapest first:
    model built on the ``meta`` device, which allocates no storage.
 
 A distilled student (``student/``) is a model directory too and is checked alike.
+:func:`check_model` returns what it parsed (:class:`CheckedModel`): a run reads each
+``config.json`` once, here, and passes the configurations on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from demist_bids.exceptions import UsageError
@@ -27,7 +30,7 @@ from demist_bids.models.config import ModelConfig
 
 LOGGER = logging.getLogger("demist.models")
 
-__all__ = ["LIMITS", "check_model_config", "check_model_dir"]
+__all__ = ["LIMITS", "CheckedModel", "check_model", "check_model_config", "check_model_dir"]
 
 CONFIG_NAME = "config.json"
 REQUIRED_WEIGHTS = ("psr_autoencoder", "cond_autoencoder", "backbone")
@@ -209,14 +212,30 @@ def _check_shapes(path: Path, expected: dict[str, list[int]]) -> None:
         raise UsageError(f"{path}: the weights do not match config.json: {'; '.join(details)}")
 
 
-def check_model_dir(directory: Path) -> ModelConfig:
+@dataclass(frozen=True)
+class CheckedModel:
+    """A model directory that passed :func:`check_model`, with the configuration parsed from its
+    ``config.json`` (and its distilled student's): pass these on instead of reading again."""
+
+    directory: Path
+    config: ModelConfig
+    student: CheckedModel | None = None
+
+    @property
+    def configs(self) -> dict[Path, ModelConfig]:
+        """Directory -> parsed configuration, the student's included."""
+        return {self.directory: self.config, **(self.student.configs if self.student else {})}
+
+
+def check_model(directory: Path) -> CheckedModel:
     """Refuse a model directory that cannot be loaded safely; nothing is allocated.
 
     Args:
         directory: what ``--model`` points at (or the embedded demo model).
 
     Returns:
-        Its configuration.
+        The directory with its parsed configuration and its student's (each
+        ``config.json`` read once).
 
     Raises:
         UsageError: naming the path and what is wrong: not a directory, no
@@ -232,9 +251,12 @@ def check_model_dir(directory: Path) -> ModelConfig:
     from demist_bids.utils.model_files import student_dir
 
     student = student_dir(directory)
-    if student is not None:
-        check_model_dir(student)
-    return config
+    return CheckedModel(directory, config, check_model(student) if student is not None else None)
+
+
+def check_model_dir(directory: Path) -> ModelConfig:
+    """:func:`check_model`, for callers that only want the configuration."""
+    return check_model(directory).config
 
 
 def _check_files(directory: Path) -> ModelConfig:

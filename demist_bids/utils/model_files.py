@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 STUDENT_DIR = "student"
@@ -77,15 +76,12 @@ def read_weights_sums(directory: Path) -> dict[str, str] | None:
     return sums
 
 
-def read_card(directory: Path) -> dict:
-    """The model card stored in ``config.json`` (``card`` key), or an empty dict."""
-    try:
-        config = json.loads((Path(directory) / "config.json").read_text())
-    except (OSError, ValueError):  # absent, not UTF-8, not JSON
+def card_of(card) -> dict:
+    """A model card (``ModelConfig.card``, parsed once by
+    :func:`demist_bids.models.validation.check_model`) as a dict: empty when absent, a text
+    card as its ``summary``."""
+    if not card:
         return {}
-    if not isinstance(config, dict):
-        return {}
-    card = config.get("card") or config.get("model_card") or {}
     return card if isinstance(card, dict) else {"summary": str(card)}
 
 

@@ -22,8 +22,9 @@ def init_demist_wf(config, inputs, *, model_dir: Path, model_sha256: str, is_dem
     """The whole participant-level graph for the selected subjects/sessions.
 
     ``sampling`` is the sampler the command line resolved
-    (:func:`demist_bids.cli.participant.resolve_sampler`); without it the config's
-    ``auto``/0 is passed on and resolved in the node.
+    (:func:`demist_bids.cli.participant.resolve_sampler`), with the model configuration
+    it parsed once: the synthesis nodes load the model with it and read no ``config.json``.
+    Without it the config's ``auto``/0 is passed on and resolved in the node.
     """
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
@@ -56,7 +57,8 @@ def init_single_subject_wf(
     samples: int, seed: int, device: str, output_model_grid: bool = False, sampling=None,
     template_spaces=(),
 ):
-    """Preprocess, synthesize and write one subject/session (``sampling``: what the boilerplate names)."""
+    """Preprocess, synthesize and write one subject/session (``sampling``: the resolved sampler,
+    which the boilerplate names and the synthesis node runs with the parsed model configuration)."""
     from nipype.interfaces import utility as niu
     from nipype.pipeline import engine as pe
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
@@ -84,7 +86,7 @@ def init_single_subject_wf(
 
     synthesis_wf = init_synthesis_wf(
         model_dir=model_dir, sampler=sampler, steps=steps, samples=samples, seed=seed,
-        device=device, omp_nthreads=omp_nthreads,
+        device=device, omp_nthreads=omp_nthreads, sampling=sampling,
     )
     wf.__postdesc__ = _synthesis_desc(card=card, is_demo=is_demo, samples=samples, seed=seed,
                                       sha=model_sha256, sampling=sampling)

@@ -26,6 +26,7 @@ def init_synthesis_wf(
     device: str = "cpu",
     omp_nthreads: int = 1,
     name: str = "synthesis_wf",
+    sampling=None,
 ):
     """Preprocess, synthesize, and bring the results back to the native T1w grid.
 
@@ -45,6 +46,12 @@ def init_synthesis_wf(
         Sampler settings (``auto``/0: the model's stored sampler and steps).
     omp_nthreads : :obj:`int`
         Threads per node.
+    sampling : :class:`~demist_bids.inference.student.SamplingChoice` or None
+        The sampler the caller resolved, holding the parsed configuration of the
+        model it loads (:func:`~demist_bids.inference.student.resolve_sampling`
+        with the configurations :func:`~demist_bids.models.validation.check_model`
+        read): then the node loads that directory with that configuration and
+        reads no ``config.json``; ``model_dir``, ``sampler`` and ``steps`` give way.
 
     Inputs
     ------
@@ -86,10 +93,15 @@ def init_synthesis_wf(
     ]), name="outputnode")
 
     anat_wf = init_anat_preproc_wf(omp_nthreads=omp_nthreads)
+    if sampling is not None and sampling.config is not None:
+        chosen = {"model_dir": str(sampling.model_dir), "sampler": sampling.sampler,
+                  "steps": sampling.steps, "student": sampling.student,
+                  "model_config": sampling.config.to_dict()}
+    else:  # resolved (and config.json read) in the node
+        chosen = {"model_dir": str(model_dir), "sampler": sampler, "steps": steps}
     synth = pe.Node(
-        Synthesize(model_dir=str(model_dir), sampler=sampler, steps=steps, samples=samples,
-                   seed=seed, device=device, use_gpu=device.startswith("cuda"),
-                   num_threads=omp_nthreads),
+        Synthesize(**chosen, samples=samples, seed=seed, device=device,
+                   use_gpu=device.startswith("cuda"), num_threads=omp_nthreads),
         name="synthesize", n_procs=omp_nthreads, mem_gb=4.0,
     )
     psr_native = pe.Node(ResampleToNative(interpolation="linear"), name="psr_native")
