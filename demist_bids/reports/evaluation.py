@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
 
 from demist_bids.evaluation.statistics import HIGHER_IS_BETTER, comparisons, paired_tests
 from demist_bids.reports.charts import roc_svg
@@ -142,8 +141,8 @@ def render_html(
     notes: str = "",
     pooled: pd.DataFrame | None = None,
 ) -> str:
-    """The results page (``templates/evaluation.html``); ``notes`` is trusted HTML describing
-    the run."""
+    """The results page (``templates/evaluation.html``); ``notes`` is plain text describing
+    the run (escaped here)."""
     present = [m for m in MEASURES if f"{m}_mean" in summary]
     table = {
         "headers": ["Method", "Folds"] + [MEASURE_LABELS[m] for m in present],
@@ -160,7 +159,7 @@ def render_html(
         for r in tests.itertuples()
     ]
     return render(
-        "evaluation.html", title=title, heading=title, subtitle="", notes=Markup(notes),
+        "evaluation.html", title=title, heading=title, subtitle="", notes=notes,
         nav=[("table1", "Table 1"), ("lesions", "Lesion-level AUC"), ("tests", "Paired tests"),
              ("roc", "ROC curves")],
         table=table, pooled=_pooled(pd.DataFrame() if pooled is None else pooled),

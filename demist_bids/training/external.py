@@ -83,8 +83,6 @@ def evaluate_model(
     first on ``train_bids`` when it is absent (``regressor_steps`` steps; default: the preset's).
     ``paper_samples``: samples the ``demist-paper`` row averages.
     """
-    import html
-
     import pandas as pd
 
     from demist_bids.training.heldout import evaluate_fold
@@ -108,9 +106,9 @@ def evaluate_model(
                       paper_samples=paper_samples)
     result = evaluate_fold(0, test, rows.synthesizers, linear, model.config.psr_scale, references=rows.references)
     per_scan = pd.DataFrame(result.rows)
-    notes = (f"<p>External validation of {Path(model_dir).name} on {Path(test_bids).name} "
+    notes = (f"External validation of {Path(model_dir).name} on {Path(test_bids).name} "
              f"({len(test)} scans), seed {seed}; linear baseline fitted on {Path(train_bids).name}. "
-             + html.escape(" ".join(rows.notes)) + "</p>")
+             + " ".join(rows.notes))
     write_evaluation(per_scan, result.pooled_roc(), Path(out_dir), title="DEMIST external validation",
                      notes=notes, lesion_medians=result.pooled_lesion_medians())
     return per_scan

@@ -383,8 +383,6 @@ class CohortTrainer:
                              references=rows.references)
 
     def _write_evaluation(self, evaluations) -> None:
-        import html
-
         import pandas as pd
 
         from demist_bids.training.heldout import pool_evaluations
@@ -393,10 +391,10 @@ class CohortTrainer:
         rows, roc, medians = pool_evaluations(evaluations)
         if not rows:
             return
-        notes = (f"<p>Preset {self.config.train.preset}, {self.config.train.folds} folds, seed {self.seed}. "
-                 + html.escape(" ".join(self._eval_notes))
+        notes = (f"Preset {self.config.train.preset}, {self.config.train.folds} folds, seed {self.seed}. "
+                 + " ".join(self._eval_notes)
                  + " The U-Net regressor, the ablations and DEMIST were trained on the same patches of "
-                 "each fold's training subjects.</p>")
+                 "each fold's training subjects.")
         paths = write_evaluation(pd.DataFrame(rows), roc, self.out_dir / "evaluation", notes=notes,
                                  lesion_medians=medians)
         LOGGER.info("Evaluation written to %s", paths["html"])

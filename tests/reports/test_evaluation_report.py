@@ -46,3 +46,11 @@ def test_write_evaluation(tmp_path):
     assert summary.loc["measured", "psnr_mean"] != summary.loc["measured", "psnr_mean"]  # n/a
     page = paths["html"].read_text()
     assert "Table 1" in page and "<svg" in page and "DEMIST" in page and "&plusmn;" in page
+
+
+def test_the_run_notes_are_plain_text_escaped_in_one_paragraph(tmp_path):
+    notes = "Preset small, 2 folds. The <linear> baseline & DEMIST."
+    html = write_evaluation(_per_scan(), {}, tmp_path, notes=notes)["html"].read_text()
+    assert "<p>Preset small, 2 folds. The &lt;linear&gt; baseline &amp; DEMIST.</p>" in html
+    assert "<linear>" not in html
+    assert "<p></p>" not in write_evaluation(_per_scan(), {}, tmp_path / "none")["html"].read_text()

@@ -110,13 +110,6 @@ def test_one_crash_reads_the_same_on_the_subject_and_group_pages(tmp_path):
 HTML_TAG = re.compile(
     r"<(?:!DOCTYPE|html|head|body|style|script|table|thead|tbody|tr|td|th|div|span|section|"
     r"header|footer|nav|main|ul|ol|li|h[1-6]|p|a|img|code|b|br)(?=[\s>/])", re.I)
-MARKUP_ALLOWED = {
-    # The train level passes its run notes to write_evaluation as one trusted "<p>...</p>"
-    # (#18 part 1 left demist_bids/training alone); to become plain text the page wraps.
-    ("training/external.py", "<p>External validation of "),
-    ("training/pipeline.py", "<p>Preset "),
-}
-
 
 def _docstrings(tree: ast.AST) -> set[int]:
     found = set()
@@ -154,8 +147,7 @@ def test_the_check_for_markup_can_fail(tmp_path):
 
 
 def test_no_module_outside_reports_writes_markup():
-    found = [(module, text) for module, text in markup_outside_reports()
-             if not any(module == m and text.startswith(s) for m, s in MARKUP_ALLOWED)]
+    found = markup_outside_reports()
     assert not found, "HTML outside demist_bids/reports: " + "; ".join(
         f"{m}: {t[:60]!r}" for m, t in found)
 
