@@ -226,7 +226,7 @@ def collect_inputs(
             sessions = [s for s in sessions if s in session_label]
         for session in sessions:
             any_session_selected = True
-            where = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+            where = scan_prefix(subject, session)
             picked: dict[str, Path] = {}
             for kind, query in queries.items():
                 q = {"subject": subject, **query}

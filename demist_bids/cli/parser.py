@@ -32,6 +32,11 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+SAMPLER_CHOICES = ("auto", "ddpm", "ddim", "dpm++", "distilled")
+"""``--sampler``: :data:`~demist_bids.inference.schedulers.SAMPLERS` (not imported: it needs torch,
+and ``--help`` must not), plus ``auto`` and ``distilled``; a test keeps the two in step."""
+
+
 def _label_list(values: list[str], prefix: str) -> list[str]:
     """Strip ``sub-``/``ses-`` prefixes, split commas, drop duplicates, keep order."""
     out: list[str] = []
@@ -161,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("Synthesis (participant level)")
     g.add_argument("--model", type=Path, help="model directory (default: the embedded demo model)")
-    g.add_argument("--sampler", default="auto", choices=("auto", "ddpm", "ddim", "dpm++", "distilled"),
+    g.add_argument("--sampler", default="auto", choices=SAMPLER_CHOICES,
                    help="sampling algorithm (auto: the model's fastest validated option)")
     g.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     g.add_argument("--samples", type=_positive_int, default=1,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from demist_bids import __version__
 from demist_bids.utils.atomic import atomic_write_text
+from demist_bids.utils.devices import describe_device
 
 PACKAGES = ("nipype", "niworkflows", "torch", "monai", "nibabel", "SimpleITK", "pybids")
 """Libraries whose versions the About section lists."""
@@ -36,18 +37,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
-
-
-def describe_device(device: str) -> str:
-    """``cpu``, or ``cuda (<GPU name>)`` when a GPU was used."""
-    if not device.startswith("cuda"):
-        return device
-    try:
-        import torch
-
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    except Exception:  # the name is a courtesy; never fail a run over it
-        return device
 
 
 def run_record(config, *, device: str) -> dict:

@@ -30,3 +30,15 @@ def resolve_device(requested: str) -> str:
         if not has_cuda:
             LOGGER.info("no GPU found: synthesis runs on the CPU")
     return requested
+
+
+def describe_device(device: str) -> str:
+    """``cpu``, or ``cuda (<GPU name>)`` when a GPU was used."""
+    if not device.startswith("cuda"):
+        return device
+    try:
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    except Exception:  # the name is a courtesy; never fail a run over it
+        return device

@@ -124,3 +124,11 @@ def test_help_lists_the_bids_app_options():
                    "--reports-only", "--config-file", "--write-graph", "--clean-workdir",
                    "--resource-monitor"):
         assert option in text
+
+
+def test_the_sampler_choices_follow_the_schedulers():
+    """A sampler added to inference.schedulers.SAMPLERS is offered by --sampler (and no stale one)."""
+    from demist_bids.cli.parser import SAMPLER_CHOICES
+    from demist_bids.inference.schedulers import SAMPLERS
+
+    assert set(SAMPLER_CHOICES) == {"auto", "distilled", *SAMPLERS}
