@@ -39,7 +39,7 @@ from demist_bids.models.unet import (
     load_plain_state_dict,
     plain_state_dict,
 )
-from demist_bids.utils.model_files import directory_sha256
+from demist_bids.utils.model_files import CONFIG_NAME, directory_sha256
 
 LOGGER = logging.getLogger("demist.models")
 
@@ -53,7 +53,6 @@ __all__ = [
     "load_autoencoder_weights",
 ]
 
-CONFIG_NAME = "config.json"
 _AUTOENCODERS = ("psr_autoencoder", "cond_autoencoder")
 
 

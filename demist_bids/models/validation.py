@@ -27,12 +27,12 @@ from pathlib import Path
 
 from demist_bids.exceptions import UsageError
 from demist_bids.models.config import ModelConfig
+from demist_bids.utils.model_files import CONFIG_NAME
 
 LOGGER = logging.getLogger("demist.models")
 
 __all__ = ["LIMITS", "CheckedModel", "check_model", "check_model_config", "check_model_dir"]
 
-CONFIG_NAME = "config.json"
 REQUIRED_WEIGHTS = ("psr_autoencoder", "cond_autoencoder", "backbone")
 """Weights files every model has; ``streams.safetensors`` too unless it has no stream."""
 MAX_CONFIG_BYTES = 16 * 2**20

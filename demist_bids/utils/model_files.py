@@ -8,6 +8,9 @@ from pathlib import Path
 STUDENT_DIR = "student"
 """Subdirectory of a model directory holding its distilled student."""
 
+CONFIG_NAME = "config.json"
+"""The file of a model directory holding its ModelConfig (architecture, scales, sampler, card)."""
+
 WEIGHTS_SUMS = "SHA256SUMS"
 """The weights files' SHA256, in ``sha256sum`` format, written beside them by ``save_model``.
 
@@ -88,4 +91,4 @@ def card_of(card) -> dict:
 def student_dir(model_dir: Path) -> Path | None:
     """The distilled student of ``model_dir``, or None when it has none."""
     candidate = Path(model_dir) / STUDENT_DIR
-    return candidate if (candidate / "config.json").is_file() else None
+    return candidate if (candidate / CONFIG_NAME).is_file() else None
