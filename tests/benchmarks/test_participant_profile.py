@@ -35,6 +35,7 @@ def _script():
     return module
 
 
+@pytest.mark.slow
 def test_profile_of_a_phantom_run(tmp_path):
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--phantom", "--phantom-subjects", "1", "--phantom-scale", "0.35",

@@ -179,6 +179,7 @@ def _run_id(out: Path) -> str:
     return tomllib.loads(configs[0].read_text())["execution"]["run_uuid"]
 
 
+@pytest.mark.slow
 def test_work_dir_was_cleaned_and_graph_written(monitored_run):
     out, work, stderr = monitored_run
     assert not (work / "stale").exists()

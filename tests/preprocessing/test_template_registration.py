@@ -60,6 +60,7 @@ def _error_mm(forward, truth, lps) -> np.ndarray:
     return np.linalg.norm(back - lps, axis=1)
 
 
+@pytest.mark.slow
 def test_affine_then_warp_recovers_a_known_deformation(case, tmp_path):
     import SimpleITK as sitk
 

@@ -62,6 +62,7 @@ def _result(wf_dir: Path, node: str) -> Path:
     return next(wf_dir.rglob(f"{node}/result_{node}.pklz"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_run_on_a_synthetic_head_then_rerun_from_cache(head_pair, tmp_path):  # noqa: F811
     wf = _build(voxel_mm=2.0)

@@ -89,6 +89,7 @@ def _start(cmd) -> subprocess.Popen:
                             start_new_session=True)
 
 
+@pytest.mark.slow
 def test_killed_synthesis_worker_ends_the_run_with_exit_1(cohort, tiny_model, tmp_path):
     out = tmp_path / "out"
     proc = _start(_command(cohort, out, tmp_path / "work", tiny_model, *SUB01))
@@ -106,6 +107,7 @@ def test_killed_synthesis_worker_ends_the_run_with_exit_1(cohort, tiny_model, tm
     assert "crash-" in (out / "sub-01.html").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM to the run", "SIGINT to its process group"])
 def test_stopped_run_is_75_and_resumes_to_identical_outputs(
     cohort, tiny_model, reference, tmp_path, how
@@ -137,6 +139,7 @@ def _files(root: Path) -> dict[str, bytes]:
             if p.is_file() and "logs" not in p.relative_to(root).parts}
 
 
+@pytest.mark.slow
 def test_full_output_disk_during_the_commit_is_74_and_keeps_previous_outputs(
     cohort, tiny_model, reference, small_disk, tmp_path
 ):
@@ -159,6 +162,7 @@ def test_full_output_disk_during_the_commit_is_74_and_keeps_previous_outputs(
     assert not _half_written(out)
 
 
+@pytest.mark.slow
 def test_four_runs_of_one_subject_give_one_runs_outputs(cohort, tiny_model, tmp_path):
     out = tmp_path / "out"
     seeds = (11, 12, 13, 14)

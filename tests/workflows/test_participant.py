@@ -82,6 +82,7 @@ def first_run(cohort, tiny_model, tmp_path_factory):
     return code, out, work
 
 
+@pytest.mark.slow
 def test_outputs_are_complete_and_described(first_run, cohort):
     code, out, _ = first_run
     assert code == 0
@@ -133,6 +134,7 @@ def test_output_dataset_passes_the_bids_validator(first_run):
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_cache_and_is_identical(first_run, cohort, tiny_model):
     code, out, work = first_run
     before = _digest(out)

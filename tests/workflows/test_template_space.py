@@ -42,6 +42,7 @@ def _anat(out: Path) -> Path:
     return out / "sub-01" / "anat"
 
 
+@pytest.mark.slow
 def test_maps_and_mask_lie_on_the_template_grid(template_run):
     proc, _, out = template_run
     assert proc.returncode == 0, proc.stderr[-3000:]
