@@ -75,6 +75,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def device_name(value: str) -> str:
+    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (one GPU of several)."""
+    if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from auto, cpu, cuda, cuda:N)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse object; cheap to build (standard library only)."""
     parser = _Parser(
@@ -173,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per scan; more than one adds a per-voxel uncertainty map")
     g.add_argument("--seed", "--random-seed", "--random_seed", dest="seed", type=int, default=42,
                    help="random seed for sampling, training and splits")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where the model runs")
+    g.add_argument("--device", default="auto", type=device_name, metavar="{auto,cpu,cuda,cuda:N}",
+                   help="where the model runs (cuda:N: the N-th GPU)")
 
     g = parser.add_argument_group("Training (train level)")
     g.add_argument("--psr-derivatives", "--psr_derivatives", dest="psr_derivatives", type=Path,

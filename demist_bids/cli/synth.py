@@ -20,7 +20,7 @@ LOGGER = logging.getLogger("demist.synth")
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``demist-synth`` command line (a usage error raises :class:`UsageError`, 64)."""
-    from demist_bids.cli.parser import _Parser
+    from demist_bids.cli.parser import _Parser, device_name
     from demist_bids.config import SeedsConfig, SynthesisConfig
 
     defaults = SynthesisConfig()
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (the model's), ddpm, ddim, dpm++ or distilled")
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help="sampling steps (0: the model's default)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
+    parser.add_argument("--device", type=device_name, metavar="{auto,cpu,cuda,cuda:N}", default=defaults.device)
     parser.add_argument("--brain-mask", type=Path, help="a brain mask from another pipeline")
     parser.add_argument("-w", "--work-dir", type=Path,
                         help="keep the work folder here (reruns reuse it; default: temporary)")

@@ -132,3 +132,19 @@ def test_the_sampler_choices_follow_the_schedulers():
     from demist_bids.inference.schedulers import SAMPLERS
 
     assert set(SAMPLER_CHOICES) == {"auto", "distilled", *SAMPLERS}
+
+
+@pytest.mark.parametrize("value", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])
+def test_device_takes_one_gpu_of_several(value):
+    from demist_bids.cli.parser import device_name
+
+    assert device_name(value) == value
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:", "cuda:x", "cpu:0", "CUDA"])
+def test_a_bad_device_is_a_usage_error(bids, tmp_path, value):
+    from demist_bids.cli.parser import parse_args
+    from demist_bids.exceptions import UsageError
+
+    with pytest.raises(UsageError, match="cuda:N"):
+        parse_args([str(bids), str(tmp_path / "out"), "participant", "--device", value])
