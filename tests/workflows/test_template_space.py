@@ -21,6 +21,7 @@ import pytest
 from tests.workflows.test_participant import tiny_model  # noqa: F401 - a shared fixture
 
 SPACE = "MNI152NLin2009aSym"
+pytestmark = pytest.mark.slow  # every test reads one whole participant run with a template space
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,6 @@ def _anat(out: Path) -> Path:
     return out / "sub-01" / "anat"
 
 
-@pytest.mark.slow
 def test_maps_and_mask_lie_on_the_template_grid(template_run):
     proc, _, out = template_run
     assert proc.returncode == 0, proc.stderr[-3000:]
