@@ -62,7 +62,7 @@ class Synthesize(SimpleInterface):
         import torch
 
         from demist_bids.inference.sampler import synthesize
-        from demist_bids.inference.student import DISTILLED, resolve_sampling
+        from demist_bids.inference.student import SamplingChoice, resolve_sampling
         from demist_bids.models.config import ModelConfig
         from demist_bids.models.io import load_model
 
@@ -75,14 +75,15 @@ class Synthesize(SimpleInterface):
         )
         cond *= mask[None]  # the model was trained on skull-stripped inputs
         if isdefined(self.inputs.model_config):  # resolved and checked once, by the command line
-            sampler, steps, student = self.inputs.sampler, self.inputs.steps, self.inputs.student
-            model = load_model(Path(self.inputs.model_dir), device=self.inputs.device,
+            choice = SamplingChoice(Path(self.inputs.model_dir), self.inputs.sampler, self.inputs.steps,
+                                    student=self.inputs.student)
+            model = load_model(choice.model_dir, device=self.inputs.device,
                                config=ModelConfig.from_dict(self.inputs.model_config))
-        else:
+        else:  # read, checked and resolved here
             choice = resolve_sampling(Path(self.inputs.model_dir), self.inputs.sampler,
                                       self.inputs.steps)
-            sampler, steps, student = choice.sampler, choice.steps, choice.student
             model = load_model(choice.model_dir, device=self.inputs.device)
+        sampler, steps = choice.sampler, choice.steps
 
         started = time.monotonic()
         last = [0.0]
@@ -108,9 +109,8 @@ class Synthesize(SimpleInterface):
             std = np.where(mask, result.std, 0).astype(np.float32)
             nb.Nifti1Image(std, t1w.affine, header).to_filename(self._results["psr_std"])
         info = dict(result.info)
-        info.update(sampler=DISTILLED if student else sampler, steps=steps,
-                    seconds=round(time.monotonic() - started, 2))
-        if student:
+        info.update(sampler=choice.label, steps=steps, seconds=round(time.monotonic() - started, 2))
+        if choice.student:
             info["scheduler"] = sampler
         self._results["info"] = str(out / "synthesis.json")
         Path(self._results["info"]).write_text(json.dumps(info, indent=2, default=str))

@@ -103,8 +103,8 @@ def _number(value: float, measure: str) -> str | None:
 def _mean_sd(mean: float, sd: float | None, measure: str) -> dict:
     """A Table 1 cell: ``{"mean", "sd"}`` texts (None when absent); the template joins them
     with a plus-minus sign."""
-    return {"mean": _number(mean, measure) or "n/a",
-            "sd": _number(sd, measure) if _number(mean, measure) else None}
+    text = _number(mean, measure)
+    return {"mean": text or "n/a", "sd": _number(sd, measure) if text else None}
 
 
 def _roc_figure(roc_scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
