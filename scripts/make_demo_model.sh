@@ -29,6 +29,14 @@ mkdir -p "$WORK"
 [ -d "$WORK/dev_bids" ] || demist-phantom "$WORK/dev_bids" --subjects 6 --seed 11 --scale 0.6
 TEST16_SEED=67
 [ -d "$WORK/test16_bids" ] || demist-phantom "$WORK/test16_bids" --subjects 12 --seed $TEST16_SEED --scale 0.6
+# Seed 67 was scored in session 8 and is used. Session 10 declares a second test cohort here, before it
+# is generated: seed 89, 8 subjects, scale 0.6. It is scored once, for the anchored candidate (the
+# issue-16 candidate with its x0 estimate blended towards z_c per timestep and channel, weights fitted on
+# training patches; sampler settings chosen on the development cohort, seed 11) and for the shipped
+# model side by side. Same targets and the same shipping gate as above (candidate default >= the
+# shipped default's PSR PSNR and lesion AUC on this cohort).
+TEST_ANCHOR_SEED=89
+[ -d "$WORK/test_anchor_bids" ] || demist-phantom "$WORK/test_anchor_bids" --subjects 8 --seed $TEST_ANCHOR_SEED --scale 0.6
 
 # 2. The demo recipe (issue #16): v-prediction backbone and streams with per-channel standardized latents
 #    (the small preset), batch 4, streams' zero joins at 10x the learning rate (scripts/demo_recipe_issue16.toml).
