@@ -29,8 +29,12 @@ with no diffusion at all. The last line is::
 
     cond_ratio_t500=<mean over t >= 500 of MSE(c)/MSE(b)> prior_ratio=<mean over t of MSE(d)/MSE(a)>
     noise_psnr_db=<pure noise, the model's sampler and steps> nodiff_psnr_db=<decode z_c>
+    anchored_psnr_db=<pure noise with the fitted blend towards z_c, or nan>
 
-(one line; the ratios on the patches, the PSNRs on the whole phantom box). A
+(one line; the ratios on the patches, the PSNRs on the whole phantom box).
+``noise_psnr_db`` and the streams columns use the denoiser's own clean estimates;
+a model with fitted blend weights (``ModelConfig.anchor``) also gets an
+``anchored`` column, the same chains with every estimate blended towards z_c. A
 model whose streams steer has cond_ratio well above 2 and a noise_psnr_db near
 or above nodiff_psnr_db; a prior that learned something has prior_ratio > 1.
 Every number comes from one process, one seed, the same noise draws.
@@ -234,21 +238,23 @@ def _run(args, work: Path) -> None:
         nodiff = psnr(conditioned.paste(conditioned.runner.decode(whole_c), brain_box.shape, scale))
     print(f"\n## PSNR (dB) inside the brain of the phantom box, {sampler}:{steps}, seed {args.seed}")
     print(f"no diffusion (decode z_c): {nodiff:.2f}")
-    print("start   streams_on  streams_off")
-    noise_psnr = math.nan
+    print("start   streams_on  streams_off" + ("  anchored" if model.anchored else ""))
+    noise_psnr = anchored_psnr = math.nan
+    runs = [(model, False), (bare, False)] + ([(model, True)] if model.anchored else [])
     for level in STARTS:
         row = []
-        for net in (model, bare):
+        for net, anchor in runs:
             result = synthesize(net, cond_box, sampler=sampler, steps=steps, start=level, seed=args.seed,
-                                precision="fp32", crop_to_content=False)
+                                precision="fp32", crop_to_content=False, anchor=anchor)
             row.append(psnr(result.mean))
         if level == 1.0:
             noise_psnr = row[0]
-        print(f"{level:<7} {row[0]:11.2f} {row[1]:12.2f}")
+            anchored_psnr = row[2] if model.anchored else math.nan
+        print(f"{level:<7} {row[0]:11.2f} {row[1]:12.2f}" + (f" {row[2]:9.2f}" if model.anchored else ""))
     print(f"# {time.perf_counter() - began:.0f} s")
     cond_ratio, prior_ratio = summary_ratios(patch_table)
     print(f"cond_ratio_t500={cond_ratio:.3f} prior_ratio={prior_ratio:.3f} "
-          f"noise_psnr_db={noise_psnr:.2f} nodiff_psnr_db={nodiff:.2f}")
+          f"noise_psnr_db={noise_psnr:.2f} nodiff_psnr_db={nodiff:.2f} anchored_psnr_db={anchored_psnr:.2f}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,8 @@ class VolumeRunner:
         self.factor = model.config.autoencoder.downsampling
         self.overlap = float(model.config.sampling.autoencoder_overlap)
         self.guidance = float(model.config.sampling.guidance)
+        self.anchor = model.anchored
+        """Blend each noise estimate towards z_c with the model's fitted weights (``ModelConfig.anchor``)."""
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -187,7 +189,10 @@ class VolumeRunner:
                     predictor, torch.cat([z_t, z_c], dim=1), self.plan.latent_window, _LATENT_OVERLAP,
                     self.plan.window_batch,
                 )
-        return eps.float()
+        eps = eps.float()
+        if self.anchor:
+            eps = self.model.anchor_noise(eps, z_t, int(t[0]), z_c)
+        return eps
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         roi = tuple(w // self.factor for w in self.autoencoder_window())
@@ -287,6 +292,7 @@ def synthesize(
     crop_to_content: bool = True,
     precision: str | None = None,
     start: float | None = None,
+    anchor: bool | None = None,
 ) -> SynthesisResult:
     """Synthesize a PSR map.
 
@@ -309,6 +315,9 @@ def synthesize(
         start: where on the noise schedule (0-1] the reverse process starts; below 1 it
             starts from the aligned conditioning latent noised to that level (see
             :attr:`SamplingConfig.start`). None takes the model's value.
+        anchor: blend every clean-latent estimate towards z_c with the model's fitted weights
+            (:class:`~demist_bids.models.config.AnchorConfig`); None: whenever the model has them.
+            False runs the paper's sampler unchanged.
 
     Returns:
         Mean and std in PSR units on the input grid, plus run information.
@@ -328,6 +337,10 @@ def synthesize(
     prepared = prepare_volume(model, cond, device, precision, crop_to_content=crop_to_content,
                               window=window, budget_bytes=budget)
     runner, box, crop, plan = prepared.runner, prepared.box, prepared.crop, prepared.runner.plan
+    if anchor is not None:
+        if anchor and not runner.model.anchored:
+            raise ValueError("anchor=True but the model has no fitted anchor weights (ModelConfig.anchor)")
+        runner.anchor = bool(anchor)
     model, device, bf16 = runner.model, prepared.device, prepared.bf16
     cuda = device.startswith("cuda")
     image_shape = tuple(prepared.image.shape[2:])
@@ -384,6 +397,7 @@ def synthesize(
         "window_batch": plan.window_batch,
         "autoencoder_overlap": runner.overlap,
         "guidance": runner.guidance,
+        "anchor": runner.anchor,
         "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),
         "psr_scale": scale,

@@ -57,7 +57,11 @@ class SamplingChoice:
         start = ("from pure noise" if self.start >= 1 else
                  f"from the aligned conditioning latent noised to {self.start:g} of the noise schedule")
         guidance = f", classifier-free guidance {self.guidance:g}" if self.guidance != 1 else ""
-        return f"{kind}, {self.steps} steps {start}{guidance}"
+        anchor = ""
+        if self.config is not None and self.config.anchor.weights:
+            anchor = (", each clean-latent estimate blended towards the conditioning latent with weights "
+                      "fitted per noise level on the training patches")
+        return f"{kind}, {self.steps} steps {start}{guidance}{anchor}"
 
 
 def _read_config(directory: Path) -> ModelConfig:

@@ -177,6 +177,30 @@ class SamplingConfig:
 
 
 @dataclass
+class AnchorConfig:
+    """How far the denoiser's clean-latent estimate is pulled towards z_c, per noise level (issue 16).
+
+    At timestep t the sampler uses ``x0 = (1 - a_c(t)) * x0_model + a_c(t) * z_c`` per latent
+    channel c, with ``a`` interpolated linearly between :attr:`timesteps`. Equivalently the
+    noise estimate is blended with ``(z_t - sqrt(abar) z_c) / sqrt(1 - abar)``. The weights are
+    the least-squares blend of the two estimates of z_y on training patches noised to each
+    knot (:func:`demist_bids.training.anchor.fit_anchor`), clipped to [0, 1]: where the
+    network's estimate is worse than the aligned encoder's (high noise), ``a`` is near 1; where
+    the noisy latent already tells the network more (low noise), near 0. Empty: no blend (the
+    paper's sampler).
+    """
+
+    timesteps: list[int] = field(default_factory=list)
+    """Knots on the training schedule, increasing."""
+    weights: list[list[float]] = field(default_factory=list)
+    """``weights[k][c]``: the blend towards z_c at knot k for latent channel c, in [0, 1]."""
+    guidance: float = 1.0
+    """The classifier-free guidance scale the weights were fitted with."""
+    patches: int = 0
+    """Training patches they were fitted on."""
+
+
+@dataclass
 class ModelConfig:
     """Everything to rebuild and correctly use one DEMIST model."""
 
@@ -187,6 +211,8 @@ class ModelConfig:
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    """The fitted blend of the clean-latent estimate towards z_c (empty: none)."""
     psr_latent_scale: float = 1.0
     """Multiplies the PSR posterior mean so latents have unit variance (computed over many patches)."""
     cond_latent_scale: float = 1.0
@@ -235,6 +261,7 @@ class ModelConfig:
             "streams": StreamsConfig,
             "schedule": ScheduleConfig,
             "sampling": SamplingConfig,
+            "anchor": AnchorConfig,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

@@ -132,9 +132,12 @@ class DemistModel(nn.Module):
         """
         import dataclasses
 
+        from demist_bids.models.config import AnchorConfig
+
         config = dataclasses.replace(
             self.config,
             streams=dataclasses.replace(self.config.streams, semantic=False, spatial=False, adaptive=False),
+            anchor=AnchorConfig(),  # the blend was fitted for the full model, not the bare backbone
         )
         bare = DemistModel(config)
         bare.psr_autoencoder.load_state_dict(self.psr_autoencoder.state_dict())
@@ -222,6 +225,36 @@ class DemistModel(nn.Module):
             return noise
         abar = self._abar(_timesteps(t, z_0), z_0)
         return abar.sqrt() * noise - (1.0 - abar).sqrt() * z_0
+
+    # -- the blend towards z_c (ModelConfig.anchor) ------------------------------------
+    @property
+    def anchored(self) -> bool:
+        """True when the model carries fitted blend weights towards z_c."""
+        return bool(self.config.anchor.weights)
+
+    def anchor_weights(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        """The per-channel blend ``a(t)`` (1 x L x 1 x 1 x 1), linear between the fitted knots."""
+        knots = [float(k) for k in self.config.anchor.timesteps]
+        table = torch.tensor(self.config.anchor.weights, dtype=like.dtype, device=like.device)
+        t = min(max(float(t), knots[0]), knots[-1])
+        upper = next(i for i, k in enumerate(knots) if k >= t)
+        if upper == 0 or knots[upper] == t:
+            row = table[upper]
+        else:
+            w = (t - knots[upper - 1]) / (knots[upper] - knots[upper - 1])
+            row = (1.0 - w) * table[upper - 1] + w * table[upper]
+        return row.view(1, -1, *([1] * (like.ndim - 2)))
+
+    def anchor_noise(self, eps: torch.Tensor, z_t: torch.Tensor, t: int, z_c: torch.Tensor) -> torch.Tensor:
+        """``eps`` blended with the noise that would make z_c the clean estimate.
+
+        The clean estimate is affine in the noise estimate at fixed ``z_t``, so blending the
+        noise by ``a`` blends the clean estimates by ``a`` (:class:`AnchorConfig`).
+        """
+        abar = float(self.alphas_cumprod[int(t)])
+        eps_c = (z_t - abar ** 0.5 * z_c) / (1.0 - abar) ** 0.5
+        a = self.anchor_weights(int(t), z_t)
+        return eps + a * (eps_c - eps)
 
     # -- noise prediction -----------------------------------------------------------
     def network_output(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:

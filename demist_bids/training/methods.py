@@ -3,8 +3,9 @@
 Beside DEMIST with its own default sampler, each row takes one thing away or
 gives one thing for free, on the same held-out scans (issue 16, part 4):
 
-- ``demist-paper``: the paper's sampler (DDIM, 20 steps, from pure noise);
-  dropped, with a note, when the default is that sampler already;
+- ``demist-paper``: the paper's sampler (DDIM, 20 steps, from pure noise, the
+  denoiser's own clean estimates: no blend towards z_c); dropped, with a note,
+  when the default is that sampler already;
 - ``backbone-only``: the same sampler and start with every stream off, so the
   difference is what the conditioning streams steer;
 - ``no-diffusion``: the PSR decoder on the conditioning latent z_c, no reverse
@@ -38,20 +39,24 @@ class SamplerChoice:
     start: float = 1.0
     samples: int = 1
     precision: str = "auto"
+    anchor: bool = True
+    """Blend the clean-latent estimates towards z_c where the model has fitted weights
+    (``ModelConfig.anchor``); False: the denoiser's own estimates."""
 
     def same_chain(self, other: SamplerChoice) -> bool:
-        """True when both run the same chains (sampler, steps, start and samples)."""
-        return (self.sampler, int(self.steps), float(self.start), self.samples) == (
-            other.sampler, int(other.steps), float(other.start), other.samples)
+        """True when both run the same chains (sampler, steps, start, samples and blend)."""
+        return (self.sampler, int(self.steps), float(self.start), self.samples, self.anchor) == (
+            other.sampler, int(other.steps), float(other.start), other.samples, other.anchor)
 
     def describe(self) -> str:
         start = ("from pure noise" if self.start >= 1
                  else f"from the conditioning latent noised to {self.start:g}")
         text = f"{self.sampler.upper()}, {self.steps} steps {start}"
-        return text + (f", mean of {self.samples} samples" if self.samples > 1 else "")
+        text += f", mean of {self.samples} samples" if self.samples > 1 else ""
+        return text + ("" if self.anchor else ", no blend towards z_c")
 
 
-PAPER_SAMPLER = SamplerChoice("ddim", 20, 1.0)
+PAPER_SAMPLER = SamplerChoice("ddim", 20, 1.0, anchor=False)
 """The DEMIST paper's sampler: DDIM, 20 steps, from pure noise (``demist-paper``)."""
 
 
@@ -61,7 +66,8 @@ def diffusion_synthesizer(model, choice: SamplerChoice, *, seed: int, device: st
 
     def run(cond: np.ndarray) -> np.ndarray:
         return synthesize(model, cond, sampler=choice.sampler, steps=choice.steps, samples=choice.samples,
-                          seed=seed, device=device, start=choice.start, precision=choice.precision).mean
+                          seed=seed, device=device, start=choice.start, precision=choice.precision,
+                          anchor=choice.anchor and model.anchored).mean
 
     return run
 

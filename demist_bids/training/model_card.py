@@ -218,6 +218,14 @@ def _sampler_line(config: dict) -> str:
     guidance = float(sampling.get("guidance", 1.0))
     if guidance != 1:
         text += f", classifier-free guidance {guidance:g} (the frozen backbone as the unconditional branch)"
+    anchor = config.get("anchor") or {}
+    if anchor.get("weights"):
+        weights = anchor["weights"]
+        text += (f"; every clean-latent estimate blended towards the conditioning latent z_c, per channel, "
+                 f"by weights fitted on {anchor.get('patches', 0)} training patches at guidance "
+                 f"{float(anchor.get('guidance', 1.0)):g} (mean weight {sum(weights[-1]) / len(weights[-1]):.2f} at "
+                 f"t = {anchor['timesteps'][-1]}, {sum(weights[0]) / len(weights[0]):.2f} at t = "
+                 f"{anchor['timesteps'][0]}; 0 is the network's own estimate, 1 is z_c)")
     overlap = float(sampling.get("autoencoder_overlap", 0.5))
     if overlap != 0.5:
         text += f"; autoencoder windows overlap by {overlap:g}"

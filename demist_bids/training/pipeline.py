@@ -342,8 +342,16 @@ class CohortTrainer:
         model.freeze_backbone()
         train_streams(model, self._run_args(fold_dir / f"diffusion-{method}", "diffusion", sampler),
                       name=f"diffusion-{method}")
+        card = self._card(fold_dir.name, method)
+        if self.recipe.anchor_batches > 0:
+            from demist_bids.training.anchor import fit_anchor
+
+            model.eval()
+            batches = [{k: v.to(self.device) for k, v in b.items()}
+                       for b in sampler.fixed_batches(self.recipe.anchor_batches, self.recipe.batch_size, stream=98)]
+            model.config.anchor, card["anchor_fit"] = fit_anchor(model, batches, seed=self.seed)
         if self.ctx.is_main:
-            save_model(model, model_dir, card=self._card(fold_dir.name, method))
+            save_model(model, model_dir, card=card)
         return model
 
     def _train_regressor(self, fold_dir: Path, sampler, psr_scale: float) -> None:

@@ -90,6 +90,10 @@ class TrainingRecipe:
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
+    anchor_batches: int = 8
+    """After the ``diffusion`` stage: batches of un-augmented patches the blend of the clean-latent
+    estimate towards z_c is fitted on (``ModelConfig.anchor``, :mod:`demist_bids.training.anchor`);
+    0 fits none (the paper's sampler unchanged)."""
     grad_clip: float = 1.0
     regressor_features: list[int] = field(default_factory=lambda: [32, 32, 64, 128, 256, 32])
     """Widths of the ``unet-regressor`` baseline (MONAI BasicUNet; :mod:`demist_bids.models.regressor`)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from demist_bids.models.config import AnchorConfig
 from demist_bids.models.demist import build_model
 from demist_bids.models.io import save_model
 from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
@@ -17,7 +18,8 @@ from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPT = BENCHMARKS / "stream_diagnostics.py"
 LAST_LINE = re.compile(
-    r"^cond_ratio_t500=[0-9.]+ prior_ratio=[0-9.]+ noise_psnr_db=-?[0-9.]+ nodiff_psnr_db=-?[0-9.]+$"
+    r"^cond_ratio_t500=[0-9.]+ prior_ratio=[0-9.]+ noise_psnr_db=-?[0-9.]+ nodiff_psnr_db=-?[0-9.]+ "
+    r"anchored_psnr_db=(nan|-?[0-9.]+)$"
 )
 
 
@@ -62,6 +64,7 @@ def test_script_prints_every_section_and_the_summary_line(tmp_path):
     model = build_model(tiny_config("full", psr_scale=0.3))
     pretend_pretrained(model)
     pretend_trained_streams(model)
+    model.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[0.0] * 8, [1.0] * 8])
     directory = save_model(model, tmp_path / "model")
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", str(directory), "--synthetic-head", "--shape", "32", "32", "32",
@@ -78,5 +81,8 @@ def test_script_prints_every_section_and_the_summary_line(tmp_path):
     assert len(rows) == 14  # 7 timesteps, patches and whole box
     starts = [line.split()[0] for line in out.splitlines() if re.match(r"^(0\.15|0\.3|0\.5|0\.7|1\.0) ", line)]
     assert starts == ["0.15", "0.3", "0.5", "0.7", "1.0"]
+    assert "streams_on  streams_off  anchored" in out  # the fitted blend gets its own column
+    assert all(len(line.split()) == 4 for line in out.splitlines() if re.match(r"^(0\.15|1\.0) ", line))
     assert LAST_LINE.match(out.strip().splitlines()[-1]), out.strip().splitlines()[-1]
+    assert "anchored_psnr_db=nan" not in out
     assert {p.name for p in tmp_path.iterdir()} <= {"model", "work"}  # writes nothing else

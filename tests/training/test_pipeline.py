@@ -68,6 +68,9 @@ def test_train_two_folds_then_eval_stage_alone(cohort):
     assert model.config.card["training_data"]["synthetic"] is True
     assert "not a clinical model" in (out / "model" / "README.md").read_text()
     assert model.config.psr_latent_scale != 1.0  # scale factors were computed and stored
+    # the blend towards z_c was fitted after the streams, stored, and described on the card
+    assert model.anchored and len(model.config.anchor.weights) == len(model.config.card["anchor_fit"])
+    assert "blended towards the conditioning latent" in card_text
     # The exported model samples the way it was evaluated (the small recipe's eval sampler).
     sampling = model.config.sampling
     assert (sampling.sampler, sampling.steps, sampling.start, sampling.precision) == ("ddim", 2, 0.15, "bf16")
