@@ -10,6 +10,8 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] [--grid full|tiny]
+    # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
+    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT [--grid anchored] [--device cpu]
 
 ``run`` takes the autoencoders, latent statistics and unconditional backbone of
 the ``--foundation`` model (a trained demist model directory) and trains, in
@@ -54,6 +56,9 @@ GRIDS = {
              (4, 4, 1.0), (2, 4, 1.0), (1, 1, 1.0), (20, 1, 1.0)],
     "ablation": [(20, 4, 1.5), (20, 1, 1.5), (20, 4, 1.0), (4, 4, 1.5)],
     "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
+    # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor): (steps, samples, guidance, True)
+    "anchored": [(4, 1, 1.5, True), (6, 1, 1.5, True), (10, 1, 1.5, True), (20, 1, 1.5, True), (10, 2, 1.5, True)],
+    "tiny-anchored": [(2, 1, 1.5, True)],
 }
 FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds")
 
@@ -154,23 +159,24 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path) 
     from demist_bids.inference.sampler import decode_condition, synthesize
     from demist_bids.training.heldout import ScanRegions, measure_prediction
 
-    def pure_noise(steps, samples, guidance):
+    def pure_noise(steps, samples, guidance, anchor=False):
         def fn(cond):
             model.config.sampling.guidance = guidance
             r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=0, device=device,
-                           start=1.0, precision="fp32")
+                           start=1.0, precision="fp32", anchor=anchor)
             return r.mean, r.std
         return fn
 
     def default(cond):
         model.config.sampling.guidance = 1.5
         r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=0, device=device, start=0.15,
-                       precision="fp32")
+                       precision="fp32", anchor=False)
         return r.mean, None
 
     rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None)),
             ("default-2@0.15-g1.5", default)]
-    rows += [(f"ddim{s}x{k}-g{g:g}", pure_noise(s, k, g)) for s, k, g in grid]
+    rows += [(f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else ""),
+              pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:
         for v in dev_volumes:
@@ -187,6 +193,25 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path) 
                       "spearman_std_err": rho, "seconds": time.perf_counter() - t0}
             with out.open("a", newline="") as handle:
                 csv.DictWriter(handle, FIELDS, delimiter="\t").writerow(record)
+
+
+def score(args) -> int:
+    """Score one trained model (no training) on the development scans: ``OUT/rows-<label>.tsv``."""
+    import torch
+
+    from demist_bids.models.io import load_model
+
+    torch.set_num_threads(args.threads)
+    model = load_model(Path(args.model), device=args.device)
+    if GRIDS[args.grid] and any(entry[3:] for entry in GRIDS[args.grid]) and not model.anchored:
+        print(f"{args.model} has no fitted blend towards z_c (scripts/fit_anchor.py)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    score_method(args.label, model, unpack(Path(args.dev), args.scans), GRIDS[args.grid], args.device,
+                 out / f"rows-{args.label}.tsv")
+    print(summarize(out), flush=True)
+    return 0
 
 
 def worker(args) -> int:
@@ -283,6 +308,15 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--cache", required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("score", help="score one trained model on the development scans (no training)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dev", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", default="demist", help="the method column of its rows")
+    p.add_argument("--grid", choices=sorted(GRIDS), default="anchored")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--scans", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
     for name in ("run", "worker"):
         p = sub.add_parser(name)
         p.add_argument("--train", required=True)
@@ -306,7 +340,7 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
-    return run(args) if args.command == "run" else worker(args)
+    return {"run": run, "worker": worker, "score": score}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,22 @@ def test_the_summary_judges_the_papers_order(tmp_path, lora, expected):
     line = summarize(tmp_path)
     assert line == f"best_pure_noise={paper} psnr_db=21.60 nodiff_psnr_db=22.60 order_ok={expected}"
     assert (tmp_path / "summary.tsv").is_file() and (tmp_path / "rows.tsv").is_file()
+
+
+def test_score_rates_one_model_with_its_blend_towards_z_c(tiny_setup):
+    from dev_ablations import FIELDS, main
+
+    from demist_bids.models.config import AnchorConfig
+    from demist_bids.models.io import load_model, save_model
+
+    root, _ = tiny_setup
+    common = ["score", "--dev", str(root / "dev.npz"), "--out", str(root / "scored"), "--grid", "tiny-anchored",
+              "--threads", "1"]
+    assert main([*common, "--model", str(root / "foundation")]) == 2  # no fitted blend: nothing to score
+    model = load_model(root / "foundation")
+    model.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[0.0] * 8, [1.0] * 8])
+    save_model(model, root / "anchored")
+    assert main([*common, "--model", str(root / "anchored")]) == 0
+    rows = list(csv.DictReader((root / "scored" / "rows-demist.tsv").open(), FIELDS, delimiter="\t"))
+    assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim2x1-g1.5-anchored"]
+    assert all(np.isfinite(float(r["psnr"])) for r in rows)
