@@ -4,7 +4,7 @@ The train level fits it after every diffusion stage (recipe ``anchor_batches``).
 script does the same for an existing model directory, on the un-augmented patches of
 its training cohort, in place::
 
-    python scripts/fit_anchor.py MODEL_DIR --train-bids BIDS --work WORK [--batches 8] [--guidance G]
+    python scripts/fit_anchor.py MODEL_DIR --train-bids BIDS --work WORK [--batches 8] [--guidance G] [--steps N]
 
 It rewrites the directory (weights in their stored precision, the card's README
 regenerated), prints the per-knot weights and the latent MSE of the network's estimate, of z_c and
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's sampling guidance")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="fit along DDIM-N chains from pure noise (0: on the forward process at fixed knots)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     volumes = preprocessed_volumes(args.train_bids, args.work, args.cache)
     sampler = PatchSampler(volumes, list(model.config.patch_size), model.config.psr_scale, seed=args.seed, rank=0)
     batches = list(sampler.fixed_batches(args.batches, args.batch_size, stream=98))
-    model.config.anchor, report = fit_anchor(model, batches, guidance=args.guidance, seed=args.seed)
+    model.config.anchor, report = fit_anchor(model, batches, guidance=args.guidance, steps=args.steps,
+                                              seed=args.seed)
     weights = "float16" if _stored_as_half(args.model) else "float32"
     save_model(model, args.model, card={"anchor_fit": report}, weights=weights)
     write_model_card(args.model)  # save_model replaced the directory, card included

@@ -198,6 +198,10 @@ class AnchorConfig:
     """The classifier-free guidance scale the weights were fitted with."""
     patches: int = 0
     """Training patches they were fitted on."""
+    steps: int = 0
+    """0: fitted on training patches noised by the forward process at each knot; N: fitted along
+    DDIM-N chains from pure noise on the patches (each step on the states the blended earlier
+    steps produced; the knots are that sampler's timesteps)."""
 
 
 @dataclass

@@ -349,7 +349,8 @@ class CohortTrainer:
             model.eval()
             batches = [{k: v.to(self.device) for k, v in b.items()}
                        for b in sampler.fixed_batches(self.recipe.anchor_batches, self.recipe.batch_size, stream=98)]
-            model.config.anchor, card["anchor_fit"] = fit_anchor(model, batches, seed=self.seed)
+            model.config.anchor, card["anchor_fit"] = fit_anchor(model, batches, steps=self.recipe.anchor_steps,
+                                                                      seed=self.seed)
         if self.ctx.is_main:
             save_model(model, model_dir, card=card)
         return model

@@ -94,6 +94,9 @@ class TrainingRecipe:
     """After the ``diffusion`` stage: batches of un-augmented patches the blend of the clean-latent
     estimate towards z_c is fitted on (``ModelConfig.anchor``, :mod:`demist_bids.training.anchor`);
     0 fits none (the paper's sampler unchanged)."""
+    anchor_steps: int = 0
+    """0: fit the blend on the forward process at fixed knots; N: along DDIM-N chains from pure
+    noise, the sampler the model will use (:func:`~demist_bids.training.anchor.fit_anchor`)."""
     grad_clip: float = 1.0
     regressor_features: list[int] = field(default_factory=lambda: [32, 32, 64, 128, 256, 32])
     """Widths of the ``unet-regressor`` baseline (MONAI BasicUNet; :mod:`demist_bids.models.regressor`)."""

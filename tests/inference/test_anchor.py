@@ -79,6 +79,21 @@ def test_fit_is_never_worse_than_either_estimate(model):
         fit_anchor(model, batches, knots=(400, 0))
 
 
+def test_fit_along_the_samplers_own_chains_ends_no_worse_than_z_c(model):
+    from demist_bids.inference.schedulers import make_scheduler
+
+    generator = torch.Generator().manual_seed(4)
+    batches = [{"psr01": torch.rand(2, 1, 32, 32, 32, generator=generator),
+                "cond": torch.rand(2, 2, 32, 32, 32, generator=generator)}]
+    anchor, report = fit_anchor(model, batches, guidance=1.0, steps=3, seed=2)
+    timesteps = sorted(int(t) for t in make_scheduler("ddim", model.config.schedule, 3).timesteps)
+    assert anchor.steps == 3 and anchor.timesteps == timesteps and len(anchor.weights) == 3
+    for row in report:
+        assert row["mse_blend"] <= min(row["mse_model"], row["mse_condition"]) + 1e-9
+    # the chains start from pure noise: at the first (noisiest) step nothing but z_c is worth much
+    assert np.mean(anchor.weights[-1]) > 0.5
+
+
 def test_the_paper_row_never_blends():
     assert PAPER_SAMPLER.anchor is False
     default = SamplerChoice("ddim", 20, 1.0)

@@ -33,3 +33,13 @@ def test_the_candidate_ships_only_when_its_default_is_at_least_as_good(tmp_path,
     assert decided is ship
     assert reason.startswith("ship the candidate" if ship else "keep the previous model")
     assert f"PSNR {new[0]:.3f} (candidate) vs {old[0]:.3f} (previous)" in reason
+
+
+def test_the_session_10_cohort_has_its_own_folders_and_label(tmp_path):
+    from record_demo_card import COHORTS, shipping_decision
+
+    _summary(tmp_path / "external_anchor", 22.0, 0.97)
+    _summary(tmp_path / "external_anchor_previous", 22.5, 0.97)
+    decided, reason = shipping_decision(tmp_path, "external_anchor")
+    assert decided is False and "PSNR 22.000 (candidate) vs 22.500 (previous)" in reason
+    assert "seed 89" in COHORTS["external_anchor"] and "seed 67" in COHORTS["external16"]
