@@ -351,6 +351,8 @@ class CohortTrainer:
                        for b in sampler.fixed_batches(self.recipe.anchor_batches, self.recipe.batch_size, stream=98)]
             model.config.anchor, card["anchor_fit"] = fit_anchor(model, batches, steps=self.recipe.anchor_steps,
                                                                       seed=self.seed)
+            # the exported model is saved from this one: its card must carry the fit too
+            model.config.card = {**model.config.card, "anchor_fit": card["anchor_fit"]}
         if self.ctx.is_main:
             save_model(model, model_dir, card=card)
         return model
