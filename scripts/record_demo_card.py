@@ -138,9 +138,11 @@ def main(model_dir: Path, work: Path, cohort: str = "external16") -> None:
     append_external_validation(model_dir, work / cohort / "evaluation_summary.tsv", COHORTS[cohort])
     previous = work / f"{cohort}_previous" / "evaluation_summary.tsv"
     if previous.exists():
+        rows = ("its paper's-sampler row is one sample, no guidance" if cohort == "external16" else
+                "no paper's-sampler row: it scored 7.7 dB from pure noise on the seed-67 cohort")
         append_external_validation(model_dir, previous,
                                    "the PREVIOUS demo model (epsilon prediction, session 6) on the same test "
-                                   "cohort, for comparison (its paper's-sampler row is one sample, no guidance)")
+                                   f"cohort, for comparison ({rows})")
     write_model_card(model_dir)
 
 
