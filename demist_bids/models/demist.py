@@ -251,10 +251,7 @@ class DemistModel(nn.Module):
         The clean estimate is affine in the noise estimate at fixed ``z_t``, so blending the
         noise by ``a`` blends the clean estimates by ``a`` (:class:`AnchorConfig`).
         """
-        abar = float(self.alphas_cumprod[int(t)])
-        eps_c = (z_t - abar ** 0.5 * z_c) / (1.0 - abar) ** 0.5
-        a = self.anchor_weights(int(t), z_t)
-        return eps + a * (eps_c - eps)
+        return blend_towards(eps, z_t, z_c, float(self.alphas_cumprod[int(t)]), self.anchor_weights(int(t), z_t))
 
     # -- noise prediction -----------------------------------------------------------
     def network_output(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
@@ -324,6 +321,13 @@ class DemistModel(nn.Module):
                 layer.enable_adapters(True)
             for delta, scaling in zip(deltas, saved):
                 delta.scaling = scaling
+
+
+def blend_towards(eps: torch.Tensor, z_t: torch.Tensor, z_c: torch.Tensor, abar: float,
+                  a: torch.Tensor) -> torch.Tensor:
+    """``eps`` moved by ``a`` towards the noise whose clean estimate at ``abar`` is ``z_c``."""
+    eps_c = (z_t - abar ** 0.5 * z_c) / (1.0 - abar) ** 0.5
+    return eps + a * (eps_c - eps)
 
 
 def _alphas_cumprod(config: ModelConfig) -> torch.Tensor:

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 import torch
 
 from demist_bids.models.config import AnchorConfig
+from demist_bids.models.demist import blend_towards
 
 LOGGER = logging.getLogger("demist.train")
 
@@ -129,8 +130,7 @@ def fit_anchor(model, batches: Iterable[dict], *, guidance: float | None = None,
             view = a.to(states[0]).view(1, -1, *([1] * (states[0].ndim - 2)))
             abar = float(model.alphas_cumprod[t])
             for i, ((_, z_c), z_t, eps) in enumerate(zip(pairs, states, estimates)):
-                eps_c = (z_t - math.sqrt(abar) * z_c) / math.sqrt(1.0 - abar)
-                states[i], _ = scheduler.step(eps + view * (eps_c - eps), t, z_t)
+                states[i], _ = scheduler.step(blend_towards(eps, z_t, z_c, abar, view), t, z_t)
     else:
         for t in knots:
             noisy = []
