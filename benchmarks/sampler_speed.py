@@ -156,6 +156,23 @@ def _student(model_dir: Path | None):
     return load_model(found) if found is not None else None
 
 
+def print_student_target(trials: list, reference) -> None:
+    """Issue 19's bar for a distilled student: within 0.3 dB of the teacher's DDIM-50 from pure
+    noise against the truth, and at least 100x faster than the reference (DDPM-1000)."""
+    from demist_bids.inference.student import DISTILLED
+
+    by_label = {trial.label: trial for trial in trials}
+    ddim50 = by_label.get("ddim:50")
+    for trial in trials:
+        if trial.sampler != DISTILLED or ddim50 is None or not math.isfinite(trial.psnr_truth):
+            continue
+        drop, speedup = ddim50.psnr_truth - trial.psnr_truth, reference.seconds / trial.seconds
+        verdict = "met" if drop <= 0.3 and speedup >= 100 else "NOT met"
+        print(f"# student {trial.label}: {trial.psnr_truth:.2f} dB against the truth, {drop:+.2f} dB below the "
+              f"teacher's ddim:50 ({ddim50.psnr_truth:.2f} dB), {speedup:.1f}x faster than "
+              f"{reference.label}: issue 19's bar (<= 0.3 dB, >= 100x) {verdict}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (no heavy imports: tests read its defaults)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         if level < 1:
             options += [f"{name}/{level:g}" for name in START_OPTIONS]
             options += [f"{name}/{level:g}@bf16" for name in BF16_START_OPTIONS]
+        own = f"{model.config.sampling.sampler}:{model.config.sampling.steps}"
+        if level >= 1 and model.config.sampling.sampler != DISTILLED and own not in options:
+            options.append(own)  # the teacher's own default sampler, beside its student
         if student is not None:
             options.append(f"{DISTILLED}:{student.config.sampling.distilled_steps}")
     if args.t1w:
@@ -308,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# the reference is {reference.label} from "
               + (f"the conditioning latent noised to {args.reference_start:g}" if args.reference_start < 1
                  else "pure noise") + ", NOT the paper's DDPM-1000 from pure noise: speed-ups are against it only")
+    print_student_target(trials, reference)
     drop = reference.psnr_truth - choice.psnr_truth
     print(
         f"speedup={reference.seconds / choice.seconds:.1f} psnr_drop_db={drop:.3f} peak_mem_gb={choice.peak_mem_gb:.2f} "

@@ -169,11 +169,7 @@ class VolumeRunner:
         return z_y.float()
 
     def _guided(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
-        eps = self.model.predict_noise(z_t, t, z_c)
-        if self.guidance == 1.0:
-            return eps
-        unconditional = self.model.backbone_noise(z_t, t)
-        return unconditional + self.guidance * (eps - unconditional)
+        return self.model.guided_noise(z_t, t, z_c, self.guidance)
 
     def noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
         with self.autocast():

@@ -4,10 +4,11 @@ A student (``demist BIDS OUT train --stage distill``) is a complete model
 directory in the usual format, stored in the ``student/`` subdirectory of its
 teacher, so the teacher's checksum (recorded in every sidecar) covers the
 weights that made a map. The student's ``sampling.distilled_steps`` says it is
-one and for how many DDIM steps. The teacher's config points at it with
-``sampling.sampler = "distilled"`` once a benchmark has shown it meets the
-accuracy bar (``benchmarks/sampler_speed.py --write-choice``); ``--sampler
-distilled`` asks for it explicitly. No torch here: the CLI resolves this cheaply.
+one and for how many DDIM steps. ``--sampler auto`` (the default) uses the
+student whenever it is there, as issue 19 asks: distilling is an explicit step
+(``train --stage distill``) and the student is the fast path it exists for;
+``--sampler distilled`` insists on it, and any scheduler name (``--sampler ddim``)
+runs the teacher instead. No torch here: the CLI resolves this cheaply.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0, *,
 
     Args:
         model_dir: the (teacher) model directory given to the participant level.
-        sampler: ``auto`` (the model's recommendation), ``distilled`` or a scheduler name.
+        sampler: ``auto`` (the student when there is one, else the model's recommendation),
+            ``distilled`` or a scheduler name.
         steps: 0 for the recommended/distilled count; otherwise overrides it.
         configs: the parsed configurations of the model and its student by directory
             (:attr:`demist_bids.models.validation.CheckedModel.configs`); without them
@@ -98,8 +100,9 @@ def resolve_sampling(model_dir: Path, sampler: str = "auto", steps: int = 0, *,
     own = {"start": float(config.sampling.start), "guidance": float(config.sampling.guidance),
            "config": config}
     if not explicit:
-        sampler = config.sampling.sampler
-        steps = steps or int(config.sampling.steps)
+        sampler = DISTILLED if student_dir(model_dir) is not None else config.sampling.sampler
+        if sampler != DISTILLED:
+            steps = steps or int(config.sampling.steps)
     if sampler == DISTILLED:
         found = student_dir(model_dir)
         if found is not None:

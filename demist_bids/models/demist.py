@@ -245,13 +245,20 @@ class DemistModel(nn.Module):
             row = (1.0 - w) * table[upper - 1] + w * table[upper]
         return row.view(1, -1, *([1] * (like.ndim - 2)))
 
-    def anchor_noise(self, eps: torch.Tensor, z_t: torch.Tensor, t: int, z_c: torch.Tensor) -> torch.Tensor:
+    def anchor_noise(self, eps: torch.Tensor, z_t: torch.Tensor, t: int | torch.Tensor,
+                     z_c: torch.Tensor) -> torch.Tensor:
         """``eps`` blended with the noise that would make z_c the clean estimate.
 
         The clean estimate is affine in the noise estimate at fixed ``z_t``, so blending the
-        noise by ``a`` blends the clean estimates by ``a`` (:class:`AnchorConfig`).
+        noise by ``a`` blends the clean estimates by ``a`` (:class:`AnchorConfig`). ``t`` is
+        one timestep or one per sample (distillation draws a timestep per patch).
         """
-        return blend_towards(eps, z_t, z_c, float(self.alphas_cumprod[int(t)]), self.anchor_weights(int(t), z_t))
+        steps = _timesteps(t, z_t).tolist()
+        if len(set(steps)) == 1:
+            step = steps[0]
+            return blend_towards(eps, z_t, z_c, float(self.alphas_cumprod[step]), self.anchor_weights(step, z_t))
+        return torch.cat([self.anchor_noise(eps[i:i + 1], z_t[i:i + 1], step, z_c[i:i + 1])
+                          for i, step in enumerate(steps)])
 
     # -- noise prediction -----------------------------------------------------------
     def network_output(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
@@ -289,6 +296,26 @@ class DemistModel(nn.Module):
             B x L x h x w x d predicted noise.
         """
         return self.to_noise(self.network_output(z_t, t, z_c), z_t, _timesteps(t, z_t))
+
+    def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance with the frozen backbone as the unconditional branch.
+
+        ``eps_backbone + guidance * (eps_model - eps_backbone)``; guidance 1 is one pass.
+        """
+        eps = self.predict_noise(z_t, t, z_c)
+        if guidance == 1.0:
+            return eps
+        unconditional = self.backbone_noise(z_t, t)
+        return unconditional + guidance * (eps - unconditional)
+
+    def sampler_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        """The noise estimate this model's own sampler steps with: its guidance, then its blend.
+
+        What :class:`~demist_bids.inference.sampler.VolumeRunner` computes on a whole latent,
+        and what a distillation teacher is imitated by (:mod:`demist_bids.training.distill`).
+        """
+        eps = self.guided_noise(z_t, t, z_c, float(self.config.sampling.guidance))
+        return self.anchor_noise(eps, z_t, t, z_c) if self.anchored else eps
 
     def backbone_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The backbone alone: no condition, adapters off (unconditional stage, zero-init checks).

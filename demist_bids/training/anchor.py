@@ -67,11 +67,7 @@ class _Sums:
 
 def _noise_estimate(model, z_t: torch.Tensor, t: int, z_c: torch.Tensor, scale: float) -> torch.Tensor:
     steps = torch.full((z_t.shape[0],), t, device=z_t.device, dtype=torch.long)
-    eps = model.predict_noise(z_t, steps, z_c)
-    if scale != 1.0:
-        unconditional = model.backbone_noise(z_t, steps)
-        eps = unconditional + scale * (eps - unconditional)
-    return eps
+    return model.guided_noise(z_t, steps, z_c, scale)
 
 
 @torch.no_grad()

@@ -7,6 +7,12 @@ teaches the next round, halving the step count each time (here
 optimised, exactly what the ``diffusion`` stage trains; the autoencoders and the
 frozen backbone are the teacher's, and the teacher itself is never changed.
 
+The teacher is imitated as its own sampler runs it (``DemistModel.sampler_noise``):
+with its classifier-free guidance and its blend towards z_c. The student keeps the
+blend weights but samples without guidance, so the guidance is distilled into its
+streams as well (Meng et al. 2023, https://arxiv.org/abs/2210.03142): one network
+pass per step instead of two.
+
 Why progressive rather than consistency distillation: the student stays an
 epsilon-prediction model sampled by the existing deterministic DDIM scheduler
 at its step count, so the model format, the sampler and the participant level
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from demist_bids.training.recipes import TrainingRecipe
 from demist_bids.training.stages import StageRun, _optimizer_step, _to
 
 LOGGER = logging.getLogger("demist.train")
@@ -66,11 +73,11 @@ class DistillSettings:
         return dataclasses.asdict(self)
 
 
-def distill_settings(preset: str) -> DistillSettings:
-    """Defaults per model preset; ``small`` is sized for minutes on a 2-core CPU."""
-    if preset == "small":
-        return DistillSettings(teacher_steps=32, student_steps=4, iterations=150, learning_rate=1e-4)
-    return DistillSettings()
+def distill_settings(recipe: TrainingRecipe) -> DistillSettings:
+    """The recipe's ``distill`` table (per preset; a ``--train-recipe`` file can override it)."""
+    table = recipe.distill
+    return DistillSettings(teacher_steps=int(table["teacher_steps"]), student_steps=int(table["student_steps"]),
+                           iterations=int(table["iterations"]), learning_rate=float(table["learning_rate"]))
 
 
 def _alpha_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +102,8 @@ def distillation_loss(
     trailing grid for ``steps`` (T-1, then every T/steps rounded), each step to the
     next grid point and the last one to the clean sample; the teacher stops half way.
 
+    Both step with ``sampler_noise``: what their own samplers use (guidance, blend).
+
     Args:
         student: model being trained (its streams need gradients).
         teacher: frozen model of the previous round.
@@ -118,9 +127,9 @@ def distillation_loss(
     mid, nxt = _alpha_sigma(alphas_cumprod, t_mid), _alpha_sigma(alphas_cumprod, t_next)
     z_t = now[0] * z0 + now[1] * noise
     with torch.no_grad():
-        z_mid = _ddim_move(z_t, teacher.predict_noise(z_t, t, z_c), now, mid)
-        target = _ddim_move(z_mid, teacher.predict_noise(z_mid, t_mid.clamp(min=0), z_c), mid, nxt)
-    landed = _ddim_move(z_t, student.predict_noise(z_t, t, z_c), now, nxt)
+        z_mid = _ddim_move(z_t, teacher.sampler_noise(z_t, t, z_c), now, mid)
+        target = _ddim_move(z_mid, teacher.sampler_noise(z_mid, t_mid.clamp(min=0), z_c), mid, nxt)
+    landed = _ddim_move(z_t, student.sampler_noise(z_t, t, z_c), now, nxt)
     return torch.mean((landed - target) ** 2)
 
 
@@ -128,6 +137,13 @@ def _frozen(model):
     model = copy.deepcopy(model).eval()
     model.requires_grad_(False)
     return model
+
+
+def _unguided_copy(model):
+    """A trainable copy that samples with one pass per step (guidance 1), keeping the blend."""
+    student = copy.deepcopy(model)
+    student.config.sampling = dataclasses.replace(student.config.sampling, guidance=1.0)
+    return student
 
 
 def progressive_distillation(teacher, run: StageRun, settings: DistillSettings):
@@ -143,7 +159,6 @@ def progressive_distillation(teacher, run: StageRun, settings: DistillSettings):
         The student, in eval mode, its config saying it is distilled.
     """
     from demist_bids.inference.schedulers import training_scheduler
-    from demist_bids.models.config import SamplingConfig
     from demist_bids.training.distributed import average_scalar
     from demist_bids.training.engine import Stage, run_stage, step_generator
 
@@ -151,7 +166,7 @@ def progressive_distillation(teacher, run: StageRun, settings: DistillSettings):
     alphas_cumprod = training_scheduler(teacher.config.schedule).alphas_cumprod.float().to(run.device)
     current = _frozen(teacher)
     for steps in settings.rounds():
-        student = copy.deepcopy(current)
+        student = _unguided_copy(current)
         student.freeze_backbone()  # the streams (and only they) get gradients
         student.eval()  # no dropout or batch statistics anywhere: eval is the training behaviour
         params = student.trainable_stream_parameters()
@@ -175,8 +190,9 @@ def progressive_distillation(teacher, run: StageRun, settings: DistillSettings):
         run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
         current = _frozen(student)
     student = current
-    student.config.sampling = SamplingConfig(sampler="ddim", steps=settings.student_steps,
-                                             validated=False, distilled_steps=settings.student_steps)
+    student.config.sampling = dataclasses.replace(
+        teacher.config.sampling, sampler="ddim", steps=settings.student_steps, start=1.0, guidance=1.0,
+        validated=False, distilled_steps=settings.student_steps)
     return student
 
 
@@ -201,7 +217,7 @@ def distill_exported_model(trainer) -> Path:
     if not (model_dir / "config.json").is_file():
         raise MissingInputError(f"{model_dir} is missing: train the model (diffusion stage) before distilling it")
     teacher = load_model(model_dir, device=str(trainer.device))
-    settings = distill_settings(teacher.config.preset)
+    settings = distill_settings(trainer.recipe)
     iterations = capped(settings.iterations, trainer.config.train.max_steps)
     sampler = PatchSampler(trainer.volumes, trainer.recipe.patch_size, teacher.config.psr_scale,
                            seed=trainer.seed + 5000, rank=trainer.ctx.rank)
@@ -213,9 +229,12 @@ def distill_exported_model(trainer) -> Path:
     if trainer.ctx.is_main:
         card = {k: v for k, v in teacher.config.card.items() if k != "sampler_benchmark"}
         card["distillation"] = {
-            "method": "progressive distillation (Salimans & Ho 2022) of the conditioning streams",
+            "method": "progressive distillation (Salimans & Ho 2022) of the conditioning streams, "
+                      "the teacher's guidance distilled in (Meng et al. 2023)",
             "teacher_sha256": teacher_sha256(model_dir),
             "teacher_sampler": f"ddim:{settings.teacher_steps}",
+            "teacher_guidance": float(teacher.config.sampling.guidance),
+            "blend_towards_z_c": teacher.anchored,
             "rounds": settings.rounds(),
             **settings.to_dict(),
             "iterations": iterations,
@@ -224,7 +243,8 @@ def distill_exported_model(trainer) -> Path:
         }
         student.config.card = card
         save_model(student, target)
-        LOGGER.info("distilled %d-step student written to %s; benchmarks/sampler_speed.py --write-choice "
-                    "makes it the default once it meets the accuracy bar", settings.student_steps, target)
+        LOGGER.info("distilled %d-step student written to %s; the participant level uses it by default "
+                    "(--sampler ddim runs the teacher); benchmarks/sampler_speed.py scores it against the "
+                    "teacher's DDIM-50 and DDPM-1000", settings.student_steps, target)
     barrier(trainer.ctx)
     return target

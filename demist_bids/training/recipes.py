@@ -97,6 +97,13 @@ class TrainingRecipe:
     anchor_steps: int = 0
     """0: fit the blend on the forward process at fixed knots; N: along DDIM-N chains from pure
     noise, the sampler the model will use (:func:`~demist_bids.training.anchor.fit_anchor`)."""
+    distill: dict[str, float] = field(
+        default_factory=lambda: {"teacher_steps": 64, "student_steps": 4, "iterations": 2000,
+                                 "learning_rate": 5e-5}
+    )
+    """``train --stage distill`` (:class:`~demist_bids.training.distill.DistillSettings`): the
+    teacher's DDIM step count the first round imitates, the student's, optimisation steps per
+    halving round and the streams' Adam rate."""
     grad_clip: float = 1.0
     regressor_features: list[int] = field(default_factory=lambda: [32, 32, 64, 128, 256, 32])
     """Widths of the ``unet-regressor`` baseline (MONAI BasicUNet; :mod:`demist_bids.models.regressor`)."""
@@ -136,6 +143,7 @@ def recipe(preset: str) -> TrainingRecipe:
             regressor_features=[16, 16, 32, 64, 128, 16],
             adversarial_start=0.6,
             scale_factor_batches=8,
+            distill={"teacher_steps": 32, "student_steps": 4, "iterations": 150, "learning_rate": 1e-4},
             # The sampler the benchmark validated on the small-preset demo model (2 DDIM
             # steps from the conditioning latent noised to 0.15: within 0.3 dB of 1000-step
             # DDPM). From pure noise, 10 steps on a whole 2x latent cost ~15 min per

@@ -47,3 +47,32 @@ def test_benchmark_runs_every_option_and_ends_with_the_summary_line(tmp_path):
     else:
         assert "nothing meets the bar" in run.stdout
         assert "sampler_benchmark" not in recorded["card"]
+
+
+def test_a_student_is_scored_against_the_teachers_ddim50(tmp_path):
+    """Issue 19's bar is printed for the student: its drop below DDIM-50 and its speed-up."""
+    import copy
+
+    model = build_model(tiny_config("full", psr_scale=0.3))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    directory = save_model(model, tmp_path / "model")
+    student = copy.deepcopy(model)
+    student.config.sampling.distilled_steps = student.config.sampling.steps = 2
+    save_model(student, directory / "student")
+
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(directory), "--shape", "32", "32", "32",
+         "--synthetic-head", "--reference-steps", "8", "--options", "ddim:50,distilled", "--threads", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()
+            if re.match(r"^(ddpm|ddim|distilled)", line)}
+    assert set(rows) == {"ddpm:8", "ddim:50", "distilled:2"}
+    target = [line for line in run.stdout.splitlines() if line.startswith("# student distilled:2")]
+    assert len(target) == 1 and "below the teacher's ddim:50" in target[0]
+    drop = float(rows["ddim:50"][6]) - float(rows["distilled:2"][6])
+    assert f"{drop:+.2f} dB below" in target[0]
+    assert "x faster than ddpm:8" in target[0] and "NOT met" in target[0]  # 8 reference steps: no 100x
+    assert LAST_LINE.match(run.stdout.strip().splitlines()[-1])

@@ -97,7 +97,9 @@ def test_resolving_the_sampler_with_parsed_configs_reads_nothing(model_with_stud
     for sampler in ("auto", "distilled", "dpm++"):
         resolve_sampling(model_with_student, sampler, 0, configs=configs)
     assert not config_reads
-    assert resolve_sampling(model_with_student, "auto").config == configs[model_with_student]
+    choice = resolve_sampling(model_with_student, "auto")  # the student, by default (issue 19)
+    assert choice.student and choice.config == configs[choice.model_dir]
+    assert resolve_sampling(model_with_student, "dpm++").config == configs[model_with_student]
 
 
 def test_the_synthesis_node_reads_no_config_when_given_one(model_with_student, tmp_path,

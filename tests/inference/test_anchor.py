@@ -99,3 +99,26 @@ def test_the_paper_row_never_blends():
     default = SamplerChoice("ddim", 20, 1.0)
     assert not default.same_chain(PAPER_SAMPLER)
     assert "no blend" in PAPER_SAMPLER.describe() and "no blend" not in default.describe()
+
+
+def test_sampler_noise_is_guidance_then_blend_per_sample(model):
+    """What the sampler steps with (and what a distillation teacher is imitated by)."""
+    gen = torch.Generator().manual_seed(0)
+    z_t, z_c = torch.randn(3, CHANNELS, 4, 4, 4, generator=gen), torch.randn(3, CHANNELS, 4, 4, 4, generator=gen)
+    t = torch.tensor([999, 500, 20])
+    _with_anchor(model, [0.2, 0.8])
+    model.config.sampling.guidance = 1.5
+    try:
+        with torch.no_grad():
+            got = model.sampler_noise(z_t, t, z_c)
+            cond, uncond = model.predict_noise(z_t, t, z_c), model.backbone_noise(z_t, t)
+            guided = uncond + 1.5 * (cond - uncond)
+            for i, step in enumerate(t.tolist()):  # one timestep per patch, each with its own weights
+                one = model.anchor_noise(guided[i:i + 1], z_t[i:i + 1], step, z_c[i:i + 1])
+                torch.testing.assert_close(got[i:i + 1], one)
+            assert not torch.allclose(got, guided)
+            model.config.anchor = AnchorConfig()
+            torch.testing.assert_close(model.sampler_noise(z_t, t, z_c), guided)
+    finally:
+        model.config.sampling.guidance = 1.0
+        model.config.anchor = AnchorConfig()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +37,8 @@ class _Oracle:
     def predict_noise(self, z_t, t, z_c):
         abar = self.abar[t].view(-1, 1, 1, 1, 1)
         return (z_t - abar.sqrt() * self.z0) / (1 - abar).sqrt() + self.bias
+
+    sampler_noise = predict_noise
 
 
 @pytest.mark.parametrize("steps", [1, 2, 4, 8])
@@ -146,13 +149,17 @@ def test_stage_writes_a_student_the_participant_level_uses(cohort, tmp_path):
     assert card["teacher_sha256"] == teacher_sha256(model_dir) and card["iterations"] == 2
     assert student.config.sampling.distilled_steps == 4  # the small preset's default
 
-    # the teacher's own recommendation stays until a benchmark points it at the student
-    assert not resolve_sampling(model_dir).student
+    # once there, the student is the default (issue 19); a scheduler name runs the teacher
+    choice = resolve_sampling(model_dir)
+    assert (choice.model_dir, choice.sampler, choice.steps, choice.label) == (target, "ddim", 4, "distilled")
+    assert choice.guidance == 1.0 and student.config.sampling.guidance == 1.0  # guidance distilled in
+    assert resolve_sampling(model_dir, steps=2).steps == 2
+    teacher_choice = resolve_sampling(model_dir, "ddim")
+    assert teacher_choice.model_dir == model_dir and not teacher_choice.student
     config = json.loads((model_dir / "config.json").read_text())
     config["sampling"].update(sampler="distilled", steps=4)
     (model_dir / "config.json").write_text(json.dumps(config))
-    choice = resolve_sampling(model_dir)
-    assert (choice.model_dir, choice.sampler, choice.steps, choice.label) == (target, "ddim", 4, "distilled")
+    assert resolve_sampling(model_dir).model_dir == target
     assert resolve_sampling(model_dir, "ddim").steps == 50  # the teacher with DDIM, not at the student's count
 
     calls = []
@@ -181,3 +188,54 @@ def test_missing_model_is_reported(tmp_path, cohort):
     with pytest.raises(MissingInputError):
         distill_exported_model(trainer)
     assert not Path(tmp_path / "model").exists()
+
+
+def test_the_guided_blended_sampler_is_distilled_into_one_pass(cohort, tmp_path):
+    """Issue 19: the student imitates its teacher's own sampler (guidance and blend towards z_c)
+    and samples with one network pass per step, the blend kept."""
+    from demist_bids.models.config import AnchorConfig
+
+    _, volumes, rec = cohort
+    torch.manual_seed(0)
+    teacher = build_model(tiny_config("full", psr_scale=0.2))
+    pretend_pretrained(teacher)
+    pretend_trained_streams(teacher)
+    channels = teacher.config.autoencoder.latent_channels
+    teacher.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[0.3] * channels, [0.7] * channels])
+    teacher.config.sampling.guidance, teacher.config.sampling.autoencoder_overlap = 2.0, 0.375
+    abar = training_scheduler(teacher.config.schedule).alphas_cumprod.float()
+    batch = PatchSampler(volumes, [16, 16, 16], 0.2, seed=3).batch(0, 2, stream=0)
+    with torch.no_grad():
+        z0, z_c = teacher.encode_psr(batch["psr01"]), teacher.encode_condition(batch["cond"])
+
+    def loss(student, of):
+        return float(distillation_loss(student, of, z0, z_c, abar, 2, torch.Generator().manual_seed(5)))
+
+    unguided = copy.deepcopy(teacher)
+    unguided.config.sampling.guidance = 1.0
+    # the target is the guided teacher's sampler, not the same network without its guidance
+    baseline = loss(unguided, unguided)
+    assert abs(loss(unguided, teacher) - baseline) > 0.1 * baseline
+
+    run = StageRun(PatchSampler(volumes, rec.patch_size, 0.2, seed=0), rec, tmp_path, 2, DistributedContext(),
+                   TerminationFlag(), False, 0, torch.device("cpu"))
+    student = progressive_distillation(teacher, run, DistillSettings(teacher_steps=4, student_steps=2))
+    sampling = student.config.sampling
+    assert (sampling.guidance, sampling.start, sampling.distilled_steps, sampling.steps) == (1.0, 1.0, 2, 2)
+    assert sampling.autoencoder_overlap == 0.375  # the teacher's inference settings carry over
+    assert student.config.anchor == teacher.config.anchor and student.anchored
+    assert teacher.config.sampling.guidance == 2.0
+
+
+def test_recipe_distill_table_sets_the_rounds(tmp_path):
+    from demist_bids.training.distill import distill_settings
+    from demist_bids.training.recipes import load_recipe
+
+    assert distill_settings(recipe("small")).rounds() == [16, 8, 4]
+    path = tmp_path / "recipe.toml"
+    path.write_text("[distill]\nteacher_steps = 8\niterations = 30\n")
+    settings = distill_settings(load_recipe("small", path))
+    assert (settings.rounds(), settings.iterations, settings.student_steps) == ([4], 30, 4)
+    path.write_text("[distill]\nteacher_step = 8\n")
+    with pytest.raises(ValueError, match="teacher_step"):
+        load_recipe("small", path)
