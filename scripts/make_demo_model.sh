@@ -120,3 +120,36 @@ python "$REPO/scripts/record_demo_card.py" "$WORK/train_out/model" "$WORK/previo
     external_anchor | tee "$WORK/shipping_decision.txt"
 chmod -R a+rX,u+w "$DEST.new" && rm -rf "$DEST" && mv "$DEST.new" "$DEST"
 du -sh "$DEST"
+
+# 6. Issue #19 (session 11): the shipped model's sampler distilled into a 4-step student without guidance
+#    (one network pass per step instead of two). The student imitates the teacher's own sampler, guidance 1.5
+#    and the blend towards z_c included, at DDIM-8 (one round, 1500 Adam steps at batch 8, lr 1e-4;
+#    scripts/demo_recipe_distill.toml), on the training cohort; it keeps the teacher's blend weights.
+#    Declared here before it is generated: a third test cohort, seed 131, 8 subjects, scale 0.6, scored once
+#    with the demo model and its student (demist-evaluate: the demist row is the student, demist-teacher the
+#    shipped DDIM-4 sampler with guidance, beside no diffusion, backbone only, the autoencoder ceiling, the U-Net
+#    regressor and the linear baseline), and one subject of seed 131 in benchmarks/sampler_speed.py (the
+#    student against the teacher's DDIM-50 and DDPM-1000 from pure noise). The gate for shipping the student
+#    (then the participant level's default): on the seed-131 cohort its PSNR at least the teacher default's
+#    minus 0.3 dB (issue 19's tolerance) and its voxel-wise lesion AUC at least the teacher default's minus 0.005.
+TEST_STUDENT_SEED=131
+[ -d "$WORK/test_student_bids" ] || demist-phantom "$WORK/test_student_bids" --subjects 8 --seed $TEST_STUDENT_SEED --scale 0.6
+DISTILL_OUT="$WORK/distill_out"
+mkdir -p "$DISTILL_OUT" && [ -d "$DISTILL_OUT/model" ] || cp -r "$DEST" "$DISTILL_OUT/model"
+demist "$WORK/train_bids" "$DISTILL_OUT" train --stage distill --preset small --folds 1 \
+    --train-recipe "$REPO/scripts/demo_recipe_distill.toml" --work-dir "$WORK/work" --resume --seed 0
+python - "$DISTILL_OUT/model/student" <<'PY'
+import sys
+from pathlib import Path
+from demist_bids.models.io import load_model, save_model
+save_model(load_model(Path(sys.argv[1])), Path(sys.argv[1]), weights="float16")  # as the teacher is stored
+PY
+python "$REPO/benchmarks/dev_ablations.py" score --model "$DISTILL_OUT/model/student" --dev "$WORK/dev.npz" \
+    --out "$WORK/dev_student_scores" --grid anchored --device cpu | tee "$WORK/dev_student_scores.txt"
+demist-evaluate --model "$DISTILL_OUT/model" --train-bids "$WORK/train_bids" --test-bids "$WORK/test_student_bids" \
+    --out "$WORK/external_student" --work "$WORK/work" --test-cache test_student_preproc --seed 0 \
+    --regressor "$WORK/regressor" --paper-samples 0 | tee "$WORK/external_student_summary.txt"
+python "$REPO/benchmarks/sampler_speed.py" --model "$DISTILL_OUT/model" --phantom-seed $TEST_STUDENT_SEED \
+    | tee "$WORK/sampler_speed_student.txt"
+python "$REPO/scripts/ship_student.py" "$DISTILL_OUT/model/student" "$DEST" "$WORK/external_student" \
+    | tee "$WORK/student_decision.txt"

@@ -92,8 +92,15 @@ def evaluate_model(
     from demist_bids.models.io import load_model
     from demist_bids.models.regressor import is_saved_regressor
 
+    from demist_bids.inference.student import DISTILLED, student_dir
+
     model = load_model(model_dir)
     sampling = model.config.sampling
+    # as the participant level resolves ``--sampler auto``: the distilled student when there is one
+    found = student_dir(Path(model_dir)) if sampler is None else None
+    student = load_model(found) if found is not None else None
+    if sampling.sampler == DISTILLED and sampler is None:
+        sampler = "ddim"  # a teacher naming its student as its sampler: its own row is DDIM at its steps
     choice = SamplerChoice(sampler or sampling.sampler, steps or sampling.steps, sampling.start, 1,
                            sampling.precision)
     train = preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
@@ -103,7 +110,7 @@ def evaluate_model(
         train_regressor_on(train, model, Path(regressor), seed=seed, steps=regressor_steps)
 
     rows = demist_rows(model, choice, seed=seed, device="cpu", regressor_dir=regressor,
-                      paper_samples=paper_samples)
+                      paper_samples=paper_samples, student=student)
     result = evaluate_fold(0, test, rows.synthesizers, linear, model.config.psr_scale, references=rows.references)
     per_scan = pd.DataFrame(result.rows)
     notes = (f"External validation of {Path(model_dir).name} on {Path(test_bids).name} "

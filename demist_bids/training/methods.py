@@ -83,11 +83,16 @@ class DemistRows:
 
 
 def demist_rows(model, default: SamplerChoice, *, seed: int, device: str,
-                regressor_dir: Path | None = None, paper_samples: int | None = None) -> DemistRows:
+                regressor_dir: Path | None = None, paper_samples: int | None = None,
+                student=None) -> DemistRows:
     """DEMIST's rows (see the module docstring) for a trained ``model``.
 
     Args:
         default: the sampler of the ``demist`` row (the model's shipped default).
+        student: the model's distilled student (:mod:`demist_bids.training.distill`). It is
+            then what the participant level runs, so it makes the ``demist`` row (DDIM at its
+            distilled step count) and the teacher's own default sampler the ``demist-teacher``
+            row; every other row stays the teacher's.
         regressor_dir: a saved U-Net regressor (:mod:`demist_bids.models.regressor`);
             without one the ``unet-regressor`` row is left out, with a note.
         paper_samples: samples averaged by the ``demist-paper`` row (issue 16 allows the
@@ -100,6 +105,16 @@ def demist_rows(model, default: SamplerChoice, *, seed: int, device: str,
     paper = replace(PAPER_SAMPLER, samples=paper_samples or default.samples, precision=default.precision)
     synthesizers = {"demist": diffusion_synthesizer(model, default, seed=seed, device=device)}
     notes = [f"DEMIST and backbone-only sample with the model's default sampler: {default.describe()}."]
+    if student is not None:
+        sampling = student.config.sampling
+        distilled = SamplerChoice("ddim", int(sampling.distilled_steps or sampling.steps), 1.0, default.samples,
+                                  sampling.precision)
+        synthesizers = {"demist": diffusion_synthesizer(student, distilled, seed=seed, device=device),
+                        "demist-teacher": synthesizers["demist"]}
+        notes = [f"DEMIST samples with the model's distilled student (the participant level's default): "
+                 f"{distilled.describe()}, classifier-free guidance {float(sampling.guidance):g}; demist-teacher "
+                 f"and backbone-only with the teacher's own default sampler: {default.describe()}, guidance "
+                 f"{float(model.config.sampling.guidance):g}."]
     if paper_samples == 0:
         notes.append("The demist-paper row was left out (no samples asked for).")
     elif default.same_chain(paper):

@@ -172,7 +172,8 @@ _COMPARED = (("demist", "linear", "DEMIST minus the linear baseline"),
              ("demist", "unet-regressor", "DEMIST minus the U-Net regressor"),
              ("demist", "no-diffusion", "DEMIST minus no diffusion (the PSR decoder on z_c)"),
              ("demist", "backbone-only", "DEMIST minus its backbone alone (streams off)"),
-             ("demist-paper", "no-diffusion", "DEMIST with the paper's sampler minus no diffusion"))
+             ("demist-paper", "no-diffusion", "DEMIST with the paper's sampler minus no diffusion"),
+             ("demist", "demist-teacher", "DEMIST (distilled student) minus its teacher's default sampler"))
 """The differences the card spells out: against what a user would use instead, and where the quality comes from."""
 
 

@@ -43,3 +43,25 @@ def test_the_session_10_cohort_has_its_own_folders_and_label(tmp_path):
     decided, reason = shipping_decision(tmp_path, "external_anchor")
     assert decided is False and "PSNR 22.000 (candidate) vs 22.500 (previous)" in reason
     assert "seed 89" in COHORTS["external_anchor"] and "seed 67" in COHORTS["external16"]
+
+
+@pytest.mark.parametrize("student, teacher, ship", [
+    ((22.0, 0.970), (22.2, 0.972), True),    # within 0.3 dB and 0.005 AUC
+    ((21.8, 0.972), (22.2, 0.972), False),   # 0.4 dB below
+    ((22.5, 0.960), (22.2, 0.972), False),   # a better PSNR does not buy a worse lesion AUC
+])
+def test_the_student_ships_only_within_the_declared_tolerance(tmp_path, student, teacher, ship):
+    from ship_student import student_decision
+
+    folder = tmp_path / "external_student"
+    folder.mkdir()
+    (folder / "evaluation_summary.tsv").write_text(
+        HEADER + f"demist\t{student[0]}\tn/a\t{student[1]}\tn/a\t1\n"
+        f"demist-teacher\t{teacher[0]}\tn/a\t{teacher[1]}\tn/a\t1\n")
+    decided, reason = student_decision(folder)
+    assert decided is ship
+    assert reason.startswith("ship the student" if ship else "keep the teacher alone")
+    assert f"PSNR {student[0]:.3f} (student) vs {teacher[0]:.3f} (teacher)" in reason
+    (folder / "evaluation_summary.tsv").write_text(HEADER + "demist\t22\tn/a\t0.97\tn/a\t1\n")
+    with pytest.raises(SystemExit, match="demist-teacher"):
+        student_decision(folder)

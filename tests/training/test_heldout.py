@@ -104,3 +104,38 @@ def test_demist_rows_one_row_per_distinct_sampler(tmp_path):
     assert any("only one row" in n for n in paper.notes)
     cond = np.zeros((2, 20, 20, 20), np.float32)
     assert paper.synthesizers["unet-regressor"](cond).shape == (20, 20, 20)
+
+
+def test_a_distilled_student_makes_the_demist_row_and_the_teacher_keeps_its_own(tmp_path):
+    """Issue 19: with a student the participant level's default is the student, so the evaluation's
+    demist row is the student's and demist-teacher is the teacher's own default sampler."""
+    import copy
+
+    from demist_bids.inference.sampler import synthesize
+    from demist_bids.models.demist import build_model
+    from demist_bids.training.methods import SamplerChoice, demist_rows
+    from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
+
+    import torch
+    torch.manual_seed(0)
+    model = build_model(tiny_config(psr_scale=0.3))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    model.config.sampling.guidance = 1.5
+    student = copy.deepcopy(model)
+    student.config.sampling.guidance, student.config.sampling.distilled_steps = 1.0, 3
+    with torch.no_grad():
+        for p in student.controlnet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    rows = demist_rows(model, SamplerChoice("ddim", 2, 1.0), seed=0, device="cpu", paper_samples=0,
+                       student=student)
+    assert {"demist", "demist-teacher", "backbone-only", "no-diffusion"} <= set(rows.synthesizers)
+    assert any("distilled student" in n and "guidance 1.5" in n for n in rows.notes)
+    cond = np.random.default_rng(0).random((2, 32, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(
+        rows.synthesizers["demist"](cond),
+        synthesize(student, cond, sampler="ddim", steps=3, start=1.0, seed=0).mean, atol=1e-6)
+    np.testing.assert_allclose(
+        rows.synthesizers["demist-teacher"](cond),
+        synthesize(model, cond, sampler="ddim", steps=2, start=1.0, seed=0).mean, atol=1e-6)
+    assert not np.allclose(rows.synthesizers["demist"](cond), rows.synthesizers["demist-teacher"](cond))
