@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Synthesis (participant level)")
     g.add_argument("--model", type=Path, help="model directory (default: the embedded demo model)")
     g.add_argument("--sampler", default="auto", choices=SAMPLER_CHOICES,
-                   help="sampling algorithm (auto: the model's fastest validated option)")
+                   help="sampling algorithm (auto: the model's distilled student when it has one, else "
+                        "its recommended sampler; a scheduler name runs the model itself)")
     g.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     g.add_argument("--samples", type=_positive_int, default=1,
                    help="samples per scan; more than one adds a per-voxel uncertainty map")
