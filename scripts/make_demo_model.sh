@@ -123,7 +123,7 @@ du -sh "$DEST"
 
 # 6. Issue #19 (session 11): the shipped model's sampler distilled into a 4-step student without guidance
 #    (one network pass per step instead of two). The student imitates the teacher's own sampler, guidance 1.5
-#    and the blend towards z_c included, at DDIM-8 (one round, 1500 Adam steps at batch 8, lr 1e-4;
+#    and the blend towards z_c included, at DDIM-8 (one round, 1000 Adam steps at batch 8, lr 1e-4;
 #    scripts/demo_recipe_distill.toml), on the training cohort; it keeps the teacher's blend weights.
 #    Declared here before it is generated: a third test cohort, seed 131, 8 subjects, scale 0.6, scored once
 #    with the demo model and its student (demist-evaluate: the demist row is the student, demist-teacher the
