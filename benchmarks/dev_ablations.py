@@ -11,7 +11,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] [--grid full|tiny]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
-    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT [--grid anchored] [--device cpu]
+    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT [--grid anchored|own] [--device cpu]
 
 ``run`` takes the autoencoders, latent statistics and unconditional backbone of
 the ``--foundation`` model (a trained demist model directory) and trains, in
@@ -61,6 +61,9 @@ GRIDS = {
     # the blend, and 10 steps with the blend interpolated between the fitted knots
     "anchored": [(4, 1, 1.5, True), (4, 1, 1.5, False), (10, 1, 1.5, True)],
     "tiny-anchored": [(2, 1, 1.5, True)],
+    # the model's own default sampler as its config stores it (steps, guidance, blend), in its own precision,
+    # bf16 and fp32: e.g. a distilled student (issue 19)
+    "own": [],
 }
 FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds")
 
@@ -175,8 +178,23 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path) 
                        precision="fp32", anchor=False)
         return r.mean, None
 
-    rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None)),
-            ("default-2@0.15-g1.5", default)]
+    def own(precision):
+        sampling = model.config.sampling
+        guidance = float(sampling.guidance)
+
+        def fn(cond):
+            model.config.sampling.guidance = guidance
+            r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=1, seed=0,
+                           device=device, start=float(sampling.start), precision=precision)
+            return r.mean, None
+        return fn
+
+    rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None))]
+    if grid is GRIDS["own"]:
+        label = f"own-{model.config.sampling.sampler}{model.config.sampling.steps}-g{model.config.sampling.guidance:g}"
+        rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([model.config.sampling.precision, "bf16", "fp32"])]
+    else:
+        rows.append(("default-2@0.15-g1.5", default))
     rows += [(f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else ""),
               pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
@@ -205,6 +223,9 @@ def score(args) -> int:
 
     torch.set_num_threads(args.threads)
     model = load_model(Path(args.model), device=args.device)
+    if model.config.sampling.sampler == "distilled":
+        print(f"{args.model} recommends its student: score the student/ directory itself", file=sys.stderr)
+        return 2
     if GRIDS[args.grid] and any(entry[3:] for entry in GRIDS[args.grid]) and not model.anchored:
         print(f"{args.model} has no fitted blend towards z_c (scripts/fit_anchor.py)", file=sys.stderr)
         return 2

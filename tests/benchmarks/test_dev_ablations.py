@@ -127,3 +127,21 @@ def test_score_rates_one_model_with_its_blend_towards_z_c(tiny_setup):
     rows = list(csv.DictReader((root / "scored" / "rows-demist.tsv").open(), FIELDS, delimiter="\t"))
     assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim2x1-g1.5-anchored"]
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
+
+
+def test_score_own_rates_the_models_stored_sampler_in_each_precision(tiny_setup):
+    from dev_ablations import FIELDS, main
+
+    from demist_bids.models.io import load_model, save_model
+
+    root, _ = tiny_setup
+    model = load_model(root / "foundation")
+    sampling = model.config.sampling
+    sampling.sampler, sampling.steps, sampling.start, sampling.guidance, sampling.precision = "ddim", 2, 1.0, 1.0, "bf16"
+    save_model(model, root / "own")
+    out = root / "scored-own"
+    assert main(["score", "--dev", str(root / "dev.npz"), "--out", str(out), "--grid", "own", "--threads", "1",
+                 "--model", str(root / "own"), "--label", "student"]) == 0
+    rows = list(csv.DictReader((out / "rows-student.tsv").open(), FIELDS, delimiter="\t"))
+    assert [r["row"] for r in rows] == ["no-diffusion", "own-ddim2-g1@bf16", "own-ddim2-g1@fp32"]
+    assert all(np.isfinite(float(r["psnr"])) for r in rows)
