@@ -80,6 +80,10 @@ def distill_settings(recipe: TrainingRecipe) -> DistillSettings:
                            iterations=int(table["iterations"]), learning_rate=float(table["learning_rate"]))
 
 
+TEACHER_MEASUREMENTS = ("sampler_benchmark", "external_validation", "development_sampler_grid", "stream_diagnostics")
+"""Card entries that measured the teacher's own sampler: a student's card does not inherit them."""
+
+
 def _alpha_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sqrt(abar_t), sqrt(1 - abar_t) shaped B x 1 x 1 x 1 x 1; t < 0 is the clean sample (1, 0)."""
     abar = torch.where(t >= 0, alphas_cumprod[t.clamp(min=0)], torch.ones_like(alphas_cumprod[0]))
@@ -227,7 +231,7 @@ def distill_exported_model(trainer) -> Path:
     student = progressive_distillation(teacher, run, settings)
     target = model_dir / STUDENT_DIR
     if trainer.ctx.is_main:
-        card = {k: v for k, v in teacher.config.card.items() if k != "sampler_benchmark"}
+        card = {k: v for k, v in teacher.config.card.items() if k not in TEACHER_MEASUREMENTS}
         card["distillation"] = {
             "method": "progressive distillation (Salimans & Ho 2022) of the conditioning streams, "
                       "the teacher's guidance distilled in (Meng et al. 2023)",

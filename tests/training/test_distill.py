@@ -140,11 +140,16 @@ def test_stage_writes_a_student_the_participant_level_uses(cohort, tmp_path):
         ctx=DistributedContext(), flag=TerminationFlag(),
         config=SimpleNamespace(train=SimpleNamespace(max_steps=2, resume=False)),
     )
+    config = json.loads((model_dir / "config.json").read_text())
+    config["card"]["external_validation"] = [{"cohort": "the teacher's test", "rows": []}]
+    (model_dir / "config.json").write_text(json.dumps(config))
+    teacher_files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     target = distill_exported_model(trainer)
     assert target == model_dir / STUDENT_DIR
     assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == teacher_files
 
     student = load_model(target)  # the same format: strict load of every component
+    assert "external_validation" not in student.config.card  # the teacher's measurements stay the teacher's
     card = student.config.card["distillation"]
     assert card["teacher_sha256"] == teacher_sha256(model_dir) and card["iterations"] == 2
     assert student.config.sampling.distilled_steps == 4  # the small preset's default
