@@ -215,6 +215,7 @@ def distill_exported_model(trainer) -> Path:
     from demist_bids.models.io import load_model, save_model
     from demist_bids.training.distributed import barrier
     from demist_bids.training.patches import PatchSampler
+    from demist_bids.training.model_card import write_model_card
     from demist_bids.training.recipes import capped
 
     model_dir = Path(trainer.out_dir) / "model"
@@ -247,6 +248,7 @@ def distill_exported_model(trainer) -> Path:
         }
         student.config.card = card
         save_model(student, target)
+        write_model_card(target)
         LOGGER.info("distilled %d-step student written to %s; the participant level uses it by default "
                     "(--sampler ddim runs the teacher); benchmarks/sampler_speed.py scores it against the "
                     "teacher's DDIM-50 and DDPM-1000", settings.student_steps, target)

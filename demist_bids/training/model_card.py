@@ -108,6 +108,20 @@ def _method_legend(rows: list[dict]) -> str:
     return "Rows: " + "; ".join(f"`{r['method']}` {METHOD_LABELS.get(r['method'], r['method'])}" for r in rows) + "."
 
 
+def _distillation_section(distillation: dict | None) -> list[str]:
+    """A distilled student's provenance: its teacher (by checksum) and how it was distilled."""
+    if not distillation:
+        return []
+    return [
+        f"- Distilled student: {distillation.get('method')}; teacher sha256 "
+        f"`{str(distillation.get('teacher_sha256', '?'))[:16]}...` sampled with {distillation.get('teacher_sampler')}, "
+        f"guidance {distillation.get('teacher_guidance', 1.0):g}"
+        + (", blended towards z_c" if distillation.get("blend_towards_z_c") else "")
+        + f"; rounds {distillation.get('rounds')}, {distillation.get('iterations')} Adam steps per round at batch "
+        f"{distillation.get('batch_size')}, learning rate {distillation.get('learning_rate')}",
+    ]
+
+
 def render_model_card(config: dict) -> str:
     """Markdown model card from a model ``config.json`` dictionary."""
     card = config.get("card", {})
@@ -133,6 +147,7 @@ def render_model_card(config: dict) -> str:
         f"adaptive={config['streams']['adaptive']}",
         f"- Recommended sampler: {_sampler_line(config)}",
         *_diagnostics_section(card.get("stream_diagnostics")),
+        *_distillation_section(card.get("distillation")),
         "",
         "## Cross-validation", "",
         f"{folds.get('n_folds', '?')} subject-grouped folds (seed {folds.get('seed')}); held-out "

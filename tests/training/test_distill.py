@@ -150,6 +150,8 @@ def test_stage_writes_a_student_the_participant_level_uses(cohort, tmp_path):
 
     student = load_model(target)  # the same format: strict load of every component
     assert "external_validation" not in student.config.card  # the teacher's measurements stay the teacher's
+    readme = (target / "README.md").read_text()
+    assert "Distilled student: progressive distillation" in readme and teacher_sha256(model_dir)[:16] in readme
     card = student.config.card["distillation"]
     assert card["teacher_sha256"] == teacher_sha256(model_dir) and card["iterations"] == 2
     assert student.config.sampling.distilled_steps == 4  # the small preset's default
