@@ -157,8 +157,9 @@ def _in_box(fn, cond: np.ndarray, brain: np.ndarray):
     return full_mean, full_std
 
 
-def score_method(method: str, model, dev_volumes, grid, device: str, out: Path) -> None:
-    """Append one row per (sampler row, scan) to ``out``."""
+def score_method(method: str, model, dev_volumes, grid, device: str, out: Path, own_sampler: bool = False) -> None:
+    """Append one row per (sampler row, scan) to ``out``; ``own_sampler``: the model's stored sampler in its
+    own precision, bf16 and fp32 instead of the legacy start-from-z_c default."""
     from scipy.stats import spearmanr
 
     from demist_bids.inference.sampler import decode_condition, synthesize
@@ -190,7 +191,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path) 
         return fn
 
     rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None))]
-    if grid is GRIDS["own"]:
+    if own_sampler:
         label = f"own-{model.config.sampling.sampler}{model.config.sampling.steps}-g{model.config.sampling.guidance:g}"
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([model.config.sampling.precision, "bf16", "fp32"])]
     else:
@@ -232,7 +233,7 @@ def score(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     score_method(args.label, model, unpack(Path(args.dev), args.scans), GRIDS[args.grid], args.device,
-                 out / f"rows-{args.label}.tsv")
+                 out / f"rows-{args.label}.tsv", own_sampler=args.grid == "own")
     print(summarize(out), flush=True)
     return 0
 

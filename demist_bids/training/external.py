@@ -91,16 +91,17 @@ def evaluate_model(
     from demist_bids.reports.evaluation import write_evaluation
     from demist_bids.models.io import load_model
     from demist_bids.models.regressor import is_saved_regressor
-
-    from demist_bids.inference.student import DISTILLED, student_dir
+    from demist_bids.inference.student import DISTILLED, resolve_sampling
 
     model = load_model(model_dir)
     sampling = model.config.sampling
-    # as the participant level resolves ``--sampler auto``: the distilled student when there is one
-    found = student_dir(Path(model_dir)) if sampler is None else None
-    student = load_model(found) if found is not None else None
-    if sampling.sampler == DISTILLED and sampler is None:
-        sampler = "ddim"  # a teacher naming its student as its sampler: its own row is DDIM at its steps
+    student = None
+    if sampler is None:  # as the participant level's --sampler auto: the student when there is one
+        resolved = resolve_sampling(Path(model_dir))
+        student = load_model(resolved.model_dir) if resolved.student else None
+        if sampling.sampler == DISTILLED:  # the teacher's own row is what --sampler ddim runs
+            teacher = resolve_sampling(Path(model_dir), "ddim")
+            sampler, steps = teacher.sampler, steps or teacher.steps
     choice = SamplerChoice(sampler or sampling.sampler, steps or sampling.steps, sampling.start, 1,
                            sampling.precision)
     train = preprocessed_volumes(Path(train_bids), Path(work_dir), "train_preproc")
