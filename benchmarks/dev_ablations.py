@@ -11,7 +11,16 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] [--grid full|tiny]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
-    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT [--grid anchored|own] [--device cpu]
+    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT [--grid anchored|own|spread] [--device cpu]
+
+``score --grid spread`` measures issue 16's target 2 on a model's own sampler
+(its steps, guidance, blend and precision): one sample against the mean of 4,
+the Spearman correlation of the 4 samples' per-voxel std with the absolute
+error, and per row the error's structure (``bias``, ``smooth_share``); its last
+line is::
+
+    one_sample_psnr_db=<x> mean_of_4_psnr_db=<x> better=<k>/<n> spearman_std_err=<r> target2_met=<bool> \
+        smooth_share=<s> nodiff_smooth_share=<s>
 
 ``run`` takes the autoencoders, latent statistics and unconditional backbone of
 the ``--foundation`` model (a trained demist model directory) and trains, in
@@ -64,8 +73,18 @@ GRIDS = {
     # the model's own default sampler as its config stores it (steps, guidance, blend), in its own precision,
     # bf16 and fp32: e.g. a distilled student (issue 19)
     "own": [],
+    # issue 16 target 2 on the model's own sampler, in its own precision: one sample against the mean of
+    # SPREAD_SAMPLES, and the per-voxel std of those samples against the absolute error
+    "spread": [],
 }
-FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds")
+SPREAD_SAMPLES = 4
+FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds",
+          "bias", "smooth_share")
+"""``bias``: the mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared
+error left after smoothing the error map with a 4 mm Gaussian (normalized inside the brain). Together they
+say how much of the error is a subject-level offset or a smooth field, which no per-voxel spread of samples
+that differ only in fine texture can predict."""
+SMOOTH_SIGMA_MM = 4.0
 
 
 # -- packing (CPU machine, Nipype) ---------------------------------------------------------
@@ -157,9 +176,25 @@ def _in_box(fn, cond: np.ndarray, brain: np.ndarray):
     return full_mean, full_std
 
 
-def score_method(method: str, model, dev_volumes, grid, device: str, out: Path, own_sampler: bool = False) -> None:
+def error_structure(error: np.ndarray, brain: np.ndarray, affine) -> dict[str, float]:
+    """``bias`` and ``smooth_share`` of an error map (see :data:`FIELDS`); no affine: demist's 1 mm grid."""
+    from scipy import ndimage
+
+    zooms = np.ones(3) if affine is None else np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    sigma = SMOOTH_SIGMA_MM / np.where(zooms > 0, zooms, 1.0)
+    inside = np.where(brain, error, 0.0).astype(np.float64)
+    weight = ndimage.gaussian_filter(brain.astype(np.float64), sigma)
+    smooth = ndimage.gaussian_filter(inside, sigma) / np.maximum(weight, 1e-6)
+    total = float(np.mean(inside[brain] ** 2))
+    return {"bias": float(inside[brain].mean()),
+            "smooth_share": float(np.mean(smooth[brain] ** 2)) / total if total > 0 else float("nan")}
+
+
+def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
+                 own_sampler: bool | str = False) -> None:
     """Append one row per (sampler row, scan) to ``out``; ``own_sampler``: the model's stored sampler in its
-    own precision, bf16 and fp32 instead of the legacy start-from-z_c default."""
+    own precision, bf16 and fp32 instead of the legacy start-from-z_c default; ``"spread"``: that sampler in
+    its own precision, one sample and the mean of :data:`SPREAD_SAMPLES` (issue 16, target 2)."""
     from scipy.stats import spearmanr
 
     from demist_bids.inference.sampler import decode_condition, synthesize
@@ -179,21 +214,23 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path, 
                        precision="fp32", anchor=False)
         return r.mean, None
 
-    def own(precision):
-        sampling = model.config.sampling
-        guidance = float(sampling.guidance)
+    sampling = model.config.sampling
+    guidance = float(sampling.guidance)
 
+    def own(precision, samples=1):
         def fn(cond):
             model.config.sampling.guidance = guidance
-            r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=1, seed=0,
-                           device=device, start=float(sampling.start), precision=precision)
-            return r.mean, None
+            r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=samples,
+                           seed=0, device=device, start=float(sampling.start), precision=precision)
+            return r.mean, r.std
         return fn
 
     rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None))]
-    if own_sampler:
-        label = f"own-{model.config.sampling.sampler}{model.config.sampling.steps}-g{model.config.sampling.guidance:g}"
-        rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([model.config.sampling.precision, "bf16", "fp32"])]
+    label = f"own-{sampling.sampler}{sampling.steps}-g{guidance:g}"
+    if own_sampler == "spread":
+        rows += [(f"{label}x{n}@{sampling.precision}", own(sampling.precision, n)) for n in (1, SPREAD_SAMPLES)]
+    elif own_sampler:
+        rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5", default))
     rows += [(f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else ""),
@@ -211,7 +248,8 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path, 
             record = {"method": method, "row": row, "scan": v.name, "psnr": values["psnr"], "ssim": values["ssim"],
                       "auc_combined": values.get("auc_combined", float("nan")),
                       "lesion_auc": values.get("lesion_auc_combined", values.get("lesion_auc", float("nan"))),
-                      "spearman_std_err": rho, "seconds": time.perf_counter() - t0}
+                      "spearman_std_err": rho, "seconds": time.perf_counter() - t0,
+                      **error_structure(mean - v.psr, v.brain, v.affine)}
             with out.open("a", newline="") as handle:
                 csv.DictWriter(handle, FIELDS, delimiter="\t").writerow(record)
 
@@ -232,10 +270,33 @@ def score(args) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    own = {"own": True, "spread": "spread"}.get(args.grid, False)
     score_method(args.label, model, unpack(Path(args.dev), args.scans), GRIDS[args.grid], args.device,
-                 out / f"rows-{args.label}.tsv", own_sampler=args.grid == "own")
-    print(summarize(out), flush=True)
+                 out / f"rows-{args.label}.tsv", own_sampler=own)
+    line = summarize(out)
+    if args.grid == "spread":
+        line = spread_verdict(out / f"rows-{args.label}.tsv")
+    print(line, flush=True)
     return 0
+
+
+def spread_verdict(rows: Path) -> str:
+    """Issue 16 target 2 from a ``--grid spread`` rows file: the mean of several samples against one, and
+    the Spearman correlation of their per-voxel std with the absolute error (target >= 0.4)."""
+    import pandas as pd
+
+    table = pd.read_csv(rows, sep="\t", names=FIELDS)
+    own = table[table.row.str.startswith("own-")]
+    one = own[own.row.str.contains("x1@")].set_index("scan")
+    several = own[~own.row.str.contains("x1@")].set_index("scan")
+    scans = one.index.intersection(several.index)
+    better = int((several.loc[scans, "psnr"] > one.loc[scans, "psnr"]).sum())
+    rho = float(several.loc[scans, "spearman_std_err"].mean())
+    single, mean = float(one.loc[scans, "psnr"].mean()), float(several.loc[scans, "psnr"].mean())
+    nodiff = table[table.row == "no-diffusion"]
+    return (f"one_sample_psnr_db={single:.3f} mean_of_{SPREAD_SAMPLES}_psnr_db={mean:.3f} better={better}/{len(scans)} "
+            f"spearman_std_err={rho:.3f} target2_met={mean > single and rho >= 0.4} "
+            f"smooth_share={own.smooth_share.mean():.2f} nodiff_smooth_share={nodiff.smooth_share.mean():.2f}")
 
 
 def worker(args) -> int:

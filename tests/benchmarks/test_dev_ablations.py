@@ -129,19 +129,76 @@ def test_score_rates_one_model_with_its_blend_towards_z_c(tiny_setup):
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
 
 
-def test_score_own_rates_the_models_stored_sampler_in_each_precision(tiny_setup):
+def _score_own_sampler(root: Path, grid: str, precision: str) -> tuple[list[dict], Path]:
+    """``score --grid GRID`` on the tiny model saved with a stored DDIM-2, guidance-1 sampler in ``precision``."""
     from dev_ablations import FIELDS, main
 
     from demist_bids.models.io import load_model, save_model
 
-    root, _ = tiny_setup
     model = load_model(root / "foundation")
     sampling = model.config.sampling
-    sampling.sampler, sampling.steps, sampling.start, sampling.guidance, sampling.precision = "ddim", 2, 1.0, 1.0, "bf16"
-    save_model(model, root / "own")
-    out = root / "scored-own"
-    assert main(["score", "--dev", str(root / "dev.npz"), "--out", str(out), "--grid", "own", "--threads", "1",
-                 "--model", str(root / "own"), "--label", "student"]) == 0
-    rows = list(csv.DictReader((out / "rows-student.tsv").open(), FIELDS, delimiter="\t"))
+    sampling.sampler, sampling.steps, sampling.start, sampling.guidance = "ddim", 2, 1.0, 1.0
+    sampling.precision = precision
+    save_model(model, root / f"own-{grid}")
+    out = root / f"scored-{grid}"
+    assert main(["score", "--dev", str(root / "dev.npz"), "--out", str(out), "--grid", grid, "--threads", "1",
+                 "--model", str(root / f"own-{grid}"), "--label", "student"]) == 0
+    return list(csv.DictReader((out / "rows-student.tsv").open(), FIELDS, delimiter="\t")), out
+
+
+def test_score_own_rates_the_models_stored_sampler_in_each_precision(tiny_setup):
+    rows, _ = _score_own_sampler(tiny_setup[0], "own", "bf16")
     assert [r["row"] for r in rows] == ["no-diffusion", "own-ddim2-g1@bf16", "own-ddim2-g1@fp32"]
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
+
+
+def test_score_spread_measures_target_2_on_the_models_own_sampler(tiny_setup):
+    from dev_ablations import SPREAD_SAMPLES, spread_verdict
+
+    rows, out = _score_own_sampler(tiny_setup[0], "spread", "fp32")
+    assert [r["row"] for r in rows] == ["no-diffusion", "own-ddim2-g1x1@fp32", f"own-ddim2-g1x{SPREAD_SAMPLES}@fp32"]
+    assert rows[1]["spearman_std_err"] == "nan"  # one sample: no std
+    assert -1 <= float(rows[2]["spearman_std_err"]) <= 1
+    assert all(0 <= float(r["smooth_share"]) <= 1 for r in rows)
+    line = spread_verdict(out / "rows-student.tsv")
+    assert line.startswith("one_sample_psnr_db=") and "better=" in line and "target2_met=" in line
+
+
+def _spread_rows(path: Path, one: list[float], several: list[float], rho: float) -> None:
+    from dev_ablations import FIELDS
+
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS, delimiter="\t")
+        for i, (a, b) in enumerate(zip(one, several)):
+            scan = f"sub-{i:02d}"
+            base = {"method": "m", "scan": scan, "ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "seconds": 1,
+                    "bias": 0.0, "smooth_share": 0.5}
+            writer.writerow({**base, "row": "no-diffusion", "psnr": 20.0, "spearman_std_err": "nan"})
+            writer.writerow({**base, "row": "own-ddim4-g1x1@bf16", "psnr": a, "spearman_std_err": "nan"})
+            writer.writerow({**base, "row": "own-ddim4-g1x4@bf16", "psnr": b, "spearman_std_err": rho})
+
+
+@pytest.mark.parametrize(("several", "rho", "met"), [
+    ([21.0, 21.2], 0.5, True),    # the mean of 4 better and a std that predicts the error
+    ([21.0, 21.2], 0.39, False),  # the std does not predict it well enough
+    ([20.9, 20.8], 0.8, False),   # the mean of 4 is worse than one sample
+])
+def test_the_spread_verdict_needs_both_clauses_of_target_2(tmp_path, several, rho, met):
+    from dev_ablations import spread_verdict
+
+    _spread_rows(tmp_path / "rows.tsv", [20.95, 21.0], several, rho)
+    line = spread_verdict(tmp_path / "rows.tsv")
+    assert f"target2_met={met}" in line
+    assert f"better={sum(b > a for a, b in zip([20.95, 21.0], several))}/2" in line
+    assert f"spearman_std_err={rho:.3f}" in line
+
+
+def test_error_structure_separates_an_offset_from_fine_noise():
+    from dev_ablations import error_structure
+
+    brain = np.zeros((30, 30, 30), bool)
+    brain[5:25, 5:25, 5:25] = True
+    offset = error_structure(np.full(brain.shape, 0.01), brain, np.eye(4))
+    assert offset["bias"] == pytest.approx(0.01) and offset["smooth_share"] == pytest.approx(1.0, abs=1e-6)
+    noise = error_structure(np.random.default_rng(0).normal(0, 0.01, brain.shape), brain, np.eye(4))
+    assert abs(noise["bias"]) < 1e-3 and noise["smooth_share"] < 0.05
