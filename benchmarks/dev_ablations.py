@@ -19,8 +19,10 @@ the Spearman correlation of the 4 samples' per-voxel std with the absolute
 error, and per row the error's structure (``bias``, ``smooth_share``); its last
 line is::
 
-    one_sample_psnr_db=<x> mean_of_4_psnr_db=<x> better=<k>/<n> spearman_std_err=<r> target2_met=<bool> \
-        smooth_share=<s> nodiff_smooth_share=<s>
+    one_sample_psnr_db=<x> mean_of_4_psnr_db=<x> better=<k>/<n> spearman_std_err=<r> target2_met=<bool>
+        smooth_share=<s> nodiff_smooth_share=<s> oracle_smooth=<r> oracle_level=<r>
+
+(one line; the oracles, see ``FIELDS``, say what kind of uncertainty map could reach the target)
 
 ``run`` takes the autoencoders, latent statistics and unconditional backbone of
 the ``--foundation`` model (a trained demist model directory) and trains, in
@@ -79,11 +81,14 @@ GRIDS = {
 }
 SPREAD_SAMPLES = 4
 FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds",
-          "bias", "smooth_share")
+          "bias", "smooth_share", "oracle_smooth", "oracle_level")
 """``bias``: the mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared
 error left after smoothing the error map with a 4 mm Gaussian (normalized inside the brain). Together they
-say how much of the error is a subject-level offset or a smooth field, which no per-voxel spread of samples
-that differ only in fine texture can predict."""
+say how much of the error is a subject-level offset or a smooth field. Two oracles (they use the truth) bound
+what an uncertainty map of a given kind could reach in target 2's Spearman: ``oracle_smooth``, the absolute
+error ranked by its own 4 mm smoothing (a map that knows where the error is large, to 4 mm);
+``oracle_level``, by the scan's mean absolute error in each decile of the true PSR (a map that knows only
+how the error grows with the PSR level, as a spread of the subject's unseen myelin level would)."""
 SMOOTH_SIGMA_MM = 4.0
 
 
@@ -176,18 +181,27 @@ def _in_box(fn, cond: np.ndarray, brain: np.ndarray):
     return full_mean, full_std
 
 
-def error_structure(error: np.ndarray, brain: np.ndarray, affine) -> dict[str, float]:
-    """``bias`` and ``smooth_share`` of an error map (see :data:`FIELDS`); no affine: demist's 1 mm grid."""
+def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray, affine) -> dict[str, float]:
+    """The error's structure and the two oracles of :data:`FIELDS`; no affine: demist's 1 mm grid."""
     from scipy import ndimage
+    from scipy.stats import spearmanr
 
     zooms = np.ones(3) if affine is None else np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
     sigma = SMOOTH_SIGMA_MM / np.where(zooms > 0, zooms, 1.0)
-    inside = np.where(brain, error, 0.0).astype(np.float64)
-    weight = ndimage.gaussian_filter(brain.astype(np.float64), sigma)
-    smooth = ndimage.gaussian_filter(inside, sigma) / np.maximum(weight, 1e-6)
-    total = float(np.mean(inside[brain] ** 2))
-    return {"bias": float(inside[brain].mean()),
-            "smooth_share": float(np.mean(smooth[brain] ** 2)) / total if total > 0 else float("nan")}
+    weight = np.maximum(ndimage.gaussian_filter(brain.astype(np.float64), sigma), 1e-6)
+
+    def smoothed(image):
+        return ndimage.gaussian_filter(np.where(brain, image, 0.0).astype(np.float64), sigma) / weight
+
+    error = np.where(brain, prediction - truth, 0.0).astype(np.float64)
+    total = float(np.mean(error[brain] ** 2))
+    size = np.abs(error)[brain]
+    deciles = np.digitize(truth[brain], np.quantile(truth[brain], np.linspace(0.1, 0.9, 9)))
+    per_decile = np.bincount(deciles, weights=size, minlength=10) / np.maximum(np.bincount(deciles, minlength=10), 1)
+    return {"bias": float(error[brain].mean()),
+            "smooth_share": float(np.mean(smoothed(error)[brain] ** 2)) / total if total > 0 else float("nan"),
+            "oracle_smooth": float(spearmanr(size, smoothed(np.abs(error))[brain]).statistic),
+            "oracle_level": float(spearmanr(size, per_decile[deciles]).statistic)}
 
 
 def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
@@ -249,7 +263,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
                       "auc_combined": values.get("auc_combined", float("nan")),
                       "lesion_auc": values.get("lesion_auc_combined", values.get("lesion_auc", float("nan"))),
                       "spearman_std_err": rho, "seconds": time.perf_counter() - t0,
-                      **error_structure(mean - v.psr, v.brain, v.affine)}
+                      **error_structure(mean, v.psr, v.brain, v.affine)}
             with out.open("a", newline="") as handle:
                 csv.DictWriter(handle, FIELDS, delimiter="\t").writerow(record)
 
@@ -296,7 +310,9 @@ def spread_verdict(rows: Path) -> str:
     nodiff = table[table.row == "no-diffusion"]
     return (f"one_sample_psnr_db={single:.3f} mean_of_{SPREAD_SAMPLES}_psnr_db={mean:.3f} better={better}/{len(scans)} "
             f"spearman_std_err={rho:.3f} target2_met={mean > single and rho >= 0.4} "
-            f"smooth_share={own.smooth_share.mean():.2f} nodiff_smooth_share={nodiff.smooth_share.mean():.2f}")
+            f"smooth_share={own.smooth_share.mean():.2f} nodiff_smooth_share={nodiff.smooth_share.mean():.2f} "
+            f"oracle_smooth={several.loc[scans, 'oracle_smooth'].mean():.3f} "
+            f"oracle_level={several.loc[scans, 'oracle_level'].mean():.3f}")
 
 
 def worker(args) -> int:

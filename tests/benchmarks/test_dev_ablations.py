@@ -159,7 +159,7 @@ def test_score_spread_measures_target_2_on_the_models_own_sampler(tiny_setup):
     assert [r["row"] for r in rows] == ["no-diffusion", "own-ddim2-g1x1@fp32", f"own-ddim2-g1x{SPREAD_SAMPLES}@fp32"]
     assert rows[1]["spearman_std_err"] == "nan"  # one sample: no std
     assert -1 <= float(rows[2]["spearman_std_err"]) <= 1
-    assert all(0 <= float(r["smooth_share"]) <= 1 for r in rows)
+    assert all(0 <= float(r["smooth_share"]) <= 1 and -1 <= float(r["oracle_level"]) <= 1 for r in rows)
     line = spread_verdict(out / "rows-student.tsv")
     assert line.startswith("one_sample_psnr_db=") and "better=" in line and "target2_met=" in line
 
@@ -172,7 +172,7 @@ def _spread_rows(path: Path, one: list[float], several: list[float], rho: float)
         for i, (a, b) in enumerate(zip(one, several)):
             scan = f"sub-{i:02d}"
             base = {"method": "m", "scan": scan, "ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "seconds": 1,
-                    "bias": 0.0, "smooth_share": 0.5}
+                    "bias": 0.0, "smooth_share": 0.5, "oracle_smooth": 0.6, "oracle_level": 0.2}
             writer.writerow({**base, "row": "no-diffusion", "psnr": 20.0, "spearman_std_err": "nan"})
             writer.writerow({**base, "row": "own-ddim4-g1x1@bf16", "psnr": a, "spearman_std_err": "nan"})
             writer.writerow({**base, "row": "own-ddim4-g1x4@bf16", "psnr": b, "spearman_std_err": rho})
@@ -190,15 +190,22 @@ def test_the_spread_verdict_needs_both_clauses_of_target_2(tmp_path, several, rh
     line = spread_verdict(tmp_path / "rows.tsv")
     assert f"target2_met={met}" in line
     assert f"better={sum(b > a for a, b in zip([20.95, 21.0], several))}/2" in line
-    assert f"spearman_std_err={rho:.3f}" in line
+    assert f"spearman_std_err={rho:.3f}" in line and line.endswith("oracle_smooth=0.600 oracle_level=0.200")
 
 
-def test_error_structure_separates_an_offset_from_fine_noise():
+def test_error_structure_separates_an_offset_from_fine_noise_and_a_level_error():
     from dev_ablations import error_structure
 
     brain = np.zeros((30, 30, 30), bool)
     brain[5:25, 5:25, 5:25] = True
-    offset = error_structure(np.full(brain.shape, 0.01), brain, np.eye(4))
+    truth = np.random.default_rng(1).random(brain.shape)
+    offset = error_structure(truth + 0.01, truth, brain, np.eye(4))
     assert offset["bias"] == pytest.approx(0.01) and offset["smooth_share"] == pytest.approx(1.0, abs=1e-6)
-    noise = error_structure(np.random.default_rng(0).normal(0, 0.01, brain.shape), brain, np.eye(4))
+    noise = error_structure(truth + np.random.default_rng(0).normal(0, 0.01, brain.shape), truth, brain, None)
     assert abs(noise["bias"]) < 1e-3 and noise["smooth_share"] < 0.05
+    assert abs(noise["oracle_smooth"]) < 0.2 and abs(noise["oracle_level"]) < 0.2  # nothing could predict it
+    level = error_structure(1.1 * truth, truth, brain, None)  # a 10 % level error: grows with the PSR
+    assert level["oracle_level"] > 0.95
+    # noise whose size grows along x: where the error is large is known to 4 mm, though not its sign
+    growing = np.linspace(0, 1, brain.shape[0])[:, None, None] * np.random.default_rng(0).normal(0, 0.01, brain.shape)
+    assert error_structure(truth + growing, truth, brain, None)["oracle_smooth"] > 0.35
