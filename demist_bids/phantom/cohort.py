@@ -33,9 +33,9 @@ from .anatomy import subject_anatomy
 from .contrast import flair_signal, t1w_signal
 from .dataset import write_dataset_files, write_session
 from .lesions import Lesion, draw_lesions, evolve
-from .psr import draw_myelin, measured_psr
+from .psr import MyelinState, draw_myelin, measured_psr
 from .template import CanonicalHead, canonical_head
-from .warp import subject_warp
+from .warp import SubjectWarp, subject_warp
 
 LOGGER = logging.getLogger("demist.phantom")
 
@@ -128,17 +128,30 @@ def _t1w_affine(head: CanonicalHead, scale: float) -> np.ndarray:
     return affine
 
 
-def _generate_participant(
-    root: Path,
-    head: CanonicalHead,
-    participant: Participant,
-    *,
-    seed: int,
-    sessions: int,
-    scale: float,
-) -> list[PhantomScan]:
+def subject_stream(seed: int, participant: Participant, number: int) -> np.random.Generator:
+    """The participant's independent random stream ``number`` (``STREAM_*``)."""
+    return np.random.default_rng([seed, participant.index, number])
+
+
+@dataclass(frozen=True)
+class SubjectState:
+    """What every session of a participant is drawn from."""
+
+    warp: SubjectWarp  # the canonical head deformed into this subject's anatomy
+    affine: np.ndarray  # the T1w grid
+    history: list[list[Lesion]]  # the lesions at each session
+    myelin: MyelinState  # hidden from the images: WM/GM PSR levels and the smooth myelin field
+    patient: bool
+    lesion_load_ml: float  # at the first session, in the canonical head
+
+
+def subject_state(
+    head: CanonicalHead, participant: Participant, *, seed: int, sessions: int, scale: float
+) -> SubjectState:
+    """The participant's warp, lesion history and myelin state (deterministic in ``seed``)."""
+
     def stream(number: int) -> np.random.Generator:
-        return np.random.default_rng([seed, participant.index, number])
+        return subject_stream(seed, participant, number)
 
     patient = participant.group == "MS"
     atrophy = stream(STREAM_ATROPHY).uniform(0.04, 0.15) if patient else 0.0
@@ -151,15 +164,27 @@ def _generate_participant(
         atrophy=atrophy,
         atrophy_center=head.ventricle_center,
     )
-    affine = _t1w_affine(head, scale)
-    center_world = (affine @ np.append(head.center * scale, 1.0))[:3]
     history = _lesion_history(participant, sessions, seed, head)
-    myelin = draw_myelin(
-        warp.shape,
-        stream(STREAM_MYELIN),
-        patient=patient,
-        lesion_load=_canonical_load_ml(history[0]),
-    )
+    load = _canonical_load_ml(history[0])
+    myelin = draw_myelin(warp.shape, stream(STREAM_MYELIN), patient=patient, lesion_load=load)
+    return SubjectState(warp, _t1w_affine(head, scale), history, myelin, patient, load)
+
+
+def _generate_participant(
+    root: Path,
+    head: CanonicalHead,
+    participant: Participant,
+    *,
+    seed: int,
+    sessions: int,
+    scale: float,
+) -> list[PhantomScan]:
+    def stream(number: int) -> np.random.Generator:
+        return subject_stream(seed, participant, number)
+
+    state = subject_state(head, participant, seed=seed, sessions=sessions, scale=scale)
+    warp, affine, history, myelin = state.warp, state.affine, state.history, state.myelin
+    center_world = (affine @ np.append(head.center * scale, 1.0))[:3]
     scans = []
     for number, lesions in enumerate(history, start=1):
         session = f"{number:02d}" if sessions > 1 else None
