@@ -20,7 +20,7 @@ error, and per row the error's structure (``bias``, ``smooth_share``); its last
 line is::
 
     one_sample_psnr_db=<x> mean_of_4_psnr_db=<x> better=<k>/<n> spearman_std_err=<r> target2_met=<bool>
-        smooth_share=<s> nodiff_smooth_share=<s> oracle_smooth=<r> oracle_level=<r>
+        mean_std=<PSR> smooth_share=<s> nodiff_smooth_share=<s> oracle_smooth=<r> oracle_level=<r>
 
 (one line; the oracles, see ``FIELDS``, say what kind of uncertainty map could reach the target)
 
@@ -81,8 +81,8 @@ GRIDS = {
 }
 SPREAD_SAMPLES = 4
 FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds",
-          "bias", "smooth_share", "oracle_smooth", "oracle_level")
-"""``bias``: the mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared
+          "bias", "smooth_share", "oracle_smooth", "oracle_level", "mean_std")
+"""``mean_std``: for several samples, the mean per-voxel std inside the brain (PSR units). ``bias``: the mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared
 error left after smoothing the error map with a 4 mm Gaussian (normalized inside the brain). Together they
 say how much of the error is a subject-level offset or a smooth field. Two oracles (they use the truth) bound
 what an uncertainty map of a given kind could reach in target 2's Spearman: ``oracle_smooth``, the absolute
@@ -256,13 +256,14 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
             mean, std = _in_box(fn, v.cond, v.brain)
             mean = np.where(v.brain, mean, 0)
             values = measure_prediction(mean, v, model.config.psr_scale, regions[v.name]).values
-            rho = float("nan")
+            rho = spread = float("nan")
             if std is not None:
                 rho = float(spearmanr(std[v.brain], np.abs(mean - v.psr)[v.brain]).statistic)
+                spread = float(std[v.brain].mean())
             record = {"method": method, "row": row, "scan": v.name, "psnr": values["psnr"], "ssim": values["ssim"],
                       "auc_combined": values.get("auc_combined", float("nan")),
                       "lesion_auc": values.get("lesion_auc_combined", values.get("lesion_auc", float("nan"))),
-                      "spearman_std_err": rho, "seconds": time.perf_counter() - t0,
+                      "spearman_std_err": rho, "seconds": time.perf_counter() - t0, "mean_std": spread,
                       **error_structure(mean, v.psr, v.brain, v.affine)}
             with out.open("a", newline="") as handle:
                 csv.DictWriter(handle, FIELDS, delimiter="\t").writerow(record)
@@ -310,6 +311,7 @@ def spread_verdict(rows: Path) -> str:
     nodiff = table[table.row == "no-diffusion"]
     return (f"one_sample_psnr_db={single:.3f} mean_of_{SPREAD_SAMPLES}_psnr_db={mean:.3f} better={better}/{len(scans)} "
             f"spearman_std_err={rho:.3f} target2_met={mean > single and rho >= 0.4} "
+            f"mean_std={several.loc[scans, 'mean_std'].mean():.5f} "
             f"smooth_share={own.smooth_share.mean():.2f} nodiff_smooth_share={nodiff.smooth_share.mean():.2f} "
             f"oracle_smooth={several.loc[scans, 'oracle_smooth'].mean():.3f} "
             f"oracle_level={several.loc[scans, 'oracle_level'].mean():.3f}")

@@ -23,7 +23,7 @@ def demo(
     seed: int = typer.Option(2024, help="seed of the phantom cohort (the demo model used 0)"),
     scale: float = typer.Option(0.6, min=0.3, max=1.0, help="brain size (1.0: adult MNI152)"),
     nprocs: int = typer.Option(2, min=1, help="parallel processes"),
-    samples: int = typer.Option(2, min=1, help="samples per subject (>1 adds uncertainty maps)"),
+    samples: int = typer.Option(2, min=1, help="samples per subject (>1 adds std maps: the spread of the samples)"),
 ) -> None:
     """Make a phantom cohort in OUT/bids, run participant and group into OUT/derivatives/demist."""
     from rich.console import Console

@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "its recommended sampler; a scheduler name runs the model itself)")
     g.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     g.add_argument("--samples", type=_positive_int, default=1,
-                   help="samples per scan; more than one adds a per-voxel uncertainty map")
+                   help="samples per scan; more than one adds a per-voxel std map (the spread of the "
+                        "samples, not a calibrated error estimate)")
     g.add_argument("--seed", "--random-seed", "--random_seed", dest="seed", type=int, default=42,
                    help="random seed for sampling, training and splits")
     g.add_argument("--device", default="auto", type=device_name, metavar="{auto,cpu,cuda,cuda:N}",

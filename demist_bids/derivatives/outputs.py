@@ -91,7 +91,8 @@ OUTPUTS: dict[str, Output] = {o.key: o for o in (
     Output("psr", {"desc": "synth", "suffix": "PSRmap"}, _PSR, bids_valid=False),
     Output("psr_std", {"desc": "std", "suffix": "PSRmap"}, {
         **_PSR, "Description": "Per-voxel standard deviation of the synthesized PSR across "
-        "samples (sampling uncertainty)."}, bids_valid=False),
+        "samples: the spread of the sampler's independent chains, not a calibrated estimate of the "
+        "map's error."}, bids_valid=False),
     Output("psr_model", {"res": "1mm", "desc": "synth", "suffix": "PSRmap"}, {
         **_PSR, "Resolution": "1 mm isotropic RAS grid aligned to the T1w (the model's grid)"},
         bids_valid=False),

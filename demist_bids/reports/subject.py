@@ -34,7 +34,8 @@ SECTIONS = [
      "FLAIR edges over the bias-corrected T1w on the 1 mm model grid."),
     ("brainmask", "Brain mask", "Brain mask contour over the T1w."),
     ("psr", "Synthesized PSR", "Pool-size ratio inside the brain (units: ratio)."),
-    ("uncertainty", "Uncertainty", "Per-voxel standard deviation across samples."),
+    ("uncertainty", "Spread across samples", "Per-voxel standard deviation across samples: how much "
+     "the sampler's chains differ, not an estimate of where the map is wrong."),
 ]
 TEMPLATE_CAPTION = ("The template's brain and the T1w brain resampled onto it (affine + B-spline "
                     "registration) flicker under the template brain's outline "

@@ -159,6 +159,7 @@ def test_score_spread_measures_target_2_on_the_models_own_sampler(tiny_setup):
     assert [r["row"] for r in rows] == ["no-diffusion", "own-ddim2-g1x1@fp32", f"own-ddim2-g1x{SPREAD_SAMPLES}@fp32"]
     assert rows[1]["spearman_std_err"] == "nan"  # one sample: no std
     assert -1 <= float(rows[2]["spearman_std_err"]) <= 1
+    assert rows[1]["mean_std"] == "nan" and float(rows[2]["mean_std"]) >= 0
     assert all(0 <= float(r["smooth_share"]) <= 1 and -1 <= float(r["oracle_level"]) <= 1 for r in rows)
     line = spread_verdict(out / "rows-student.tsv")
     assert line.startswith("one_sample_psnr_db=") and "better=" in line and "target2_met=" in line
@@ -172,7 +173,8 @@ def _spread_rows(path: Path, one: list[float], several: list[float], rho: float)
         for i, (a, b) in enumerate(zip(one, several)):
             scan = f"sub-{i:02d}"
             base = {"method": "m", "scan": scan, "ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "seconds": 1,
-                    "bias": 0.0, "smooth_share": 0.5, "oracle_smooth": 0.6, "oracle_level": 0.2}
+                    "bias": 0.0, "smooth_share": 0.5, "oracle_smooth": 0.6, "oracle_level": 0.2,
+                    "mean_std": 0.001}
             writer.writerow({**base, "row": "no-diffusion", "psnr": 20.0, "spearman_std_err": "nan"})
             writer.writerow({**base, "row": "own-ddim4-g1x1@bf16", "psnr": a, "spearman_std_err": "nan"})
             writer.writerow({**base, "row": "own-ddim4-g1x4@bf16", "psnr": b, "spearman_std_err": rho})
@@ -190,7 +192,7 @@ def test_the_spread_verdict_needs_both_clauses_of_target_2(tmp_path, several, rh
     line = spread_verdict(tmp_path / "rows.tsv")
     assert f"target2_met={met}" in line
     assert f"better={sum(b > a for a, b in zip([20.95, 21.0], several))}/2" in line
-    assert f"spearman_std_err={rho:.3f}" in line and line.endswith("oracle_smooth=0.600 oracle_level=0.200")
+    assert f"spearman_std_err={rho:.3f} target2_met={met} mean_std=0.00100" in line and line.endswith("oracle_smooth=0.600 oracle_level=0.200")
 
 
 def test_error_structure_separates_an_offset_from_fine_noise_and_a_level_error():
