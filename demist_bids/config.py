@@ -121,7 +121,7 @@ class SynthesisConfig:
     steps: int = 0
     """Sampling steps; 0 takes the model's recommended value."""
     samples: int = 1
-    """Samples per input; more than one adds a per-voxel std (uncertainty) map."""
+    """Samples per input; more than one adds a per-voxel std map (the spread of the samples)."""
     device: Device = "auto"
     """auto uses CUDA when present, else the CPU."""
 

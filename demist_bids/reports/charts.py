@@ -260,7 +260,7 @@ TISSUE_MEASURES = {
 
 QC_MEASURES = {
     "psr_iqr_brain": ("PSR IQR in brain", "PSR"),
-    "uncertainty_mean": ("Mean uncertainty (std)", "PSR"),
+    "uncertainty_mean": ("Mean std across samples", "PSR"),
     "lesion_auc_combined": ("Lesion vs NAWM AUC", "ROC AUC"),
     "qc_registration_cost": ("Registration cost", "cost"),
     "qc_brain_mask_volume_ml": ("Brain mask volume", "mL"),

@@ -166,6 +166,7 @@ def _synthesis_desc(*, card: dict, is_demo: bool, samples: int, seed: int, sha: 
         "(LoRA) adapters [@demist; @ldm; @controlnet; @lora], built on MONAI [@monai_generative]. "
         + (f"The sampler was {sampling.describe()}. " if sampling is not None else "")
         + f"{samples} sample(s) were drawn (seed {seed}); with more than one, the per-voxel "
-        "standard deviation across samples is reported as an uncertainty map. "
+        "standard deviation across samples is reported as the spread of the samples (not a calibrated "
+        "estimate of the map's error). "
         f"Model: {card.get('name', 'demist model')} (SHA256 {sha[:12]}).{demo}\n"
     )

@@ -16,7 +16,7 @@ to the template's brain with SimpleITK [@simpleitk]: an affine transform
 (Mattes mutual information, multi-start over head size), then a cubic B-spline
 deformation (control points 25 mm apart, Mattes mutual information, two
 levels at 4 and 2 mm). The template came from {source}. The PSR map, its
-uncertainty map and the brain mask were resampled onto the template grid
+std map across samples and the brain mask were resampled onto the template grid
 ({grids}) in one step (linear interpolation; nearest neighbour for the mask),
 and both directions of the transform were saved. """
 
