@@ -11,13 +11,14 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] [--grid full|tiny]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
-    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT [--grid anchored|own|spread] [--device cpu]
+    python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
+        [--grid anchored|own|spread] [--device cpu]
 
 ``score --grid spread`` measures issue 16's target 2 on a model's own sampler
 (its steps, guidance, blend and precision): one sample against the mean of 4,
 the Spearman correlation of the 4 samples' per-voxel std with the absolute
-error, and per row the error's structure (``bias``, ``smooth_share``); its last
-line is::
+error, and per row the error's structure and two oracles (see ``FIELDS``); its
+last line is::
 
     one_sample_psnr_db=<x> mean_of_4_psnr_db=<x> better=<k>/<n> spearman_std_err=<r> target2_met=<bool>
         mean_std=<PSR> smooth_share=<s> nodiff_smooth_share=<s> oracle_smooth=<r> oracle_level=<r>
@@ -82,9 +83,10 @@ GRIDS = {
 SPREAD_SAMPLES = 4
 FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds",
           "bias", "smooth_share", "oracle_smooth", "oracle_level", "mean_std")
-"""``mean_std``: for several samples, the mean per-voxel std inside the brain (PSR units). ``bias``: the mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared
-error left after smoothing the error map with a 4 mm Gaussian (normalized inside the brain). Together they
-say how much of the error is a subject-level offset or a smooth field. Two oracles (they use the truth) bound
+"""``mean_std``: for several samples, the mean per-voxel std inside the brain (PSR units). ``bias``: the
+mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared error left after
+smoothing the error map with a 4 mm Gaussian (normalized inside the brain). Together they say how much of
+the error is a subject-level offset or a smooth field. Two oracles (they use the truth) bound
 what an uncertainty map of a given kind could reach in target 2's Spearman: ``oracle_smooth``, the absolute
 error ranked by its own 4 mm smoothing (a map that knows where the error is large, to 4 mm);
 ``oracle_level``, by the scan's mean absolute error in each decile of the true PSR (a map that knows only

@@ -192,7 +192,8 @@ def test_the_spread_verdict_needs_both_clauses_of_target_2(tmp_path, several, rh
     line = spread_verdict(tmp_path / "rows.tsv")
     assert f"target2_met={met}" in line
     assert f"better={sum(b > a for a, b in zip([20.95, 21.0], several))}/2" in line
-    assert f"spearman_std_err={rho:.3f} target2_met={met} mean_std=0.00100" in line and line.endswith("oracle_smooth=0.600 oracle_level=0.200")
+    assert f"spearman_std_err={rho:.3f} target2_met={met} mean_std=0.00100" in line
+    assert line.endswith("oracle_smooth=0.600 oracle_level=0.200")
 
 
 def test_error_structure_separates_an_offset_from_fine_noise_and_a_level_error():
