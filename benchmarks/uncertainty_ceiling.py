@@ -10,7 +10,7 @@ error of their mean inside the brain (Spearman >= 0.4). Part of every
 phantom PSR map is hidden from the T1w and FLAIR by construction
 (:mod:`demist_bids.phantom.psr`): the subject's WM and GM PSR levels, the
 smooth myelin field and the measurement noise. This benchmark rebuilds each
-subject of a ``demist-phantom`` cohort from its seed and scores a *perfect*
+subject of a single-session ``demist-phantom`` cohort from its seed and scores a *perfect*
 sampler: it knows the anatomy (tissue fractions, lesions) exactly and draws
 only the hidden state from its true prior, so its samples are draws of the
 measured PSR given the anatomy. Per subject: the Spearman correlation of the
