@@ -53,7 +53,8 @@ def posterior_draws(head, participant, *, seed: int, scale: float, draws: int):
     for k in range(draws):
         # streams of their own, disjoint from the cohort's (those start with the cohort seed)
         rng = np.random.default_rng([2**32 - 1, seed, participant.index, k])
-        myelin = draw_myelin(state.warp.shape, rng, patient=state.patient, lesion_load=state.lesion_load_ml)
+        myelin = draw_myelin(state.warp.shape, rng, patient=participant.group == "MS",
+                             lesion_load=state.lesion_load_ml)
         maps.append(measured_psr(anatomy, myelin, rng))
     return anatomy, truth, np.stack(maps)
 

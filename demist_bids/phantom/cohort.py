@@ -138,11 +138,9 @@ class SubjectState:
     """What every session of a participant is drawn from."""
 
     warp: SubjectWarp  # the canonical head deformed into this subject's anatomy
-    affine: np.ndarray  # the T1w grid
     history: list[list[Lesion]]  # the lesions at each session
     myelin: MyelinState  # hidden from the images: WM/GM PSR levels and the smooth myelin field
-    patient: bool
-    lesion_load_ml: float  # at the first session, in the canonical head
+    lesion_load_ml: float  # at the first session, in the canonical head (what the myelin draw saw)
 
 
 def subject_state(
@@ -167,7 +165,7 @@ def subject_state(
     history = _lesion_history(participant, sessions, seed, head)
     load = _canonical_load_ml(history[0])
     myelin = draw_myelin(warp.shape, stream(STREAM_MYELIN), patient=patient, lesion_load=load)
-    return SubjectState(warp, _t1w_affine(head, scale), history, myelin, patient, load)
+    return SubjectState(warp, history, myelin, load)
 
 
 def _generate_participant(
@@ -183,7 +181,8 @@ def _generate_participant(
         return subject_stream(seed, participant, number)
 
     state = subject_state(head, participant, seed=seed, sessions=sessions, scale=scale)
-    warp, affine, history, myelin = state.warp, state.affine, state.history, state.myelin
+    warp, history, myelin = state.warp, state.history, state.myelin
+    affine = _t1w_affine(head, scale)
     center_world = (affine @ np.append(head.center * scale, 1.0))[:3]
     scans = []
     for number, lesions in enumerate(history, start=1):
