@@ -9,7 +9,8 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py pack --bids /path/dev_bids --work WORK --cache dev_preproc --out dev.npz
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
-        --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] [--grid full|tiny]
+        --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \
+        [--grid full|ablation|order|tiny] [--token-stride S] [--methods demist,ftldm,...]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|spread] [--device cpu]
@@ -67,6 +68,8 @@ GRIDS = {
              (4, 1, 1.5), (2, 1, 1.5), (20, 4, 2.5), (4, 4, 2.5), (2, 4, 2.5), (1, 1, 2.5),
              (4, 4, 1.0), (2, 4, 1.0), (1, 1, 1.0), (20, 1, 1.0)],
     "ablation": [(20, 4, 1.5), (20, 1, 1.5), (20, 4, 1.0), (4, 4, 1.5)],
+    # target 4's row alone (the paper's sampler, mean of 4): what a CPU run of the ablations can afford
+    "order": [(20, 4, 1.5)],
     "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
@@ -135,8 +138,10 @@ def unpack(path: Path, limit: int | None = None) -> list:
 
 
 # -- one method: train its streams, then score it ----------------------------------------------
-def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path):
-    """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks."""
+def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path,
+                 token_stride: int | None = None):
+    """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks
+    (``token_stride``: the semantic tokens' layout, default the foundation's)."""
     import torch
 
     from demist_bids.models.config import ABLATIONS, ModelConfig
@@ -153,6 +158,8 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     config = ModelConfig.from_dict({**foundation.config.to_dict(), "card": {}, "patch_size": list(recipe.patch_size),
                                     "sampling": {"sampler": "ddim", "steps": 20, "start": 1.0, "precision": "fp32"}})
     config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]])
+    if token_stride is not None:
+        config.streams.token_stride = token_stride
     apply_latent_statistics(config, foundation.config)
     torch.manual_seed(seed + METHODS.index(method))  # fold "all" (index -1): seed + 100 * 0 + index
     model = build_model(config).to(device)
@@ -336,9 +343,9 @@ def worker(args) -> int:
         steps = args.steps or recipe.steps["diffusion"]
         t0 = time.perf_counter()
         model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
-                             args.device, Path(args.work))
+                             args.device, Path(args.work), args.token_stride)
         print(f"{args.method}: {steps} diffusion steps in {time.perf_counter() - t0:.0f} s", flush=True)
-        grid = GRIDS[args.grid] if args.method == "demist" or args.grid == "tiny" else GRIDS["ablation"]
+        grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
     score_method(args.method, model, dev, grid, args.device, out)
     return 0
 
@@ -379,12 +386,16 @@ def run(args) -> int:
     common = ["--foundation", args.foundation, "--dev", args.dev, "--train", args.train, "--recipe", args.recipe,
               "--out", str(out), "--work", str(work), "--device", args.device, "--grid", args.grid,
               "--seed", str(args.seed), "--threads", str(args.threads)]
+    if args.token_stride is not None:
+        common += ["--token-stride", str(args.token_stride)]
+    if args.methods:
+        common += ["--methods", args.methods]
     if args.steps:
         common += ["--steps", str(args.steps)]
     if args.scans:
         common += ["--scans", str(args.scans)]
     procs = {}
-    for method in (*METHODS_TRAINED, "foundation"):
+    for method in args.methods.split(",") if args.methods else (*METHODS_TRAINED, "foundation"):
         log = (work / f"{method}.log").open("w")
         procs[method] = (subprocess.Popen([sys.executable, "-u", __file__, "worker", "--method", method, *common],
                                           stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()), log)
@@ -433,10 +444,16 @@ def main(argv=None) -> int:
         p.add_argument("--device", default="cuda")
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
-        p.add_argument("--grid", choices=["full", "tiny"], default="full")
+        p.add_argument("--grid", choices=["full", "ablation", "order", "tiny"], default="full",
+                       help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=3)
         p.add_argument("--deadline", type=float, default=0, help="stop the workers after this many seconds")
+        p.add_argument("--token-stride", type=int, default=None,
+                       help="semantic token layout of the trained methods (StreamsConfig.token_stride; "
+                            "default: the foundation's)")
+        p.add_argument("--methods", default="", help="comma-separated subset of "
+                       f"{','.join((*METHODS_TRAINED, 'foundation'))} (default: all)")
         if name == "worker":
             p.add_argument("--method", required=True)
     args = parser.parse_args(argv)

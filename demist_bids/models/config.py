@@ -105,7 +105,12 @@ class StreamsConfig:
     hint_layers: int = 0
     """3x3x3 convolutions of the ControlNet's hint path before its zero gate (0: the gate alone)."""
     token_grid: list[int] = field(default_factory=lambda: [4, 4, 4])
-    """Pooling grid of the semantic tokens (N = product)."""
+    """Pooling grid of the semantic tokens (N = product) in the paper's layout (``token_stride`` 0)."""
+    token_stride: int = 0
+    """0: the paper's layout (tokens pooled to ``token_grid``, absolute positions, every query reads
+    every token). s > 0: one token per s^3 latent voxels, each query reading the 3x3x3 tokens around
+    it with a learned distance bias, so the semantic stream can say *where* (see
+    ``demist_bids.models.semantic``)."""
     token_dim: int = 256
     """Width d of the semantic tokens."""
     cross_attention_heads: int = 4

@@ -65,6 +65,7 @@ class DemistModel(nn.Module):
                 streams.cross_attention_heads,
                 config.unet.norm_num_groups,
                 config.unet.norm_eps,
+                streams.token_stride,
             )
         self.controlnet: ControlNet | None = None
         if streams.spatial:

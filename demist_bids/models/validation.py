@@ -54,6 +54,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "streams.cross_attention_heads": (1, 64),
     "streams.lora_rank": (1, 256),
     "streams.hint_layers": (0, 8),
+    "streams.token_stride": (0, 64),
     "patch_size": (1, 256),
     "input_channels.count": (1, 8),
     "schedule.num_train_timesteps": (1, 10000),
@@ -115,7 +116,7 @@ def check_model_config(config: ModelConfig, source: Path) -> None:
         raise _fail(source, "unet.attention_levels", attention, f"it needs {levels} true/false values")
     streams = config.streams
     _check_ints(source, "streams.token_grid", streams.token_grid, length=3)
-    for field in ("token_dim", "cross_attention_heads", "lora_rank", "hint_layers"):
+    for field in ("token_dim", "cross_attention_heads", "lora_rank", "hint_layers", "token_stride"):
         _check_ints(source, f"streams.{field}", getattr(streams, field))
     _check_ints(source, "patch_size", config.patch_size, length=3)
     inputs = config.input_channels

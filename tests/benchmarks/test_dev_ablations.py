@@ -86,6 +86,34 @@ def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
     assert (root / "work" / "diffusion-controlnet").is_dir()  # the stage ran (its checkpoints)
 
 
+def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
+    import torch
+
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    args = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--out", str(root / "out"),
+            "--work", str(root / "work"), "--device", "cpu", "--grid", "order", "--threads", "1",
+            "--token-stride", "2"]
+    (root / "out").mkdir()
+    assert main(args) == 0
+    rows = list(csv.DictReader((root / "out" / "rows-ftldm.tsv").open(), FIELDS, delimiter="\t"))
+    # the order grid is target 4's row alone, for every method
+    assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim20x4-g1.5"]
+    state = torch.load(next((root / "work" / "diffusion-ftldm").glob("*.pt")), map_location="cpu", weights_only=False)
+    keys = [k for k in _flat_keys(state) if k.endswith("log_sharpness")]
+    assert keys  # the stream was built and trained with the local layout (its distance bias is a weight)
+
+
+def _flat_keys(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flat_keys(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip(".")
+
+
 def _rows(path: Path, psnr: dict) -> None:
     from dev_ablations import FIELDS
 

@@ -57,6 +57,7 @@ ABSURD = {
     "autoencoder__latent_channels": (100000, "autoencoder.latent_channels"),
     "streams__token_grid": ([1000, 2, 2], "streams.token_grid"),
     "streams__lora_rank": (1 << 20, "streams.lora_rank"),
+    "streams__token_stride": (-2, "streams.token_stride"),
     "patch_size": ([32, 32, 4096], "patch_size"),
     "unet__num_res_blocks": ("2", "unet.num_res_blocks"),
 }
