@@ -139,9 +139,10 @@ def unpack(path: Path, limit: int | None = None) -> list:
 
 # -- one method: train its streams, then score it ----------------------------------------------
 def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path,
-                 token_stride: int | None = None):
+                 token_stride: int | None = None, resume: bool = False):
     """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks
-    (``token_stride``: the semantic tokens' layout, default the foundation's)."""
+    (``token_stride``: the semantic tokens' layout, default the foundation's; ``resume``: continue from, or
+    reload, the stage's checkpoint in ``work``)."""
     import torch
 
     from demist_bids.models.config import ABLATIONS, ModelConfig
@@ -170,7 +171,7 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     model.freeze_backbone()
     sampler = PatchSampler(train_volumes, recipe.patch_size, psr_scale, seed=seed, rank=0)
     run = StageRun(sampler, recipe, work / f"diffusion-{method}", steps, DistributedContext(), TerminationFlag(),
-                   False, seed, torch.device(device))
+                   resume, seed, torch.device(device))
     train_streams(model, run, name=f"diffusion-{method}")
     model.eval()
     return model
@@ -343,8 +344,9 @@ def worker(args) -> int:
         steps = args.steps or recipe.steps["diffusion"]
         t0 = time.perf_counter()
         model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
-                             args.device, Path(args.work), args.token_stride)
-        print(f"{args.method}: {steps} diffusion steps in {time.perf_counter() - t0:.0f} s", flush=True)
+                             args.device, Path(args.work), args.token_stride, args.resume)
+        how = "trained or reloaded (--resume)" if args.resume else "trained"
+        print(f"{args.method}: {steps} diffusion steps {how} in {time.perf_counter() - t0:.0f} s", flush=True)
         grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
     score_method(args.method, model, dev, grid, args.device, out)
     return 0
@@ -390,6 +392,8 @@ def run(args) -> int:
         common += ["--token-stride", str(args.token_stride)]
     if args.methods:
         common += ["--methods", args.methods]
+    if args.resume:
+        common.append("--resume")
     if args.steps:
         common += ["--steps", str(args.steps)]
     if args.scans:
@@ -454,6 +458,9 @@ def main(argv=None) -> int:
                             "default: the foundation's)")
         p.add_argument("--methods", default="", help="comma-separated subset of "
                        f"{','.join((*METHODS_TRAINED, 'foundation'))} (default: all)")
+        p.add_argument("--resume", action="store_true",
+                       help="continue each method's training from its checkpoint in --work (a finished one is "
+                            "only reloaded, so a stopped run can be scored without training again)")
         if name == "worker":
             p.add_argument("--method", required=True)
     args = parser.parse_args(argv)

@@ -106,6 +106,24 @@ def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tin
     assert keys  # the stream was built and trained with the local layout (its distance bias is a weight)
 
 
+def test_a_resumed_worker_reloads_the_finished_training_and_scores_it_the_same(tiny_setup):
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    common = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--work", str(root / "work"),
+              "--device", "cpu", "--grid", "tiny", "--threads", "1", "--token-stride", "2"]
+    for run in ("first", "again"):
+        (root / run).mkdir()
+        assert main([*common, "--out", str(root / run), *(["--resume"] if run == "again" else [])]) == 0
+        if run == "first":
+            log = (root / "work" / "diffusion-ftldm" / "log.csv").read_text()
+    assert (root / "work" / "diffusion-ftldm" / "log.csv").read_text() == log  # not one step trained again
+    rows = [list(csv.DictReader((root / run / "rows-ftldm.tsv").open(), FIELDS, delimiter="\t"))
+            for run in ("first", "again")]
+    assert [r["psnr"] for r in rows[0]] == [r["psnr"] for r in rows[1]]  # the same weights, the same seeds
+
+
 def _flat_keys(tree, prefix=""):
     if isinstance(tree, dict):
         for key, value in tree.items():
