@@ -33,6 +33,7 @@ import torch
 from monai.networks.blocks import CrossAttentionBlock
 from monai.networks.blocks.spatialattention import SpatialAttentionBlock
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["sinusoidal_position_encoding_3d", "SemanticTokenizer", "FeatureCrossAttention", "SemanticStream",
            "local_neighbourhood"]
@@ -82,16 +83,24 @@ class SemanticTokenizer(nn.Module):
         super().__init__()
         self.stride = stride
         self.project = nn.Conv3d(latent_channels, token_dim, kernel_size=1)
-        if stride:
-            # ceil_mode: a latent whose size is not a multiple of the stride keeps its last, partial tokens
-            self.pool: nn.Module = nn.AvgPool3d(stride, stride, ceil_mode=True)
-        else:
+        if not stride:
             self.pool = nn.AdaptiveAvgPool3d(grid)
             self.register_buffer("position", sinusoidal_position_encoding_3d(grid, token_dim), persistent=False)
 
     def token_grid(self, z_c: torch.Tensor) -> torch.Tensor:
         """B x token_dim x gh x gw x gd pooled projections, before positions."""
-        return self.pool(self.project(z_c))
+        projected = self.project(z_c)
+        if not self.stride:
+            return self.pool(projected)
+        # a latent whose size is not a multiple of the stride (or is smaller than it) keeps its last,
+        # partial tokens: the mean over the voxels their window holds
+        spatial = projected.shape[2:]
+        pad = [(-n) % self.stride for n in spatial]
+        if not any(pad):
+            return F.avg_pool3d(projected, self.stride)
+        widths = (0, pad[2], 0, pad[1], 0, pad[0])
+        inside = F.pad(torch.ones((1, 1, *spatial), device=projected.device, dtype=projected.dtype), widths)
+        return F.avg_pool3d(F.pad(projected, widths), self.stride) / F.avg_pool3d(inside, self.stride)
 
     def forward(self, z_c: torch.Tensor) -> torch.Tensor:
         """Args:

@@ -102,6 +102,18 @@ def test_a_token_means_the_same_region_in_a_patch_and_in_a_whole_latent():
     torch.testing.assert_close(patch_grid, whole_grid[..., 2:6, 0:2, 1:5])
 
 
+def test_partial_and_undersized_latents_pool_to_the_mean_of_what_their_windows_hold():
+    model = _local_model(stride=4)
+    tokenizer = model.semantic.tokenizer
+    z_c = torch.randn(1, 8, 6, 3, 4)  # 6 = one whole window and a half one; 3 < the stride
+    with torch.no_grad():
+        grid = tokenizer.token_grid(z_c)
+        projected = tokenizer.project(z_c)
+    assert grid.shape[2:] == (2, 1, 1)
+    torch.testing.assert_close(grid[..., 0, 0, 0], projected[..., :4, :, :].mean((2, 3, 4)))
+    torch.testing.assert_close(grid[..., 1, 0, 0], projected[..., 4:, :, :].mean((2, 3, 4)))
+
+
 @pytest.mark.parametrize("ablation", ["ft-ldm", "full"])
 def test_local_layout_starts_at_the_backbone_and_trains(ablation):
     model = _local_model(ablation)
