@@ -110,7 +110,9 @@ class StreamsConfig:
     """0: the paper's layout (tokens pooled to ``token_grid``, absolute positions, every query reads
     every token). s > 0: one token per s^3 latent voxels, each query reading the 3x3x3 tokens around
     it with a learned distance bias, so the semantic stream can say *where* (see
-    ``demist_bids.models.semantic``)."""
+    ``demist_bids.models.semantic``). On the development phantom (benchmarks/README, session 13) s = 4
+    lifted the semantic-only model from noise (6.8 dB) to 13.5 dB from pure noise but lowered the
+    full model by 2 dB, so the presets keep 0."""
     token_dim: int = 256
     """Width d of the semantic tokens."""
     cross_attention_heads: int = 4
