@@ -9,7 +9,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py pack --bids /path/dev_bids --work WORK --cache dev_preproc --out dev.npz
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
-        --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \
+        --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
         [--grid full|ablation|order|tiny] [--token-stride S] [--methods demist,ftldm,...]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
@@ -381,6 +381,12 @@ def summarize(out: Path) -> str:
 
 
 def run(args) -> int:
+    known = (*METHODS_TRAINED, "foundation")
+    unknown = [m for m in args.methods.split(",") if m not in known] if args.methods else []
+    if unknown:
+        print(f"dev_ablations: unknown --methods {','.join(unknown)}; expected some of {','.join(known)}",
+              file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work)

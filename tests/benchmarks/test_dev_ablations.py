@@ -124,6 +124,17 @@ def test_a_resumed_worker_reloads_the_finished_training_and_scores_it_the_same(t
     assert [r["psnr"] for r in rows[0]] == [r["psnr"] for r in rows[1]]  # the same weights, the same seeds
 
 
+def test_run_refuses_an_unknown_method_before_starting_anything(tmp_path, capsys):
+    from dev_ablations import main
+
+    out = tmp_path / "out"
+    code = main(["run", "--train", "t.npz", "--dev", "d.npz", "--foundation", "f", "--recipe", "r.toml",
+                 "--out", str(out), "--work", str(tmp_path / "work"), "--methods", "demist,unet"])
+    assert code == 2
+    assert "unknown --methods unet" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "work").exists()  # nothing half-made
+
+
 def _flat_keys(tree, prefix=""):
     if isinstance(tree, dict):
         for key, value in tree.items():
