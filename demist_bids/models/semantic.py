@@ -163,6 +163,17 @@ class _TokenSlot:
         """Spatial size of the conditioning latent (local layout: where the queries sit)."""
         self.token_shape: tuple[int, int, int] | None = None
         """Token grid size (local layout)."""
+        self.neighbourhoods: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
+        """:func:`local_neighbourhood` per feature shape, for the current tokens: every attention
+        block of a level (down, middle and up paths) in one pass reads the same one."""
+
+    def neighbourhood(self, feature_shape: tuple[int, int, int], stride: int, device: torch.device):
+        """:func:`local_neighbourhood` of a level, computed once per pass."""
+        key = (*feature_shape, stride)
+        if key not in self.neighbourhoods:
+            self.neighbourhoods[key] = local_neighbourhood(
+                feature_shape, self.latent_shape, self.token_shape, stride, device)
+        return self.neighbourhoods[key]
 
 
 class FeatureCrossAttention(nn.Module):
@@ -227,8 +238,7 @@ class FeatureCrossAttention(nn.Module):
     def _local(self, queries: torch.Tensor, tokens: torch.Tensor, feature_shape: tuple[int, int, int]) -> torch.Tensor:
         """Attention of each query to its 27 neighbouring tokens, with the distance bias."""
         block = self.attention
-        index, valid, distance2 = local_neighbourhood(
-            feature_shape, self.slot.latent_shape, self.slot.token_shape, self.stride, queries.device)
+        index, valid, distance2 = self.slot.neighbourhood(feature_shape, self.stride, queries.device)
         batch, count, _ = queries.shape
         heads = self.num_heads
         q = block.to_q(queries).reshape(batch, count, heads, -1)
@@ -304,7 +314,9 @@ class SemanticStream(nn.Module):
         self.slot.latent_shape = tuple(z_c.shape[2:])
         self.slot.token_shape = tuple(grid.shape[2:])
         self.slot.tokens = self.tokenizer.flatten(grid)
+        self.slot.neighbourhoods = {}
         try:
             yield
         finally:
             self.slot.tokens = None
+            self.slot.neighbourhoods = {}

@@ -87,9 +87,9 @@ def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
 
 
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
-    import torch
-
     from dev_ablations import FIELDS, main
+
+    from demist_bids.training.checkpoints import load_checkpoint
 
     root, recipe = tiny_setup
     args = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
@@ -101,7 +101,7 @@ def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tin
     rows = list(csv.DictReader((root / "out" / "rows-ftldm.tsv").open(), FIELDS, delimiter="\t"))
     # the order grid is target 4's row alone, for every method
     assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim20x4-g1.5"]
-    state = torch.load(next((root / "work" / "diffusion-ftldm").glob("*.pt")), map_location="cpu", weights_only=False)
+    state = load_checkpoint(root / "work" / "diffusion-ftldm")
     keys = [k for k in _flat_keys(state) if k.endswith("log_sharpness")]
     assert keys  # the stream was built and trained with the local layout (its distance bias is a weight)
 

@@ -66,6 +66,8 @@ def test_local_attention_equals_full_attention_with_the_distance_bias():
                     bias[query, :, index[query, n]] = -sharpness * distance2[query, n]
         out = torch.einsum("bqhk,bkhd->bqhd", (scores + bias).softmax(-1), v).reshape(2, 48, -1)
         full = block.out_proj(out).transpose(1, 2).reshape(features.shape)
+        assert list(stream.slot.neighbourhoods) == [(4, 3, 4, 2)]  # computed once for the level, kept for the pass
+    assert stream.slot.neighbourhoods == {}  # and not carried into the next pass, whose latent may differ
     torch.testing.assert_close(local, full, atol=1e-5, rtol=1e-4)
 
 
