@@ -11,6 +11,9 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
         [--grid full|ablation|order|tiny] [--token-stride S] [--methods demist,ftldm,...]
+    # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
+    python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
+        [--domain flair|t1w] [--steps N]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|spread] [--device cpu]
@@ -135,6 +138,60 @@ def unpack(path: Path, limit: int | None = None) -> list:
     return [TrainingVolume(n, get(n, "cond", np.float32), get(n, "psr", np.float32), get(n, "brain", bool),
                            get(n, "lesion", bool), get(n, "wm", bool), get(n, "affine", np.float64))
             for n in names]
+
+
+# -- a prior from another image domain (the paper's backbone comes from BraTS, not from PSR) ---------------
+PRIOR_DOMAINS = {"t1w": 0, "flair": 1}
+
+
+def prior(args) -> int:
+    """Save a copy of ``--foundation`` whose backbone is trained from scratch on another image domain.
+
+    The paper freezes a backbone pretrained on BraTS images and lets LoRA adapt it to PSR; a backbone
+    trained on the phantom PSR maps themselves leaves LoRA no domain gap to close. This trains the
+    backbone (same architecture, recipe and ``backbone`` stage) on the training cohort's T1w or FLAIR
+    channel, in [0, 1] like PSR / psr_scale, encoded by the foundation's own PSR autoencoder and
+    standardized with its PSR latent statistics, so the prior lives in the latent space the streams work
+    in but models another kind of image. The streams are left zero-initialized (the saved model equals
+    its backbone); ``run --foundation OUT`` then trains the Table-1 methods on it.
+    """
+    import torch
+
+    from demist_bids.models.config import ModelConfig
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.io import load_model, save_model
+    from demist_bids.training.checkpoints import TerminationFlag
+    from demist_bids.training.distributed import DistributedContext
+    from demist_bids.training.patches import PatchSampler
+    from demist_bids.training.recipes import load_recipe
+    from demist_bids.training.stages import StageRun, train_backbone
+
+    torch.set_num_threads(args.threads)
+    foundation = load_model(Path(args.foundation), device=args.device)
+    recipe = load_recipe(foundation.config.preset, Path(args.recipe))
+    steps = args.steps or recipe.steps["backbone"]
+    psr_scale = foundation.config.psr_scale
+    channel = PRIOR_DOMAINS[args.domain]
+    # the other image stands where the PSR map stood: PatchSampler divides by psr_scale again
+    volumes = [dataclasses.replace(v, psr=v.cond[channel] * psr_scale) for v in unpack(Path(args.train))]
+    # the foundation's architecture and latent statistics, without its card and its fitted blend towards z_c
+    config = ModelConfig.from_dict({**{k: v for k, v in foundation.config.to_dict().items() if k != "anchor"},
+                                    "card": {}})
+    torch.manual_seed(args.seed)
+    model = build_model(config).to(args.device)  # a fresh, randomly initialized backbone
+    model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())
+    model.cond_autoencoder.load_state_dict(foundation.cond_autoencoder.state_dict())
+    sampler = PatchSampler(volumes, recipe.patch_size, psr_scale, seed=args.seed, rank=0)
+    run = StageRun(sampler, recipe, Path(args.work) / f"prior-{args.domain}", steps, DistributedContext(),
+                   TerminationFlag(), args.resume, args.seed, torch.device(args.device))
+    t0 = time.perf_counter()
+    train_backbone(model, run)
+    save_model(model, Path(args.out), card={
+        "prior": f"backbone trained for {steps} steps on the {args.domain.upper()} channel of {args.train} "
+                 f"(dev_ablations.py prior); streams untrained"})
+    print(f"prior: {steps} backbone steps on {args.domain} in {time.perf_counter() - t0:.0f} s -> {args.out}",
+          flush=True)
+    return 0
 
 
 # -- one method: train its streams, then score it ----------------------------------------------
@@ -443,6 +500,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--scans", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser("prior", help="a copy of the foundation with a backbone trained on another image domain")
+    p.add_argument("--train", required=True)
+    p.add_argument("--foundation", required=True)
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--domain", choices=sorted(PRIOR_DOMAINS), default="flair")
+    p.add_argument("--work", default="/tmp/dev_ablations")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=0, help="backbone steps (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true", help="continue from the stage's checkpoint in --work")
     for name in ("run", "worker"):
         p = sub.add_parser(name)
         p.add_argument("--train", required=True)
@@ -475,7 +544,7 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
-    return {"run": run, "worker": worker, "score": score}[args.command](args)
+    return {"run": run, "worker": worker, "score": score, "prior": prior}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -269,3 +269,36 @@ def test_error_structure_separates_an_offset_from_fine_noise_and_a_level_error()
     # noise whose size grows along x: where the error is large is known to 4 mm, though not its sign
     growing = np.linspace(0, 1, brain.shape[0])[:, None, None] * np.random.default_rng(0).normal(0, 0.01, brain.shape)
     assert error_structure(truth + growing, truth, brain, None)["oracle_smooth"] > 0.35
+
+
+def test_prior_trains_a_fresh_backbone_on_the_other_domain_and_keeps_the_latent_space(tiny_setup):
+    import torch
+
+    from dev_ablations import main
+
+    from demist_bids.models.io import load_model
+
+    root, recipe = tiny_setup
+    recipe.write_text("patch_size = [32, 32, 32]\nbatch_size = 1\n[steps]\nbackbone = 2\ndiffusion = 2\n")
+    common = ["prior", "--train", str(root / "train.npz"), "--foundation", str(root / "foundation"),
+              "--recipe", str(recipe), "--work", str(root / "work"), "--threads", "1"]
+    assert main([*common, "--domain", "flair", "--out", str(root / "flair")]) == 0
+    assert main([*common, "--domain", "t1w", "--out", str(root / "t1w")]) == 0
+    foundation, flair, t1w = (load_model(root / name) for name in ("foundation", "flair", "t1w"))
+    # the latent space the streams work in is the foundation's: same autoencoders, same statistics
+    for a, b in zip(foundation.psr_autoencoder.state_dict().values(), flair.psr_autoencoder.state_dict().values()):
+        assert torch.equal(a, b)
+    assert flair.config.latent_shift == foundation.config.latent_shift
+    assert flair.config.latent_channel_scale == foundation.config.latent_channel_scale
+    assert flair.config.psr_latent_scale == foundation.config.psr_latent_scale
+    # a backbone of its own, and which image it learned matters (same seed, different domain)
+    fb, pb, tb = (m.backbone.state_dict() for m in (foundation, flair, t1w))
+    assert any(not torch.equal(fb[k], pb[k]) for k in fb)
+    assert any(not torch.equal(pb[k], tb[k]) for k in pb)
+    # no fitted blend and no card carried over from the foundation; the card says what the prior is
+    assert not flair.anchored
+    assert set(flair.config.card) == {"prior"} and "FLAIR channel" in flair.config.card["prior"]
+    # the streams are untrained: the model equals its backbone
+    z_t, z_c, t = torch.randn(1, 8, 8, 8, 8), torch.randn(1, 8, 8, 8, 8), torch.tensor([500])
+    with torch.no_grad():
+        torch.testing.assert_close(flair.predict_noise(z_t, t, z_c), flair.backbone_noise(z_t, t))
