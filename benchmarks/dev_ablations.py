@@ -148,7 +148,7 @@ def prior(args) -> int:
     """Save a copy of ``--foundation`` whose backbone is trained from scratch on another image domain.
 
     The paper freezes a backbone pretrained on BraTS images and lets LoRA adapt it to PSR; a backbone
-    trained on the phantom PSR maps themselves leaves LoRA no domain gap to close. This trains the
+    trained on the phantom PSR maps themselves may leave LoRA no domain gap to close. This trains the
     backbone (same architecture, recipe and ``backbone`` stage) on the training cohort's T1w or FLAIR
     channel, in [0, 1] like PSR / psr_scale, encoded by the foundation's own PSR autoencoder and
     standardized with its PSR latent statistics, so the prior lives in the latent space the streams work
