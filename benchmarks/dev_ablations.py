@@ -196,9 +196,10 @@ def prior(args) -> int:
 
 # -- one method: train its streams, then score it ----------------------------------------------
 def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path,
-                 token_stride: int | None = None, resume: bool = False):
+                 token_stride: int | None = None, resume: bool = False, lora_rank: int | None = None):
     """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks
-    (``token_stride``: the semantic tokens' layout, default the foundation's; ``resume``: continue from, or
+    (``token_stride``: the semantic tokens' layout, default the foundation's; ``lora_rank``: the adaptive
+    stream's rank, its alpha scaled with it so alpha / rank stays the foundation's; ``resume``: continue from, or
     reload, the stage's checkpoint in ``work``)."""
     import torch
 
@@ -218,6 +219,9 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]])
     if token_stride is not None:
         config.streams.token_stride = token_stride
+    if lora_rank is not None:
+        streams = config.streams
+        streams.lora_alpha, streams.lora_rank = streams.lora_alpha * lora_rank / streams.lora_rank, lora_rank
     apply_latent_statistics(config, foundation.config)
     torch.manual_seed(seed + METHODS.index(method))  # fold "all" (index -1): seed + 100 * 0 + index
     model = build_model(config).to(device)
@@ -401,7 +405,7 @@ def worker(args) -> int:
         steps = args.steps or recipe.steps["diffusion"]
         t0 = time.perf_counter()
         model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
-                             args.device, Path(args.work), args.token_stride, args.resume)
+                             args.device, Path(args.work), args.token_stride, args.resume, args.lora_rank)
         how = "trained or reloaded (--resume)" if args.resume else "trained"
         print(f"{args.method}: {steps} diffusion steps {how} in {time.perf_counter() - t0:.0f} s", flush=True)
         grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
@@ -453,6 +457,8 @@ def run(args) -> int:
               "--seed", str(args.seed), "--threads", str(args.threads)]
     if args.token_stride is not None:
         common += ["--token-stride", str(args.token_stride)]
+    if args.lora_rank is not None:
+        common += ["--lora-rank", str(args.lora_rank)]
     if args.methods:
         common += ["--methods", args.methods]
     if args.resume:
@@ -530,6 +536,9 @@ def main(argv=None) -> int:
         p.add_argument("--deadline", type=float, default=0, help="stop the workers after this many seconds")
         p.add_argument("--token-stride", type=int, default=None,
                        help="semantic token layout of the trained methods (StreamsConfig.token_stride; "
+                            "default: the foundation's)")
+        p.add_argument("--lora-rank", type=int, default=None,
+                       help="LoRA rank of the trained methods (StreamsConfig.lora_rank; alpha scaled with it; "
                             "default: the foundation's)")
         p.add_argument("--methods", default="", help="comma-separated subset of "
                        f"{','.join((*METHODS_TRAINED, 'foundation'))} (default: all)")
