@@ -302,3 +302,22 @@ def test_prior_trains_a_fresh_backbone_on_the_other_domain_and_keeps_the_latent_
     z_t, z_c, t = torch.randn(1, 8, 8, 8, 8), torch.randn(1, 8, 8, 8, 8), torch.tensor([500])
     with torch.no_grad():
         torch.testing.assert_close(flair.predict_noise(z_t, t, z_c), flair.backbone_noise(z_t, t))
+
+
+def test_train_method_takes_a_lora_rank_and_keeps_alpha_over_rank(tiny_setup):
+    from dev_ablations import train_method, unpack
+
+    from demist_bids.models.io import load_model
+    from demist_bids.training.recipes import load_recipe
+
+    root, recipe_path = tiny_setup
+    foundation = load_model(root / "foundation")
+    base = foundation.config.streams
+    recipe = load_recipe(foundation.config.preset, recipe_path)
+    model = train_method("lora", foundation, recipe, unpack(root / "train.npz"), 1, 0, "cpu", root / "work",
+                         lora_rank=2 * base.lora_rank)
+    streams = model.config.streams
+    assert streams.lora_rank == 2 * base.lora_rank
+    assert streams.lora_alpha / streams.lora_rank == base.lora_alpha / base.lora_rank
+    ranks = {p.shape[0] for n, p in model.named_parameters() if n.endswith("lora_A.default.weight")}
+    assert ranks == {2 * base.lora_rank}  # the adapters were built with it
