@@ -13,7 +13,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
         [--grid full|ablation|order|tiny] [--token-stride S] [--methods demist,ftldm,...]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
-        [--domain flair|t1w] [--steps N]
+        [--domain flair|t1w] [--steps N] [--attention-levels 0,1,1]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|spread] [--device cpu]
@@ -149,7 +149,8 @@ def prior(args) -> int:
 
     The paper freezes a backbone pretrained on BraTS images and lets LoRA adapt it to PSR; a backbone
     trained on the phantom PSR maps themselves may leave LoRA no domain gap to close. This trains the
-    backbone (same architecture, recipe and ``backbone`` stage) on the training cohort's T1w or FLAIR
+    backbone (same architecture unless ``--attention-levels`` says otherwise, same recipe and ``backbone``
+    stage) on the training cohort's T1w or FLAIR
     channel, in [0, 1] like PSR / psr_scale, encoded by the foundation's own PSR autoencoder and
     standardized with its PSR latent statistics, so the prior lives in the latent space the streams work
     in but models another kind of image. The streams are left zero-initialized (the saved model equals
@@ -177,6 +178,8 @@ def prior(args) -> int:
     # the foundation's architecture and latent statistics, without its card and its fitted blend towards z_c
     config = ModelConfig.from_dict({**{k: v for k, v in foundation.config.to_dict().items() if k != "anchor"},
                                     "card": {}})
+    if args.attention_levels:
+        _set_attention_levels(config.unet, args.attention_levels)
     torch.manual_seed(args.seed)
     model = build_model(config).to(args.device)  # a fresh, randomly initialized backbone
     model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())
@@ -186,12 +189,25 @@ def prior(args) -> int:
                    TerminationFlag(), args.resume, args.seed, torch.device(args.device))
     t0 = time.perf_counter()
     train_backbone(model, run)
+    levels = "".join("A" if a else "-" for a in config.unet.attention_levels)
     save_model(model, Path(args.out), card={
         "prior": f"backbone trained for {steps} steps on the {args.domain.upper()} channel of {args.train} "
-                 f"(dev_ablations.py prior); streams untrained"})
+                 f"(dev_ablations.py prior; attention levels {levels}); streams untrained"})
     print(f"prior: {steps} backbone steps on {args.domain} in {time.perf_counter() - t0:.0f} s -> {args.out}",
           flush=True)
     return 0
+
+
+def _set_attention_levels(unet, levels: str) -> None:
+    """``levels``: one 0/1 per UNet level (e.g. ``0,1,1``); a level that gains attention gets the widest
+    head size the foundation uses, so the heads stay the foundation's size (the adaptive and semantic
+    streams attach to every attention block, so this sets how many blocks they reach)."""
+    flags = [bool(int(v)) for v in levels.split(",")]
+    if len(flags) != len(unet.channels) or not any(flags):
+        raise SystemExit(f"--attention-levels needs {len(unet.channels)} comma-separated 0/1 values, one set")
+    head = max(unet.num_head_channels)
+    unet.attention_levels = flags
+    unet.num_head_channels = [head if f else 0 for f in flags]
 
 
 # -- one method: train its streams, then score it ----------------------------------------------
@@ -518,6 +534,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the stage's checkpoint in --work")
+    p.add_argument("--attention-levels", default="",
+                   help="self-attention per UNet level, e.g. 0,1,1 (default: the foundation's); the streams "
+                        "reach every attention block")
     for name in ("run", "worker"):
         p = sub.add_parser(name)
         p.add_argument("--train", required=True)

@@ -304,6 +304,39 @@ def test_prior_trains_a_fresh_backbone_on_the_other_domain_and_keeps_the_latent_
         torch.testing.assert_close(flair.predict_noise(z_t, t, z_c), flair.backbone_noise(z_t, t))
 
 
+def test_prior_sets_the_attention_levels_the_streams_reach(tiny_setup):
+    from dev_ablations import main, train_method, unpack
+    from monai.networks.blocks import SABlock
+
+    from demist_bids.models.io import load_model
+    from demist_bids.training.recipes import load_recipe
+
+    root, recipe = tiny_setup
+    recipe.write_text("patch_size = [32, 32, 32]\nbatch_size = 1\n[steps]\nbackbone = 1\ndiffusion = 1\n")
+    common = ["prior", "--train", str(root / "train.npz"), "--foundation", str(root / "foundation"),
+              "--recipe", str(recipe), "--work", str(root / "work"), "--threads", "1"]
+    with pytest.raises(SystemExit, match="3 comma-separated"):
+        main([*common, "--out", str(root / "bad"), "--attention-levels", "0,1"])
+    assert not (root / "bad").exists()
+    assert main([*common, "--out", str(root / "coarse"), "--attention-levels", "0,0,1"]) == 0
+    foundation, coarse = load_model(root / "foundation"), load_model(root / "coarse")
+    assert foundation.config.unet.attention_levels == [False, True, True]
+    assert coarse.config.unet.attention_levels == [False, False, True]
+    assert coarse.config.unet.num_head_channels == [0, 0, max(foundation.config.unet.num_head_channels)]
+    assert "attention levels --A" in coarse.config.card["prior"]
+
+    def blocks(model):
+        return sum(isinstance(m, SABlock) for m in model.backbone.modules())
+
+    assert 0 < blocks(coarse) < blocks(foundation)
+    # a method trained on the prior puts LoRA (Q, K, V, O) and a cross-attention on each of its blocks, no more
+    lora = train_method("lora", coarse, load_recipe(coarse.config.preset, recipe), unpack(root / "train.npz"), 1, 0,
+                        "cpu", root / "work")
+    adapters = [n for n, _ in lora.backbone.named_parameters() if n.endswith("lora_A.default.weight")]
+    assert len(adapters) == 3 * blocks(coarse)
+    assert len(lora.semantic.cross_attentions) == blocks(coarse)
+
+
 def test_train_method_takes_a_lora_rank_and_keeps_alpha_over_rank(tiny_setup):
     from dev_ablations import train_method, unpack
 
