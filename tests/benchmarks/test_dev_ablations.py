@@ -337,6 +337,30 @@ def test_prior_sets_the_attention_levels_the_streams_reach(tiny_setup):
     assert len(lora.semantic.cross_attentions) == blocks(coarse)
 
 
+def test_sdpa_scoring_keeps_fused_attention_on_the_cpu_and_the_same_numbers(tiny_setup):
+    import torch
+    from dev_ablations import _always_sdpa
+
+    from demist_bids.inference.sampler import prepare_volume
+    from demist_bids.models.io import load_model
+
+    root, _ = tiny_setup
+    plain, fused = load_model(root / "foundation"), load_model(root / "foundation")
+    _always_sdpa(fused)
+    volume = np.random.default_rng(0).random((2, 24, 24, 24)).astype(np.float32)
+    prepare_volume(plain, volume, "cpu", "fp32")
+    prepare_volume(fused, volume, "cpu", "fp32")  # the sampler switches fused attention off on the CPU...
+
+    def flags(model):
+        return {m.use_flash_attention for m in model.modules() if hasattr(m, "use_flash_attention")}
+
+    assert flags(plain) == {False} and flags(fused) == {True}  # ...but not for a model scored with --sdpa
+    z_t, z_c, t = torch.randn(1, 8, 8, 8, 8), torch.randn(1, 8, 8, 8, 8), torch.tensor([500])
+    with torch.no_grad():
+        torch.testing.assert_close(fused.predict_noise(z_t, t, z_c), plain.predict_noise(z_t, t, z_c),
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_train_method_takes_a_lora_rank_and_keeps_alpha_over_rank(tiny_setup):
     from dev_ablations import train_method, unpack
 
