@@ -317,6 +317,8 @@ def test_prior_sets_the_attention_levels_the_streams_reach(tiny_setup):
               "--recipe", str(recipe), "--work", str(root / "work"), "--threads", "1"]
     with pytest.raises(SystemExit, match="3 comma-separated"):
         main([*common, "--out", str(root / "bad"), "--attention-levels", "0,1"])
+    with pytest.raises(SystemExit, match="0/1 values"):
+        main([*common, "--out", str(root / "bad"), "--attention-levels", "0,2,1"])
     assert not (root / "bad").exists()
     assert main([*common, "--out", str(root / "coarse"), "--attention-levels", "0,0,1"]) == 0
     foundation, coarse = load_model(root / "foundation"), load_model(root / "coarse")
