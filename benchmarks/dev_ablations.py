@@ -202,9 +202,10 @@ def _set_attention_levels(unet, levels: str) -> None:
     """``levels``: one 0/1 per UNet level (e.g. ``0,1,1``); a level that gains attention gets the widest
     head size the foundation uses, so the heads stay the foundation's size (the adaptive and semantic
     streams attach to every attention block, so this sets how many blocks they reach)."""
-    flags = [v.strip() == "1" for v in levels.split(",")]
-    if len(flags) != len(unet.channels) or not any(flags) or not set(levels.replace(" ", "")) <= set("01,"):
+    values = [v.strip() for v in levels.split(",")]
+    if len(values) != len(unet.channels) or not set(values) <= {"0", "1"} or "1" not in values:
         raise SystemExit(f"--attention-levels needs {len(unet.channels)} comma-separated 0/1 values, one set")
+    flags = [v == "1" for v in values]
     head = max(unet.num_head_channels)
     unet.attention_levels = flags
     unet.num_head_channels = [head if f else 0 for f in flags]
