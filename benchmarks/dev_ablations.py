@@ -10,7 +10,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|tiny] [--token-stride S] [--methods demist,ftldm,...] [--sdpa]
+        [--grid full|ablation|order|order-g1|tiny] [--token-stride S] [--methods demist,ftldm,...] [--sdpa]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
         [--domain flair|t1w] [--steps N] [--attention-levels 0,1,1]
@@ -73,6 +73,8 @@ GRIDS = {
     "ablation": [(20, 4, 1.5), (20, 1, 1.5), (20, 4, 1.0), (4, 4, 1.5)],
     # target 4's row alone (the paper's sampler, mean of 4): what a CPU run of the ablations can afford
     "order": [(20, 4, 1.5)],
+    # the same row without classifier-free guidance: the model alone, as the paper samples (issue 16, session 16)
+    "order-g1": [(20, 4, 1.0)],
     "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
@@ -292,6 +294,11 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
             "oracle_level": float(spearmanr(size, per_decile[deciles]).statistic)}
 
 
+def row_label(entry) -> str:
+    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor])."""
+    return f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
+
+
 def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
                  own_sampler: bool | str = False) -> None:
     """Append one row per (sampler row, scan) to ``out``; ``own_sampler``: the model's stored sampler in its
@@ -335,8 +342,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5", default))
-    rows += [(f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else ""),
-              pure_noise(*entry)) for entry in grid]
+    rows += [(row_label(entry), pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:
         for v in dev_volumes:
@@ -443,7 +449,8 @@ def _always_sdpa(model) -> None:
 
 
 # -- the whole run --------------------------------------------------------------------------------
-def summarize(out: Path) -> str:
+def summarize(out: Path, paper_row: str = row_label(GRIDS["order"][0])) -> str:
+    """The means of every rows file in ``out``; ``order_ok``: target 4's order on ``paper_row``."""
     import pandas as pd
 
     frames = [pd.read_csv(p, sep="\t", names=FIELDS) for p in sorted(out.glob("rows-*.tsv")) if p.stat().st_size]
@@ -459,7 +466,7 @@ def summarize(out: Path) -> str:
     print(means.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     demist = means[means.method == "demist"]
     noise = demist[demist.row.str.startswith("ddim")]
-    paper = means[means.row == "ddim20x4-g1.5"].set_index("method").psnr
+    paper = means[means.row == paper_row].set_index("method").psnr
     order_ok = all(m in paper for m in METHODS_TRAINED) and bool(
         paper["demist"] > max(paper["controlnet"], paper["lora"]) and min(paper["controlnet"], paper["lora"]) > paper["ftldm"])
     nodiff = demist[demist.row == "no-diffusion"].psnr
@@ -516,7 +523,7 @@ def run(args) -> int:
         log.close()
         text = (work / f"{method}.log").read_text()
         print(f"--- {method} (exit {codes[method]}) ---\n" + "\n".join(text.splitlines()[-6:]), flush=True)
-    print(summarize(out), flush=True)
+    print(summarize(out, row_label(GRIDS[args.grid][0])), flush=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
@@ -563,7 +570,7 @@ def main(argv=None) -> int:
         p.add_argument("--device", default="cuda")
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
-        p.add_argument("--grid", choices=["full", "ablation", "order", "tiny"], default="full",
+        p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny"], default="full",
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=3)

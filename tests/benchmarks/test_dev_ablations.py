@@ -155,14 +155,19 @@ def _rows(path: Path, psnr: dict) -> None:
 
 
 @pytest.mark.parametrize(("lora", "expected"), [(20.5, True), (17.0, False)])
-def test_the_summary_judges_the_papers_order(tmp_path, lora, expected):
-    from dev_ablations import summarize
+@pytest.mark.parametrize("grid", ["order", "order-g1"])
+def test_the_summary_judges_the_papers_order(tmp_path, lora, expected, grid):
+    from dev_ablations import GRIDS, row_label, summarize
 
-    paper = "ddim20x4-g1.5"
+    paper = row_label(GRIDS[grid][0])
+    other = "ddim20x4-g1" if grid == "order" else "ddim20x4-g1.5"
+    # the other guidance's row has the opposite verdict: only the grid's own row may decide
     _rows(tmp_path / "rows-all.tsv", {
         ("demist", paper): 21.6, ("demist", "ddim2x4-g1.5"): 20.7, ("demist", "no-diffusion"): 22.6,
-        ("controlnet", paper): 20.6, ("lora", paper): lora, ("ftldm", paper): 18.0})
-    line = summarize(tmp_path)
+        ("controlnet", paper): 20.6, ("lora", paper): lora, ("ftldm", paper): 18.0,
+        ("demist", other): 19.0 if expected else 21.0, ("controlnet", other): 20.0,
+        ("lora", other): 17.0 if expected else 19.0, ("ftldm", other): 18.5})
+    line = summarize(tmp_path, paper)
     assert line == f"best_pure_noise={paper} psnr_db=21.60 nodiff_psnr_db=22.60 order_ok={expected}"
     assert (tmp_path / "summary.tsv").is_file() and (tmp_path / "rows.tsv").is_file()
 
