@@ -10,7 +10,8 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|order-g1|tiny] [--token-stride S] [--methods demist,ftldm,...] [--sdpa]
+        [--grid full|ablation|order|order-g1|tiny] [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
+        [--unconditional backbone|adapted]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
         [--domain flair|t1w] [--steps N] [--attention-levels 0,1,1]
@@ -63,6 +64,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from demist_bids.models.config import UNCONDITIONAL_BRANCHES
 
 METHODS_TRAINED = ("demist", "ftldm", "controlnet", "lora")
 GRIDS = {
@@ -294,9 +297,11 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
             "oracle_level": float(spearmanr(size, per_decile[deciles]).statistic)}
 
 
-def row_label(entry) -> str:
-    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor])."""
-    return f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
+def row_label(entry, unconditional: str = "backbone") -> str:
+    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor]); guided rows say when
+    their unconditional branch is the adapted backbone (``SamplingConfig.unconditional``)."""
+    label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
+    return label + ("-adapted" if unconditional == "adapted" and entry[2] != 1 else "")
 
 
 def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
@@ -341,8 +346,8 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     elif own_sampler:
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
-        rows.append(("default-2@0.15-g1.5", default))
-    rows += [(row_label(entry), pure_noise(*entry)) for entry in grid]
+        rows.append(("default-2@0.15-g1.5" + ("-adapted" if sampling.unconditional == "adapted" else ""), default))
+    rows += [(row_label(entry, sampling.unconditional), pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:
         for v in dev_volumes:
@@ -434,6 +439,7 @@ def worker(args) -> int:
         grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
     if args.sdpa:
         _always_sdpa(model)
+    model.config.sampling.unconditional = args.unconditional
     score_method(args.method, model, dev, grid, args.device, out)
     return 0
 
@@ -497,6 +503,7 @@ def run(args) -> int:
         common += ["--lora-rank", str(args.lora_rank)]
     if args.sdpa:
         common += ["--sdpa"]
+    common += ["--unconditional", args.unconditional]
     if args.methods:
         common += ["--methods", args.methods]
     if args.resume:
@@ -523,7 +530,7 @@ def run(args) -> int:
         log.close()
         text = (work / f"{method}.log").read_text()
         print(f"--- {method} (exit {codes[method]}) ---\n" + "\n".join(text.splitlines()[-6:]), flush=True)
-    print(summarize(out, row_label(GRIDS[args.grid][0])), flush=True)
+    print(summarize(out, row_label(GRIDS[args.grid][0], args.unconditional)), flush=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
@@ -584,6 +591,9 @@ def main(argv=None) -> int:
         p.add_argument("--sdpa", action="store_true",
                        help="score with torch's fused attention also on the CPU (for priors with attention at "
                             "finer levels; see _always_sdpa)")
+        p.add_argument("--unconditional", choices=UNCONDITIONAL_BRANCHES, default="backbone",
+                       help="the guidance's unconditional branch while scoring (SamplingConfig.unconditional); "
+                            "guided rows get an -adapted suffix for 'adapted'")
         p.add_argument("--methods", default="", help="comma-separated subset of "
                        f"{','.join((*METHODS_TRAINED, 'foundation'))} (default: all)")
         p.add_argument("--resume", action="store_true",

@@ -149,6 +149,10 @@ class ScheduleConfig:
     both the prior's and the condition's signal are of order one at every timestep."""
 
 
+UNCONDITIONAL_BRANCHES = ("backbone", "adapted")
+"""What :attr:`SamplingConfig.unconditional` may name."""
+
+
 @dataclass
 class SamplingConfig:
     """The sampler this model is recommended with (updated once benchmarked)."""
@@ -176,6 +180,11 @@ class SamplingConfig:
     """Classifier-free guidance scale with the frozen backbone as the unconditional branch:
     eps = eps_backbone + guidance * (eps_model - eps_backbone). 1 is the model alone (one
     network evaluation per step); above 1 costs a second, backbone-only evaluation per step."""
+    unconditional: str = "backbone"
+    """The guidance's unconditional branch: ``backbone``, the frozen backbone with its LoRA
+    adapters off (the prior as it was trained), or ``adapted``, the backbone with its adapters
+    and no condition, so that guidance extrapolates what the condition changes and not what the
+    adaptive stream changed in the prior. The same for a model without adapters."""
     autoencoder_overlap: float = 0.5
     """Overlap of the Gaussian-blended windows the autoencoders run in (0 <= overlap < 1).
     More overlap keeps every voxel further from a window edge, at (1 - overlap)^-3 windows:

@@ -299,14 +299,18 @@ class DemistModel(nn.Module):
         return self.to_noise(self.network_output(z_t, t, z_c), z_t, _timesteps(t, z_t))
 
     def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor, guidance: float) -> torch.Tensor:
-        """Classifier-free guidance with the frozen backbone as the unconditional branch.
+        """Classifier-free guidance: ``eps_u + guidance * (eps_model - eps_u)``; guidance 1 is one pass.
 
-        ``eps_backbone + guidance * (eps_model - eps_backbone)``; guidance 1 is one pass.
+        ``eps_u`` is the branch ``config.sampling.unconditional`` names: the frozen backbone
+        (adapters off) or the adapted backbone (adapters on, no condition).
         """
         eps = self.predict_noise(z_t, t, z_c)
         if guidance == 1.0:
             return eps
-        unconditional = self.backbone_noise(z_t, t)
+        if self.config.sampling.unconditional == "adapted":
+            unconditional = self.adapted_noise(z_t, t)
+        else:
+            unconditional = self.backbone_noise(z_t, t)
         return unconditional + guidance * (eps - unconditional)
 
     def sampler_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
@@ -329,6 +333,11 @@ class DemistModel(nn.Module):
             B x L x h x w x d predicted noise.
         """
         return self.to_noise(self.backbone_output(z_t, t), z_t, _timesteps(t, z_t))
+
+    def adapted_noise(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The backbone with its LoRA adapters and no condition (no tokens, no ControlNet residuals)."""
+        t = _timesteps(t, z_t)
+        return self.to_noise(self.backbone(z_t, t), z_t, t)
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:

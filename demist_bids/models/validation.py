@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demist_bids.exceptions import UsageError
-from demist_bids.models.config import ModelConfig
+from demist_bids.models.config import UNCONDITIONAL_BRANCHES, ModelConfig
 from demist_bids.utils.model_files import CONFIG_NAME
 
 LOGGER = logging.getLogger("demist.models")
@@ -126,6 +126,9 @@ def check_model_config(config: ModelConfig, source: Path) -> None:
     _check_ints(source, "schedule.num_train_timesteps", config.schedule.num_train_timesteps)
     for field in ("steps", "distilled_steps"):
         _check_ints(source, f"sampling.{field}", getattr(config.sampling, field))
+    if config.sampling.unconditional not in UNCONDITIONAL_BRANCHES:
+        raise UsageError(f"{source}: field sampling.unconditional = {config.sampling.unconditional!r}: "
+                         f"expected one of {', '.join(UNCONDITIONAL_BRANCHES)}")
 
 
 def _layout_error(directory: Path, what: str) -> UsageError:

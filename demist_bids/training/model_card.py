@@ -233,7 +233,9 @@ def _sampler_line(config: dict) -> str:
                  "the schedule (1.0 would be pure noise, the paper)")
     guidance = float(sampling.get("guidance", 1.0))
     if guidance != 1:
-        text += f", classifier-free guidance {guidance:g} (the frozen backbone as the unconditional branch)"
+        branch = ("the backbone with its adapters and no condition" if sampling.get("unconditional") == "adapted"
+                  else "the frozen backbone")
+        text += f", classifier-free guidance {guidance:g} ({branch} as the unconditional branch)"
     anchor = config.get("anchor") or {}
     if anchor.get("weights"):
         weights = anchor["weights"]

@@ -124,6 +124,26 @@ def test_a_resumed_worker_reloads_the_finished_training_and_scores_it_the_same(t
     assert [r["psnr"] for r in rows[0]] == [r["psnr"] for r in rows[1]]  # the same weights, the same seeds
 
 
+def test_the_adapted_unconditional_branch_changes_the_guided_rows_only(tiny_setup):
+    """``--unconditional adapted``: guided rows say so and differ; an unguided row is the same model alone."""
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    common = ["worker", "--method", "foundation", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--work", str(root / "work"),
+              "--device", "cpu", "--grid", "tiny", "--threads", "1"]
+    rows = {}
+    for branch in ("backbone", "adapted"):
+        (root / branch).mkdir()
+        assert main([*common, "--out", str(root / branch), "--unconditional", branch]) == 0
+        rows[branch] = list(csv.DictReader((root / branch / "rows-foundation.tsv").open(), FIELDS, delimiter="\t"))
+    assert [r["row"] for r in rows["adapted"]] == [
+        "no-diffusion", "default-2@0.15-g1.5-adapted", "ddim2x2-g1.5-adapted", "ddim1x1-g1"]
+    frozen, adapted = ({r["row"].removesuffix("-adapted"): float(r["psnr"]) for r in rows[b]} for b in rows)
+    assert frozen["ddim1x1-g1"] == adapted["ddim1x1-g1"] and frozen["no-diffusion"] == adapted["no-diffusion"]
+    assert frozen["ddim2x2-g1.5"] != adapted["ddim2x2-g1.5"]  # the foundation's LoRA is not zero
+
+
 def test_run_refuses_an_unknown_method_before_starting_anything(tmp_path, capsys):
     from dev_ablations import main
 

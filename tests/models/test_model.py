@@ -57,6 +57,31 @@ def test_streams_change_the_prediction_once_trained(full_model):
         torch.testing.assert_close(base, full_model.backbone_noise(z_t, t))
 
 
+@pytest.mark.parametrize("ablation", ["full", "controlnet"])
+def test_guidance_extrapolates_from_the_branch_the_config_names(full_model, ablation):
+    """``adapted``: the backbone with its LoRA and no condition, so only the condition's effect is scaled."""
+    model = copy.deepcopy(full_model) if ablation == "full" else build_model(tiny_config(ablation))
+    if ablation != "full":
+        pretend_pretrained(model)
+    pretend_trained_streams(model)
+    z_t, t, z_c = _inputs()
+    try:
+        with torch.no_grad():
+            cond, frozen, adapted = (model.predict_noise(z_t, t, z_c), model.backbone_noise(z_t, t),
+                                     model.adapted_noise(z_t, t))
+            model.config.sampling.unconditional = "adapted"
+            torch.testing.assert_close(model.guided_noise(z_t, t, z_c, 1.5), adapted + 1.5 * (cond - adapted))
+            torch.testing.assert_close(model.guided_noise(z_t, t, z_c, 1.0), cond)
+            model.config.sampling.unconditional = "backbone"
+            torch.testing.assert_close(model.guided_noise(z_t, t, z_c, 1.5), frozen + 1.5 * (cond - frozen))
+        # with adapters the two branches differ, and the adapted one is not the conditional model either
+        differs = (adapted - frozen).abs().max().item() > 1e-4
+        assert differs == (ablation == "full")
+        assert (cond - adapted).abs().max().item() > 1e-4
+    finally:
+        model.config.sampling.unconditional = "backbone"
+
+
 def test_only_stream_parameters_are_trainable(full_model):
     trainable = {id(p) for p in full_model.parameters() if p.requires_grad}
     streams = {id(p) for p in full_model.trainable_stream_parameters()}

@@ -73,6 +73,12 @@ def test_absurd_sizes_are_refused_naming_the_field(model_dir, change):
         load_model(model_dir)
 
 
+def test_an_unknown_unconditional_branch_is_refused(model_dir):
+    _edit_config(model_dir, sampling__unconditional="streams")
+    with pytest.raises(UsageError, match=r"field sampling\.unconditional = 'streams': expected one of backbone, adapted"):
+        load_model(model_dir)
+
+
 def test_weights_not_matching_the_config(model_dir):
     _edit_config(model_dir, autoencoder__latent_channels=4)
     with pytest.raises(UsageError, match=r"psr_autoencoder\.safetensors: the weights do not match "

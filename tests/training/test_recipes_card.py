@@ -59,6 +59,8 @@ def test_card_rendering(tmp_path):
     assert "guidance" not in rerendered  # no guidance, nothing said
     stored["sampling"].update(guidance=1.5)
     assert "classifier-free guidance 1.5 (the frozen backbone" in render_model_card(stored)
+    stored["sampling"].update(unconditional="adapted")
+    assert "guidance 1.5 (the backbone with its adapters and no condition as the" in render_model_card(stored)
     assert ("DEMIST minus the linear baseline: PSNR +6.750 dB (better; paired Wilcoxon p = 0.00781 "
             "over 8 scans).") in rerendered
     # A second cohort adds a section; the same cohort again replaces its own.
