@@ -298,10 +298,15 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
 
 
 def row_label(entry, unconditional: str = "backbone") -> str:
-    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor]); guided rows say when
-    their unconditional branch is the adapted backbone (``SamplingConfig.unconditional``)."""
+    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor])."""
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
-    return label + ("-adapted" if unconditional == "adapted" and entry[2] != 1 else "")
+    return label + _branch_suffix(unconditional, entry[2])
+
+
+def _branch_suffix(unconditional: str, guidance: float) -> str:
+    """What a guided row adds to its name when its unconditional branch is the adapted backbone
+    (``SamplingConfig.unconditional``); unguided rows do not depend on the branch."""
+    return "-adapted" if unconditional == "adapted" and guidance != 1 else ""
 
 
 def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
@@ -346,7 +351,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     elif own_sampler:
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
-        rows.append(("default-2@0.15-g1.5" + ("-adapted" if sampling.unconditional == "adapted" else ""), default))
+        rows.append(("default-2@0.15-g1.5" + _branch_suffix(sampling.unconditional, 1.5), default))
     rows += [(row_label(entry, sampling.unconditional), pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:

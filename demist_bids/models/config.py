@@ -177,9 +177,9 @@ class SamplingConfig:
     that level (SDEdit): the alignment stage trains z_c to approximate z_y, so z_c is a prior
     for the PSR latent and the model only has to refine it."""
     guidance: float = 1.0
-    """Classifier-free guidance scale with the frozen backbone as the unconditional branch:
-    eps = eps_backbone + guidance * (eps_model - eps_backbone). 1 is the model alone (one
-    network evaluation per step); above 1 costs a second, backbone-only evaluation per step."""
+    """Classifier-free guidance scale, with :attr:`unconditional` as the unconditional branch:
+    eps = eps_u + guidance * (eps_model - eps_u). 1 is the model alone (one network evaluation
+    per step); above 1 costs a second, condition-free evaluation per step."""
     unconditional: str = "backbone"
     """The guidance's unconditional branch: ``backbone``, the frozen backbone with its LoRA
     adapters off (the prior as it was trained), or ``adapted``, the backbone with its adapters
