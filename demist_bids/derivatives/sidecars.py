@@ -116,6 +116,7 @@ def psr_metadata(*, qc: dict, synthesis: dict, static: dict,
         "Device": synthesis.get("device"),
         "Start": synthesis.get("start"),
         "Guidance": synthesis.get("guidance"),
+        "GuidanceUnconditionalBranch": synthesis.get("unconditional"),
         "Precision": synthesis.get("dtype"),
         "Mode": synthesis.get("mode", synthesis.get("window")),
     }

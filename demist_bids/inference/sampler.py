@@ -393,6 +393,7 @@ def synthesize(
         "window_batch": plan.window_batch,
         "autoencoder_overlap": runner.overlap,
         "guidance": runner.guidance,
+        "unconditional": runner.model.config.sampling.unconditional if runner.guidance != 1 else None,
         "anchor": runner.anchor,
         "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),

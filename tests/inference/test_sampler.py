@@ -159,6 +159,22 @@ def test_batched_windows_give_the_same_map(model):
         torch.testing.assert_close(batched.decode(z_b), single.decode(z_s), atol=1e-4, rtol=1e-3)
 
 
+def test_guided_synthesis_names_its_unconditional_branch():
+    """Guidance from the adapted backbone gives another map than from the frozen one, and says so."""
+    cond = _condition((32, 32, 32))
+    maps = {}
+    for branch in ("backbone", "adapted"):
+        model = build_model(tiny_config(psr_scale=0.3, sampling={"guidance": 1.5, "unconditional": branch}))
+        pretend_pretrained(model)
+        pretend_trained_streams(model)
+        result = synthesize(model, cond, steps=2, seed=3)
+        assert result.info["guidance"] == 1.5 and result.info["unconditional"] == branch
+        maps[branch] = result.mean
+    assert not np.allclose(maps["backbone"], maps["adapted"])
+    model.config.sampling.guidance = 1.0
+    assert synthesize(model, cond, steps=1).info["unconditional"] is None  # unguided: no branch to name
+
+
 def test_autoencoder_overlap_comes_from_the_model():
     """Each model carries its window overlap; more overlap means more windows and a different blend."""
     from unittest import mock
