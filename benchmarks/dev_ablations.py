@@ -297,10 +297,16 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
             "oracle_level": float(spearmanr(size, per_decile[deciles]).statistic)}
 
 
-def row_label(entry, unconditional: str = "backbone") -> str:
+def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> str:
     """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor])."""
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
-    return label + _branch_suffix(unconditional, entry[2])
+    return label + _branch_suffix(unconditional, entry[2]) + _seed_suffix(sample_seed)
+
+
+def _seed_suffix(sample_seed: int) -> str:
+    """Rows drawn with another sampling seed than the default 0 say so, so that the sampling noise of a
+    row can be read beside it without mixing the two."""
+    return f"-s{sample_seed}" if sample_seed else ""
 
 
 def _branch_suffix(unconditional: str, guidance: float) -> str:
@@ -310,10 +316,11 @@ def _branch_suffix(unconditional: str, guidance: float) -> str:
 
 
 def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
-                 own_sampler: bool | str = False) -> None:
+                 own_sampler: bool | str = False, sample_seed: int = 0) -> None:
     """Append one row per (sampler row, scan) to ``out``; ``own_sampler``: the model's stored sampler in its
     own precision, bf16 and fp32 instead of the legacy start-from-z_c default; ``"spread"``: that sampler in
-    its own precision, one sample and the mean of :data:`SPREAD_SAMPLES` (issue 16, target 2)."""
+    its own precision, one sample and the mean of :data:`SPREAD_SAMPLES` (issue 16, target 2).
+    ``sample_seed`` seeds the default and pure-noise rows' noise (the model's own rows keep seed 0)."""
     from scipy.stats import spearmanr
 
     from demist_bids.inference.sampler import decode_condition, synthesize
@@ -322,15 +329,15 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     def pure_noise(steps, samples, guidance, anchor=False):
         def fn(cond):
             model.config.sampling.guidance = guidance
-            r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=0, device=device,
-                           start=1.0, precision="fp32", anchor=anchor)
+            r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=sample_seed,
+                           device=device, start=1.0, precision="fp32", anchor=anchor)
             return r.mean, r.std
         return fn
 
     def default(cond):
         model.config.sampling.guidance = 1.5
-        r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=0, device=device, start=0.15,
-                       precision="fp32", anchor=False)
+        r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=sample_seed, device=device,
+                       start=0.15, precision="fp32", anchor=False)
         return r.mean, None
 
     sampling = model.config.sampling
@@ -351,8 +358,9 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     elif own_sampler:
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
-        rows.append(("default-2@0.15-g1.5" + _branch_suffix(sampling.unconditional, 1.5), default))
-    rows += [(row_label(entry, sampling.unconditional), pure_noise(*entry)) for entry in grid]
+        rows.append(("default-2@0.15-g1.5" + _branch_suffix(sampling.unconditional, 1.5)
+                     + _seed_suffix(sample_seed), default))
+    rows += [(row_label(entry, sampling.unconditional, sample_seed), pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:
         for v in dev_volumes:
@@ -445,7 +453,7 @@ def worker(args) -> int:
     if args.sdpa:
         _always_sdpa(model)
     model.config.sampling.unconditional = args.unconditional
-    score_method(args.method, model, dev, grid, args.device, out)
+    score_method(args.method, model, dev, grid, args.device, out, sample_seed=args.sample_seed)
     return 0
 
 
@@ -508,7 +516,7 @@ def run(args) -> int:
         common += ["--lora-rank", str(args.lora_rank)]
     if args.sdpa:
         common += ["--sdpa"]
-    common += ["--unconditional", args.unconditional]
+    common += ["--unconditional", args.unconditional, "--sample-seed", str(args.sample_seed)]
     if args.methods:
         common += ["--methods", args.methods]
     if args.resume:
@@ -535,7 +543,7 @@ def run(args) -> int:
         log.close()
         text = (work / f"{method}.log").read_text()
         print(f"--- {method} (exit {codes[method]}) ---\n" + "\n".join(text.splitlines()[-6:]), flush=True)
-    print(summarize(out, row_label(GRIDS[args.grid][0], args.unconditional)), flush=True)
+    print(summarize(out, row_label(GRIDS[args.grid][0], args.unconditional, args.sample_seed)), flush=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
@@ -599,6 +607,9 @@ def main(argv=None) -> int:
         p.add_argument("--unconditional", choices=UNCONDITIONAL_BRANCHES, default="backbone",
                        help="the guidance's unconditional branch while scoring (SamplingConfig.unconditional); "
                             "guided rows get an -adapted suffix for 'adapted'")
+        p.add_argument("--sample-seed", type=int, default=0,
+                       help="seed of the sampler's noise while scoring (rows of a seed other than 0 get an -sN "
+                            "suffix): the same checkpoints scored with several seeds give a row's sampling noise")
         p.add_argument("--methods", default="", help="comma-separated subset of "
                        f"{','.join((*METHODS_TRAINED, 'foundation'))} (default: all)")
         p.add_argument("--resume", action="store_true",

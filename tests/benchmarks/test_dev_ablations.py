@@ -405,3 +405,25 @@ def test_train_method_takes_a_lora_rank_and_keeps_alpha_over_rank(tiny_setup):
     assert streams.lora_alpha / streams.lora_rank == base.lora_alpha / base.lora_rank
     ranks = {p.shape[0] for n, p in model.named_parameters() if n.endswith("lora_A.default.weight")}
     assert ranks == {2 * base.lora_rank}  # the adapters were built with it
+
+
+def test_another_sample_seed_redraws_the_sampled_rows_and_says_so(tiny_setup):
+    """``--sample-seed``: the same checkpoint scored again with other noise; the rows name their seed, the
+    no-diffusion row (no noise drawn) is the same and every sampled row differs."""
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    common = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--work", str(root / "work"),
+              "--device", "cpu", "--grid", "tiny", "--threads", "1", "--token-stride", "2"]
+    rows = {}
+    for seed in (0, 3):
+        (root / f"s{seed}").mkdir()
+        args = [*common, "--out", str(root / f"s{seed}"), "--sample-seed", str(seed), *(["--resume"] if seed else [])]
+        assert main(args) == 0
+        rows[seed] = list(csv.DictReader((root / f"s{seed}" / "rows-ftldm.tsv").open(), FIELDS, delimiter="\t"))
+    assert [r["row"] for r in rows[3]] == ["no-diffusion", "default-2@0.15-g1.5-s3", "ddim2x2-g1.5-s3", "ddim1x1-g1-s3"]
+    first, again = ({r["row"].removesuffix("-s3"): float(r["psnr"]) for r in rows[s]} for s in rows)
+    assert first.keys() == again.keys()
+    assert first["no-diffusion"] == again["no-diffusion"]
+    assert all(first[row] != again[row] for row in first if row != "no-diffusion")
