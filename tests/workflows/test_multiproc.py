@@ -45,13 +45,23 @@ def _workflow(base: Path, pid_file: Path):
     return wf
 
 
+def _written_pid(pid_file: Path) -> int | None:
+    """The pid once the worker has written all of it: ``write_text`` creates the file before it writes, so
+    on a loaded machine an existing file can still be empty."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def _when_written(pid_file: Path, action, timeout: float = 120.0) -> threading.Thread:
     def watch():
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not pid_file.exists():
+        while time.monotonic() < deadline and _written_pid(pid_file) is None:
             time.sleep(0.1)
         time.sleep(0.3)
-        action(int(pid_file.read_text()))
+        action(_written_pid(pid_file))
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -98,6 +108,16 @@ def test_worker_stopped_by_sigterm_stops_the_run_as_interrupted(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_interrupted_run_terminates_its_workers(tmp_path):
+    # interrupt_main() stands for Ctrl-C and does nothing while SIGINT is ignored: make the precondition
+    # explicit instead of inheriting it from whatever ran before in this process
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_a_run(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_a_run(tmp_path):
     pid_file = tmp_path / "worker.pid"
     wf = _workflow(tmp_path, pid_file)
     worker = []
