@@ -300,13 +300,13 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
 def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> str:
     """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor])."""
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
-    return label + _branch_suffix(unconditional, entry[2]) + _seed_suffix(sample_seed)
+    return label + _suffixes(unconditional, entry[2], sample_seed)
 
 
-def _seed_suffix(sample_seed: int) -> str:
-    """Rows drawn with another sampling seed than the default 0 say so, so that the sampling noise of a
-    row can be read beside it without mixing the two."""
-    return f"-s{sample_seed}" if sample_seed else ""
+def _suffixes(unconditional: str, guidance: float, sample_seed: int) -> str:
+    """What a sampled row adds to its name: its guidance branch, and its sampling seed when not the default
+    0 (so that two draws of one row can be read side by side without mixing)."""
+    return _branch_suffix(unconditional, guidance) + (f"-s{sample_seed}" if sample_seed else "")
 
 
 def _branch_suffix(unconditional: str, guidance: float) -> str:
@@ -358,8 +358,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     elif own_sampler:
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
-        rows.append(("default-2@0.15-g1.5" + _branch_suffix(sampling.unconditional, 1.5)
-                     + _seed_suffix(sample_seed), default))
+        rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
     rows += [(row_label(entry, sampling.unconditional, sample_seed), pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:

@@ -106,18 +106,17 @@ def test_worker_stopped_by_sigterm_stops_the_run_as_interrupted(tmp_path):
         wf.run(plugin=SafeMultiProcPlugin({"n_procs": 2}))
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
-def test_interrupted_run_terminates_its_workers(tmp_path):
-    # interrupt_main() stands for Ctrl-C and does nothing while SIGINT is ignored: make the precondition
-    # explicit instead of inheriting it from whatever ran before in this process
+@pytest.fixture
+def default_sigint():
+    """interrupt_main() stands for Ctrl-C and does nothing while SIGINT is ignored: set the precondition
+    here instead of inheriting it from whatever ran before in this process."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        _interrupt_a_run(tmp_path)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
-def _interrupt_a_run(tmp_path):
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_interrupted_run_terminates_its_workers(tmp_path, default_sigint):
     pid_file = tmp_path / "worker.pid"
     wf = _workflow(tmp_path, pid_file)
     worker = []
