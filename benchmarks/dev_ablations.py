@@ -442,6 +442,8 @@ def worker(args) -> int:
         model, grid = foundation, GRIDS[args.grid]
     else:
         recipe = load_recipe(foundation.config.preset, Path(args.recipe))
+        if args.lora_b_lr_multiplier is not None:
+            recipe = dataclasses.replace(recipe, lora_b_lr_multiplier=args.lora_b_lr_multiplier)
         steps = args.steps or recipe.steps["diffusion"]
         t0 = time.perf_counter()
         model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
@@ -513,6 +515,8 @@ def run(args) -> int:
         common += ["--token-stride", str(args.token_stride)]
     if args.lora_rank is not None:
         common += ["--lora-rank", str(args.lora_rank)]
+    if args.lora_b_lr_multiplier is not None:
+        common += ["--lora-b-lr-multiplier", str(args.lora_b_lr_multiplier)]
     if args.sdpa:
         common += ["--sdpa"]
     common += ["--unconditional", args.unconditional, "--sample-seed", str(args.sample_seed)]
@@ -600,6 +604,9 @@ def main(argv=None) -> int:
         p.add_argument("--lora-rank", type=int, default=None,
                        help="LoRA rank of the trained methods (StreamsConfig.lora_rank; alpha scaled with it; "
                             "default: the foundation's)")
+        p.add_argument("--lora-b-lr-multiplier", type=float, default=None,
+                       help="rate multiple of the adapters' zero-initialised factors B in the trained methods "
+                            "(TrainingRecipe.lora_b_lr_multiplier; default: the recipe's)")
         p.add_argument("--sdpa", action="store_true",
                        help="score with torch's fused attention also on the CPU (for priors with attention at "
                             "finer levels; see _always_sdpa)")

@@ -31,7 +31,7 @@ from torch import nn
 from demist_bids.models.autoencoders import build_autoencoder, posterior_mean
 from demist_bids.models.config import ModelConfig
 from demist_bids.models.controlnet import build_controlnet, copy_encoder_weights
-from demist_bids.models.lora import LowRankDelta, attach_lora, lora_parameters
+from demist_bids.models.lora import LowRankDelta, attach_lora, lora_parameters, lora_up_parameters
 from demist_bids.models.semantic import SemanticStream
 from demist_bids.models.unet import build_backbone, is_adapter_key, plain_state_dict
 
@@ -105,6 +105,11 @@ class DemistModel(nn.Module):
         if self.semantic is not None:
             gates += [p for name, p in self.semantic.named_parameters() if ".out_proj." in name]
         return gates
+
+    def lora_up_parameters(self) -> list[nn.Parameter]:
+        """The adaptive stream's zero-initialised LoRA factors B. Not among the gates: the
+        shipped recipes train them at the stage's rate (``TrainingRecipe.lora_b_lr_multiplier``)."""
+        return lora_up_parameters(self.backbone)
 
     def freeze_backbone(self) -> None:
         """Freeze the backbone weights; make the stream parameters trainable."""

@@ -15,7 +15,7 @@ import torch
 from monai.networks.blocks import SABlock
 from torch import nn
 
-__all__ = ["LowRankDelta", "attach_lora", "lora_parameters"]
+__all__ = ["LowRankDelta", "attach_lora", "lora_parameters", "lora_up_parameters"]
 
 LOGGER = logging.getLogger("demist.models")
 
@@ -76,3 +76,8 @@ def attach_lora(backbone: nn.Module, rank: int, alpha: float) -> None:
 def lora_parameters(backbone: nn.Module) -> list[nn.Parameter]:
     """The adapter parameters (peft's and the output deltas) inside ``backbone``."""
     return [p for name, p in backbone.named_parameters() if ".lora_" in name]
+
+
+def lora_up_parameters(backbone: nn.Module) -> list[nn.Parameter]:
+    """The zero-initialised factors B of the adapters: the adaptive stream's join to the backbone."""
+    return [p for name, p in backbone.named_parameters() if ".lora_B." in name]

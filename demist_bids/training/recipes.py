@@ -82,6 +82,11 @@ class TrainingRecipe:
     """``diffusion`` stage: the streams' zero-initialised joins (``DemistModel.gate_parameters``)
     learn at this multiple of the stage's rate. The backbone and diffusion stages decay their
     rate on a cosine, as the autoencoder stages do."""
+    lora_b_lr_multiplier: float = 1.0
+    """``diffusion`` stage: the adaptive stream's zero-initialised LoRA factors B
+    (``DemistModel.lora_up_parameters``) learn at this multiple of the stage's rate, as LoRA+
+    (Hayou et al., 2024) trains B faster than A. 1: at the rate of every other stream weight,
+    as the shipped models were trained."""
     high_noise_bias: float = 0.0
     """Backbone and streams draw timestep t with density ~ ``1 + bias * t / T`` (0: uniform)."""
     edge_timestep_max: int = 500

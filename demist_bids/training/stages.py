@@ -352,10 +352,15 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
         params = params + encoder
     model.train()
     gates = {id(p) for p in model.gate_parameters()}
-    optimizer = torch.optim.Adam([
-        {"params": [p for p in params if id(p) not in gates]},
+    # a third group only when it differs, so a run checkpointed with two groups still resumes
+    lora_up = {id(p) for p in model.lora_up_parameters()} if recipe.lora_b_lr_multiplier != 1.0 else set()
+    groups = [
+        {"params": [p for p in params if id(p) not in gates and id(p) not in lora_up]},
         {"params": [p for p in params if id(p) in gates], "lr_scale": recipe.gate_lr_multiplier},
-    ], lr=recipe.learning_rate["diffusion"])
+    ]
+    if lora_up:
+        groups.append({"params": [p for p in params if id(p) in lora_up], "lr_scale": recipe.lora_b_lr_multiplier})
+    optimizer = torch.optim.Adam(groups, lr=recipe.learning_rate["diffusion"])
     alphas_cumprod = scheduler.alphas_cumprod.to(run.device)
 
     def step(i: int) -> dict[str, float]:

@@ -407,6 +407,25 @@ def test_train_method_takes_a_lora_rank_and_keeps_alpha_over_rank(tiny_setup):
     assert ranks == {2 * base.lora_rank}  # the adapters were built with it
 
 
+def test_a_worker_trains_lora_b_at_the_multiple_it_is_given(tiny_setup):
+    from dev_ablations import main
+
+    from demist_bids.training.checkpoints import load_checkpoint
+
+    root, recipe = tiny_setup
+    common = ["worker", "--method", "lora", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--device", "cpu",
+              "--grid", "tiny", "--threads", "1", "--scans", "1"]
+    scales = {}
+    for name, extra in (("plain", []), ("faster", ["--lora-b-lr-multiplier", "8"])):
+        (root / name).mkdir()
+        assert main([*common, "--out", str(root / name), "--work", str(root / f"work-{name}"), *extra]) == 0
+        groups = load_checkpoint(root / f"work-{name}" / "diffusion-lora")["optimizers"]["streams"]["param_groups"]
+        scales[name] = [g.get("lr_scale", 1.0) for g in groups]
+    assert scales["plain"] == [1.0, 1.0]  # the recipe's: B with the other weights, the gates at their multiple
+    assert scales["faster"] == [1.0, 1.0, 8.0]  # B in a group of its own
+
+
 def test_another_sample_seed_redraws_the_sampled_rows_and_says_so(tiny_setup):
     """``--sample-seed``: the same checkpoint scored again with other noise; the rows name their seed, the
     no-diffusion row (no noise drawn) is the same and every sampled row differs."""

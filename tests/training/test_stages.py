@@ -14,6 +14,7 @@ from demist_bids.training.distributed import DistributedContext
 from demist_bids.training.patches import PatchSampler
 from demist_bids.training.recipes import recipe
 from demist_bids.training.volumes import TrainingVolume
+from tests.models.tiny import pretend_pretrained
 
 
 def _blob_volume(name, seed, shape=(24, 24, 24)):
@@ -88,3 +89,31 @@ def test_stages_update_only_their_parameters(setting):
     assert any(not torch.equal(a, b) for a, b in zip(streams_before, model.trainable_stream_parameters()))
     log = (Path(run("diffusion").directory) / "log.csv").read_text().splitlines()
     assert log[0].split(",")[:2] == ["step", "time_s"] and "edge" in log[0] and len(log) == 3
+
+
+def _one_stream_step(tmp_path, name, lora_b_lr_multiplier):
+    """A fresh full model (fixed seed) after one ``diffusion`` step; its LoRA B before and after."""
+    torch.manual_seed(0)
+    model = build_model(preset("small", ablation="full", psr_scale=0.2))
+    pretend_pretrained(model)  # a fresh UNet ends in a zero convolution: nothing inside it gets a gradient
+    model.freeze_backbone()
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size = [16, 16, 16], 1
+    rec.lora_b_lr_multiplier = lora_b_lr_multiplier
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    before = [p.detach().clone() for p in model.lora_up_parameters()]
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
+                                        TerminationFlag(), False, 0, torch.device("cpu")))
+    return before, [p.detach().clone() for p in model.lora_up_parameters()]
+
+
+def test_lora_b_learns_at_its_own_multiple_of_the_rate(tmp_path):
+    # Adam's first step moves every weight with a gradient by about the rate, so B's largest move
+    # is the group's rate: 8 times as far with the multiplier at 8
+    before, plain = _one_stream_step(tmp_path, "plain", 1.0)
+    _, faster = _one_stream_step(tmp_path, "faster", 8.0)
+    assert before and all(torch.count_nonzero(b) == 0 for b in before)  # B starts at zero
+    moved_plain = max(float(p.abs().max()) for p in plain)
+    moved_faster = max(float(p.abs().max()) for p in faster)
+    assert moved_plain > 0
+    assert moved_faster / moved_plain == pytest.approx(8.0, rel=0.02)
