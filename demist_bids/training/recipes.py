@@ -86,7 +86,8 @@ class TrainingRecipe:
     """``diffusion`` stage: the adaptive stream's zero-initialised LoRA factors B
     (``DemistModel.lora_up_parameters``) learn at this multiple of the stage's rate, as LoRA+
     (Hayou et al., 2024) trains B faster than A. 1: at the rate of every other stream weight,
-    as the shipped models were trained."""
+    as the shipped models were trained. At 10 (the gates' rate) the full model stayed level
+    with ControlNet on the development cohort (benchmarks/README, session 19), so no recipe sets it."""
     high_noise_bias: float = 0.0
     """Backbone and streams draw timestep t with density ~ ``1 + bias * t / T`` (0: uniform)."""
     edge_timestep_max: int = 500
