@@ -18,6 +18,8 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|spread] [--device cpu]
+    # two methods over training seeds (each OUT a ``run`` of one method with its own --seed):
+    python benchmarks/dev_ablations.py seeds --a demist=OUT1,OUT2,OUT3 --b controlnet=OUT4,OUT5,OUT6 [--scans K]
 
 ``score --grid spread`` measures issue 16's target 2 on a model's own sampler
 (its steps, guidance, blend and precision): one sample against the mean of 4,
@@ -428,6 +430,67 @@ def spread_verdict(rows: Path) -> str:
             f"oracle_level={several.loc[scans, 'oracle_level'].mean():.3f}")
 
 
+def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None,
+                 margin_db: float = 0.3) -> tuple[str, "pd.DataFrame"]:
+    """Two methods compared over training seeds: one score per run, not per scan.
+
+    ``runs`` maps each of two methods to the ``run`` output folders of its replicates (one training seed
+    each; every folder holds that method's ``rows-<method>.tsv``). A run's score is ``row``'s PSNR
+    averaged over its first ``scans`` scans (all shared scans when None). The first method beats the
+    second if its mean over runs is at least ``margin_db`` higher **and** every one of its runs scores above
+    every run of the second (exact one-sided Mann-Whitney; with 3 + 3 runs its smallest p, 0.05). Session
+    19 found one training run's pure-noise PSNR spreading by about 3 dB between seeds, so a single run per
+    method cannot say which method is better. Returns the verdict line and the per-run scores."""
+    import pandas as pd
+    from scipy import stats
+
+    (first, a_dirs), (second, b_dirs) = runs.items()
+    frames = []
+    for method, dirs in runs.items():
+        for k, folder in enumerate(dirs):
+            table = pd.read_csv(Path(folder) / f"rows-{method}.tsv", sep="\t", names=FIELDS)
+            table = table[(table.method == method) & (table.row == row)]
+            if table.empty:
+                raise ValueError(f"{folder}: no {row!r} rows for {method}")
+            frames.append(table.assign(run=f"{method}#{k}", folder=str(folder)))
+    rows = pd.concat(frames)
+    shared = sorted(set.intersection(*(set(g.scan) for _, g in rows.groupby("run"))))
+    shared = shared[:scans] if scans else shared
+    if not shared:
+        raise ValueError("the runs share no scan")
+    per_run = (rows[rows.scan.isin(shared)].groupby(["method", "run", "folder"], sort=False).psnr.mean()
+               .rename("score").reset_index())
+    a = per_run[per_run.method == first].score.to_numpy()
+    b = per_run[per_run.method == second].score.to_numpy()
+    gap = float(a.mean() - b.mean())
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(var_a + var_b))
+    dof = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a) - 1) + var_b ** 2 / (len(b) - 1)) if se > 0 else np.inf
+    half = float(stats.t.ppf(0.975, dof) * se)
+    p_value = float(stats.mannwhitneyu(a, b, alternative="greater", method="exact").pvalue)
+    holds = gap >= margin_db and bool(a.min() > b.max())
+    line = (f"{first}_db={a.mean():.3f} {first}_sd={a.std(ddof=1):.3f} {second}_db={b.mean():.3f} "
+            f"{second}_sd={b.std(ddof=1):.3f} gap_db={gap:+.3f} welch95=[{gap - half:+.3f},{gap + half:+.3f}] "
+            f"mannwhitney_p={p_value:.3f} runs={len(a)}+{len(b)} scans={len(shared)} holds={holds}")
+    return line, per_run
+
+
+def seeds(args) -> int:
+    """``seeds``: the seed-replicate comparison of two methods (``seed_verdict``)."""
+    runs = {}
+    for spec in (args.a, args.b):
+        method, _, folders = spec.partition("=")
+        runs[method] = [Path(f) for f in folders.split(",") if f]
+    if len(runs) != 2 or any(len(d) < 2 for d in runs.values()):
+        print("dev_ablations seeds: give two different methods, each as METHOD=OUT1,OUT2[,...] (two runs or more)",
+              file=sys.stderr)
+        return 2
+    line, per_run = seed_verdict(runs, args.row, args.scans, args.margin)
+    print(per_run.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(line, flush=True)
+    return 0
+
+
 def worker(args) -> int:
     import torch
 
@@ -567,6 +630,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--scans", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser("seeds", help="two methods compared over training seeds (one score per run)")
+    p.add_argument("--a", required=True, help="METHOD=OUT1,OUT2,...: the runs of the method that should win")
+    p.add_argument("--b", required=True, help="METHOD=OUT1,OUT2,...: the runs it is compared against")
+    p.add_argument("--row", default=row_label(GRIDS["order"][0]), help="the row compared (default: the paper's)")
+    p.add_argument("--scans", type=int, default=0, help="the first K scans the runs share (0: all shared)")
+    p.add_argument("--margin", type=float, default=0.3, help="the least gap of the means, dB")
     p = sub.add_parser("prior", help="a copy of the foundation with a backbone trained on another image domain")
     p.add_argument("--train", required=True)
     p.add_argument("--foundation", required=True)
@@ -629,7 +698,7 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
-    return {"run": run, "worker": worker, "score": score, "prior": prior}[args.command](args)
+    return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds}[args.command](args)
 
 
 if __name__ == "__main__":

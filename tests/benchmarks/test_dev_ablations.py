@@ -446,3 +446,52 @@ def test_another_sample_seed_redraws_the_sampled_rows_and_says_so(tiny_setup):
     assert first.keys() == again.keys()
     assert first["no-diffusion"] == again["no-diffusion"]
     assert all(first[row] != again[row] for row in first if row != "no-diffusion")
+
+
+def _run_rows(folder: Path, method: str, psnr: list[float], row: str = "ddim20x4-g1.5") -> Path:
+    """One ``run`` output folder of one method: ``row`` and a no-diffusion row per scan."""
+    from dev_ablations import FIELDS
+
+    folder.mkdir(parents=True)
+    with (folder / f"rows-{method}.tsv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS, delimiter="\t")
+        for i, value in enumerate(psnr):
+            for name, score in ((row, value), ("no-diffusion", 30.0)):
+                writer.writerow({"method": method, "row": name, "scan": f"sub-{i + 1:02d}", "psnr": score,
+                                 "ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "spearman_std_err": "nan",
+                                 "seconds": 1})
+    return folder
+
+
+@pytest.mark.parametrize(("b_runs", "holds"), [
+    ([[19.0, 20.0, 15.0], [19.5, 20.5, 15.5], [19.2, 20.2, 15.2]], True),   # every full run above every other
+    ([[19.0, 20.0, 15.0], [19.5, 20.5, 15.5], [21.0, 21.6, 17.0]], False),  # one lucky seed overlaps
+    ([[19.75, 20.75, 17.25], [19.8, 20.8, 17.3], [19.85, 20.85, 17.35]], False),  # all below, by less than 0.3 dB
+])
+def test_the_seed_verdict_needs_the_margin_and_every_run_above(tmp_path, b_runs, holds):
+    from dev_ablations import seed_verdict
+
+    # the first full-model run scored 6 scans; scans 4-6 would flip the verdict if they were counted
+    a = [_run_rows(tmp_path / "a0", "demist", [20.4, 21.4, 16.4, 0.0, 0.0, 0.0]),
+         _run_rows(tmp_path / "a1", "demist", [20.5, 21.5, 16.5]),
+         _run_rows(tmp_path / "a2", "demist", [20.6, 21.6, 16.6])]
+    b = [_run_rows(tmp_path / f"b{k}", "controlnet", scores) for k, scores in enumerate(b_runs)]
+    line, per_run = seed_verdict({"demist": a, "controlnet": b}, "ddim20x4-g1.5")
+    assert line.endswith(f"runs=3+3 scans=3 holds={holds}")
+    assert per_run.score.round(3).tolist()[:3] == [19.4, 19.5, 19.6]
+    expected_gap = 19.5 - np.mean([np.mean(s) for s in b_runs])
+    assert f"gap_db={expected_gap:+.3f}" in line
+    if holds:
+        assert "mannwhitney_p=0.050" in line
+
+
+def test_seeds_refuses_one_run_per_method(tmp_path, capsys):
+    from dev_ablations import main
+
+    a = _run_rows(tmp_path / "a0", "demist", [20.0])
+    b = [_run_rows(tmp_path / f"b{k}", "controlnet", [19.0]) for k in range(2)]
+    assert main(["seeds", "--a", f"demist={a}", "--b", f"controlnet={b[0]},{b[1]}"]) == 2
+    assert "two runs or more" in capsys.readouterr().err
+    a2 = _run_rows(tmp_path / "a1", "demist", [20.5])
+    assert main(["seeds", "--a", f"demist={a},{a2}", "--b", f"controlnet={b[0]},{b[1]}"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("runs=2+2 scans=1 holds=True")
