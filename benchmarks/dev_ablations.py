@@ -220,11 +220,13 @@ def _set_attention_levels(unet, levels: str) -> None:
 
 # -- one method: train its streams, then score it ----------------------------------------------
 def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path,
-                 token_stride: int | None = None, resume: bool = False, lora_rank: int | None = None):
+                 token_stride: int | None = None, resume: bool = False, lora_rank: int | None = None,
+                 init_seed: int | None = None):
     """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks
     (``token_stride``: the semantic tokens' layout, default the foundation's; ``lora_rank``: the adaptive
     stream's rank, its alpha scaled with it so alpha / rank stays the foundation's; ``resume``: continue from, or
-    reload, the stage's checkpoint in ``work``)."""
+    reload, the stage's checkpoint in ``work``). ``seed`` draws the data (the patches, the diffusion noise and
+    timesteps); ``init_seed`` (default ``seed``) the streams' initial weights, so the two can be varied apart."""
     import torch
 
     from demist_bids.models.config import ABLATIONS, ModelConfig
@@ -247,7 +249,8 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
         streams = config.streams
         streams.lora_alpha, streams.lora_rank = streams.lora_alpha * lora_rank / streams.lora_rank, lora_rank
     apply_latent_statistics(config, foundation.config)
-    torch.manual_seed(seed + METHODS.index(method))  # fold "all" (index -1): seed + 100 * 0 + index
+    # fold "all" (index -1): seed + 100 * 0 + index
+    torch.manual_seed((seed if init_seed is None else init_seed) + METHODS.index(method))
     model = build_model(config).to(device)
     model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())
     model.cond_autoencoder.load_state_dict(foundation.cond_autoencoder.state_dict())
@@ -510,7 +513,8 @@ def worker(args) -> int:
         steps = args.steps or recipe.steps["diffusion"]
         t0 = time.perf_counter()
         model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
-                             args.device, Path(args.work), args.token_stride, args.resume, args.lora_rank)
+                             args.device, Path(args.work), args.token_stride, args.resume, args.lora_rank,
+                             args.init_seed)
         how = "trained or reloaded (--resume)" if args.resume else "trained"
         print(f"{args.method}: {steps} diffusion steps {how} in {time.perf_counter() - t0:.0f} s", flush=True)
         grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
@@ -580,6 +584,8 @@ def run(args) -> int:
         common += ["--lora-rank", str(args.lora_rank)]
     if args.lora_b_lr_multiplier is not None:
         common += ["--lora-b-lr-multiplier", str(args.lora_b_lr_multiplier)]
+    if args.init_seed is not None:
+        common += ["--init-seed", str(args.init_seed)]
     if args.sdpa:
         common += ["--sdpa"]
     common += ["--unconditional", args.unconditional, "--sample-seed", str(args.sample_seed)]
@@ -664,7 +670,11 @@ def main(argv=None) -> int:
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
         p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny"], default="full",
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0,
+                       help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "
+                            "of the initial weights)")
+        p.add_argument("--init-seed", type=int, default=None,
+                       help="seed of the streams' initial weights when it should differ from --seed")
         p.add_argument("--threads", type=int, default=3)
         p.add_argument("--deadline", type=float, default=0, help="stop the workers after this many seconds")
         p.add_argument("--token-stride", type=int, default=None,

@@ -495,3 +495,28 @@ def test_seeds_refuses_one_run_per_method(tmp_path, capsys):
     a2 = _run_rows(tmp_path / "a1", "demist", [20.5])
     assert main(["seeds", "--a", f"demist={a},{a2}", "--b", f"controlnet={b[0]},{b[1]}"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("runs=2+2 scans=1 holds=True")
+
+
+def test_the_initial_weights_take_their_own_seed_apart_from_the_data(tiny_setup):
+    """``--init-seed``: the streams' initial weights follow it, whatever seed draws the data; by default they
+    follow ``--seed`` as before."""
+    import torch
+    from dev_ablations import train_method, unpack
+
+    from demist_bids.models.io import load_model
+    from demist_bids.training.recipes import load_recipe
+
+    root, recipe_path = tiny_setup
+    foundation = load_model(root / "foundation")
+    recipe = load_recipe(foundation.config.preset, recipe_path)
+    volumes = unpack(root / "train.npz")
+
+    def streams(seed, init_seed=None):
+        model = train_method("controlnet", foundation, recipe, volumes, 0, seed, "cpu",
+                             root / f"work-{seed}-{init_seed}", init_seed=init_seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    data0, data1_init0, data1 = streams(0), streams(1, init_seed=0), streams(1)
+    assert data0.keys() == data1.keys() and data0
+    assert all(torch.equal(data0[n], data1_init0[n]) for n in data0)
+    assert any(not torch.equal(data0[n], data1[n]) for n in data0)
