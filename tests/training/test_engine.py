@@ -72,3 +72,5 @@ def test_step_generators_differ_by_rank_and_step():
     assert not torch.equal(draw(1, 0, "ae", 3), draw(1, 1, "ae", 3))
     assert not torch.equal(draw(1, 0, "ae", 3), draw(1, 0, "ae", 4))
     assert not torch.equal(draw(1, 0, "ae", 3), draw(1, 0, "align", 3))
+    # the Table-1 methods' stages share their draws (common random numbers), as the docstring says
+    assert torch.equal(draw(1, 0, "diffusion-demist", 3), draw(1, 0, "diffusion-controlnet", 3))
