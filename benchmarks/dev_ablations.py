@@ -447,7 +447,7 @@ def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None
     import pandas as pd
     from scipy import stats
 
-    (first, a_dirs), (second, b_dirs) = runs.items()
+    first, second = runs
     frames = []
     for method, dirs in runs.items():
         for k, folder in enumerate(dirs):
