@@ -37,7 +37,7 @@ DONE_NAME = "done.json"
 def step_generator(seed: int, rank: int, stage: str, step: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator for one step, independent of every other (seed, rank, stage, step).
 
-    A stage is known by the first 8 bytes of its name, so every ``diffusion-<method>`` stage draws the same
+    A stage is known by the first 8 bytes of its name only, so every ``diffusion-<method>`` stage draws the same
     noise and timesteps for one seed: the Table-1 methods train on common draws and differ only in their
     streams and initial weights. Kept as it is: another hash would change every model's training draws."""
     stage_id = int.from_bytes(stage.encode()[:8].ljust(8, b"\0"), "little") % (2**31)

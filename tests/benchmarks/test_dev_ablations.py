@@ -163,15 +163,19 @@ def _flat_keys(tree, prefix=""):
         yield prefix.rstrip(".")
 
 
-def _rows(path: Path, psnr: dict) -> None:
+def _write_rows(path: Path, records) -> None:
+    """A rows file as the workers write it (no header); every record is filled with plausible metrics."""
     from dev_ablations import FIELDS
 
+    base = {"ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "spearman_std_err": "nan", "seconds": 1}
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, FIELDS, delimiter="\t")
-        for (method, row), value in psnr.items():
-            for scan in ("sub-01", "sub-02"):
-                writer.writerow({"method": method, "row": row, "scan": scan, "psnr": value, "ssim": 0.9,
-                                 "auc_combined": 0.9, "lesion_auc": 0.9, "spearman_std_err": "nan", "seconds": 1})
+        writer.writerows({**base, **record} for record in records)
+
+
+def _rows(path: Path, psnr: dict) -> None:
+    _write_rows(path, ({"method": method, "row": row, "scan": scan, "psnr": value}
+                       for (method, row), value in psnr.items() for scan in ("sub-01", "sub-02")))
 
 
 @pytest.mark.parametrize(("lora", "expected"), [(20.5, True), (17.0, False)])
@@ -248,18 +252,15 @@ def test_score_spread_measures_target_2_on_the_models_own_sampler(tiny_setup):
 
 
 def _spread_rows(path: Path, one: list[float], several: list[float], rho: float) -> None:
-    from dev_ablations import FIELDS
-
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS, delimiter="\t")
+    def records():
         for i, (a, b) in enumerate(zip(one, several)):
-            scan = f"sub-{i:02d}"
-            base = {"method": "m", "scan": scan, "ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "seconds": 1,
-                    "bias": 0.0, "smooth_share": 0.5, "oracle_smooth": 0.6, "oracle_level": 0.2,
-                    "mean_std": 0.001}
-            writer.writerow({**base, "row": "no-diffusion", "psnr": 20.0, "spearman_std_err": "nan"})
-            writer.writerow({**base, "row": "own-ddim4-g1x1@bf16", "psnr": a, "spearman_std_err": "nan"})
-            writer.writerow({**base, "row": "own-ddim4-g1x4@bf16", "psnr": b, "spearman_std_err": rho})
+            base = {"method": "m", "scan": f"sub-{i:02d}", "bias": 0.0, "smooth_share": 0.5, "oracle_smooth": 0.6,
+                    "oracle_level": 0.2, "mean_std": 0.001}
+            yield {**base, "row": "no-diffusion", "psnr": 20.0}
+            yield {**base, "row": "own-ddim4-g1x1@bf16", "psnr": a}
+            yield {**base, "row": "own-ddim4-g1x4@bf16", "psnr": b, "spearman_std_err": rho}
+
+    _write_rows(path, records())
 
 
 @pytest.mark.parametrize(("several", "rho", "met"), [
@@ -450,16 +451,10 @@ def test_another_sample_seed_redraws_the_sampled_rows_and_says_so(tiny_setup):
 
 def _run_rows(folder: Path, method: str, psnr: list[float], row: str = "ddim20x4-g1.5") -> Path:
     """One ``run`` output folder of one method: ``row`` and a no-diffusion row per scan."""
-    from dev_ablations import FIELDS
-
     folder.mkdir(parents=True)
-    with (folder / f"rows-{method}.tsv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS, delimiter="\t")
-        for i, value in enumerate(psnr):
-            for name, score in ((row, value), ("no-diffusion", 30.0)):
-                writer.writerow({"method": method, "row": name, "scan": f"sub-{i + 1:02d}", "psnr": score,
-                                 "ssim": 0.9, "auc_combined": 0.9, "lesion_auc": 0.9, "spearman_std_err": "nan",
-                                 "seconds": 1})
+    _write_rows(folder / f"rows-{method}.tsv",
+                ({"method": method, "row": name, "scan": f"sub-{i + 1:02d}", "psnr": score}
+                 for i, value in enumerate(psnr) for name, score in ((row, value), ("no-diffusion", 30.0))))
     return folder
 
 
