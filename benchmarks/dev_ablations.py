@@ -19,7 +19,8 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|spread] [--device cpu]
     # two methods over training seeds (each OUT a ``run`` of one method with its own --seed):
-    python benchmarks/dev_ablations.py seeds --a demist=OUT1,OUT2,OUT3 --b controlnet=OUT4,OUT5,OUT6 [--scans K]
+    python benchmarks/dev_ablations.py seeds --a demist=OUT1,OUT2,OUT3 --b controlnet=OUT4,OUT5,OUT6 [--scans K] \\
+        [--psr-scale S]
 
 ``score --grid spread`` measures issue 16's target 2 on a model's own sampler
 (its steps, guidance, blend and precision): one sample against the mean of 4,
@@ -433,8 +434,19 @@ def spread_verdict(rows: Path) -> str:
             f"oracle_level={several.loc[scans, 'oracle_level'].mean():.3f}")
 
 
+def level_free_psnr(psnr, bias, psr_scale: float):
+    """PSNR with the scan's level offset taken out of its squared error (a diagnostic, not target 4's measure).
+
+    Every row's PSNR is on PSR / psr_scale with a data range of 1, and ``bias`` is the mean signed error
+    inside the brain in PSR units, so the error's mean contributes (bias / psr_scale)^2 to the MSE; what is
+    left is the error about the scan's own level. Session 21 found that offset carrying most of the spread
+    between training seeds of one method."""
+    mse = np.power(10.0, -np.asarray(psnr, dtype=float) / 10.0)
+    return 10.0 * np.log10(1.0 / (mse - (np.asarray(bias, dtype=float) / psr_scale) ** 2))
+
+
 def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None,
-                 margin_db: float = 0.3) -> tuple[str, "pd.DataFrame"]:
+                 margin_db: float = 0.3, psr_scale: float | None = None) -> tuple[str, "pd.DataFrame"]:
     """Two methods compared over training seeds: one score per run, not per scan.
 
     ``runs`` maps each of two methods to the ``run`` output folders of its replicates (one training seed
@@ -443,7 +455,9 @@ def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None
     second if its mean over runs is at least ``margin_db`` higher **and** every one of its runs scores above
     every run of the second (exact one-sided Mann-Whitney; with 3 + 3 runs its smallest p, 0.05). Session
     19 found one training run's pure-noise PSNR spreading by about 3 dB between seeds, so a single run per
-    method cannot say which method is better. Returns the verdict line and the per-run scores."""
+    method cannot say which method is better. With ``psr_scale`` (the model's, which every row's PSNR
+    divided PSR by) a scan's score is :func:`level_free_psnr` instead. Returns the verdict line and the
+    per-run scores."""
     import pandas as pd
     from scipy import stats
 
@@ -461,8 +475,10 @@ def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None
     shared = shared[:scans] if scans else shared
     if not shared:
         raise ValueError("the runs share no scan")
-    per_run = (rows[rows.scan.isin(shared)].groupby(["method", "run", "folder"], sort=False).psnr.mean()
-               .rename("score").reset_index())
+    rows = rows[rows.scan.isin(shared)]
+    rows = rows.assign(score=rows.psnr if psr_scale is None else level_free_psnr(rows.psnr, rows.bias, psr_scale))
+    per_run = rows.groupby(["method", "run", "folder"], sort=False).agg(
+        score=("score", "mean"), bias=("bias", "mean")).reset_index()
     a = per_run[per_run.method == first].score.to_numpy()
     b = per_run[per_run.method == second].score.to_numpy()
     gap = float(a.mean() - b.mean())
@@ -474,7 +490,8 @@ def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None
     holds = gap >= margin_db and bool(a.min() > b.max())
     line = (f"{first}_db={a.mean():.3f} {first}_sd={a.std(ddof=1):.3f} {second}_db={b.mean():.3f} "
             f"{second}_sd={b.std(ddof=1):.3f} gap_db={gap:+.3f} welch95=[{gap - half:+.3f},{gap + half:+.3f}] "
-            f"mannwhitney_p={p_value:.3f} runs={len(a)}+{len(b)} scans={len(shared)} holds={holds}")
+            f"mannwhitney_p={p_value:.3f} runs={len(a)}+{len(b)} scans={len(shared)} "
+            f"measure={'psnr' if psr_scale is None else 'level_free'} holds={holds}")
     return line, per_run
 
 
@@ -488,7 +505,7 @@ def seeds(args) -> int:
         print("dev_ablations seeds: give two different methods, each as METHOD=OUT1,OUT2[,...] (two runs or more)",
               file=sys.stderr)
         return 2
-    line, per_run = seed_verdict(runs, args.row, args.scans, args.margin)
+    line, per_run = seed_verdict(runs, args.row, args.scans, args.margin, args.psr_scale)
     print(per_run.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(line, flush=True)
     return 0
@@ -642,6 +659,9 @@ def main(argv=None) -> int:
     p.add_argument("--row", default=row_label(GRIDS["order"][0]), help="the row compared (default: the paper's)")
     p.add_argument("--scans", type=int, default=0, help="the first K scans the runs share (0: all shared)")
     p.add_argument("--margin", type=float, default=0.3, help="the least gap of the means, dB")
+    p.add_argument("--psr-scale", type=float, default=None,
+                   help="score the level-free PSNR (the scan's mean error taken out) with this psr_scale "
+                        "(the model's config.json); default: the PSNR itself")
     p = sub.add_parser("prior", help="a copy of the foundation with a backbone trained on another image domain")
     p.add_argument("--train", required=True)
     p.add_argument("--foundation", required=True)

@@ -472,7 +472,7 @@ def test_the_seed_verdict_needs_the_margin_and_every_run_above(tmp_path, b_runs,
          _run_rows(tmp_path / "a2", "demist", [20.6, 21.6, 16.6])]
     b = [_run_rows(tmp_path / f"b{k}", "controlnet", scores) for k, scores in enumerate(b_runs)]
     line, per_run = seed_verdict({"demist": a, "controlnet": b}, "ddim20x4-g1.5")
-    assert line.endswith(f"runs=3+3 scans=3 holds={holds}")
+    assert line.endswith(f"runs=3+3 scans=3 measure=psnr holds={holds}")
     assert per_run.score.round(3).tolist()[:3] == [19.4, 19.5, 19.6]
     expected_gap = 19.5 - np.mean([np.mean(s) for s in b_runs])
     assert f"gap_db={expected_gap:+.3f}" in line
@@ -489,7 +489,35 @@ def test_seeds_refuses_one_run_per_method(tmp_path, capsys):
     assert "two runs or more" in capsys.readouterr().err
     a2 = _run_rows(tmp_path / "a1", "demist", [20.5])
     assert main(["seeds", "--a", f"demist={a},{a2}", "--b", f"controlnet={b[0]},{b[1]}"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("runs=2+2 scans=1 holds=True")
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("runs=2+2 scans=1 measure=psnr holds=True")
+
+
+def test_the_level_free_score_takes_each_scans_offset_out(tmp_path, capsys):
+    """``seeds --psr-scale``: ControlNet's runs are below only by a level offset (the mean error inside the
+    brain); with the offset taken out they are above, and the verdict turns."""
+    from dev_ablations import level_free_psnr, main
+
+    scale = 0.2
+
+    def with_offset(level_free, bias):  # the PSNR a scan has when its level-free PSNR and offset are these
+        return float(-10 * np.log10(10 ** (-level_free / 10) + (bias / scale) ** 2))
+
+    def run(folder, method, level_free, bias):
+        folder.mkdir()
+        _write_rows(folder / f"rows-{method}.tsv", (
+            {"method": method, "row": "ddim20x4-g1.5", "scan": f"sub-0{i}", "bias": bias,
+             "psnr": with_offset(level_free + 0.1 * i, bias)} for i in (1, 2)))
+        return str(folder)
+
+    a = ",".join(run(tmp_path / f"a{k}", "demist", 22.0 + 0.05 * k, 0.0) for k in range(3))
+    b = ",".join(run(tmp_path / f"b{k}", "controlnet", 22.8 + 0.05 * k, 0.02 * (k + 1)) for k in range(3))
+    assert main(["seeds", "--a", f"demist={a}", "--b", f"controlnet={b}"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("measure=psnr holds=True")
+    assert main(["seeds", "--a", f"demist={a}", "--b", f"controlnet={b}", "--psr-scale", str(scale)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].endswith("measure=level_free holds=False")
+    assert "gap_db=-0.800" in out[-1] and "controlnet_db=23.000" in out[-1]
+    assert level_free_psnr(21.0, 0.0, scale) == pytest.approx(21.0)
 
 
 def test_the_initial_weights_take_their_own_seed_apart_from_the_data(tiny_setup):
