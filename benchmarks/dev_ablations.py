@@ -476,6 +476,8 @@ def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None
     if not shared:
         raise ValueError("the runs share no scan")
     rows = rows[rows.scan.isin(shared)]
+    if psr_scale is not None and rows.bias.isna().any():
+        raise ValueError("a level-free score needs every row's bias; some runs' rows have none")
     rows = rows.assign(score=rows.psnr if psr_scale is None else level_free_psnr(rows.psnr, rows.bias, psr_scale))
     per_run = rows.groupby(["method", "run", "folder"], sort=False).agg(
         score=("score", "mean"), bias=("bias", "mean")).reset_index()

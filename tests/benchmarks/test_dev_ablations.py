@@ -478,6 +478,8 @@ def test_the_seed_verdict_needs_the_margin_and_every_run_above(tmp_path, b_runs,
     assert f"gap_db={expected_gap:+.3f}" in line
     if holds:
         assert "mannwhitney_p=0.050" in line
+    with pytest.raises(ValueError, match="needs every row's bias"):  # these rows carry no bias
+        seed_verdict({"demist": a, "controlnet": b}, "ddim20x4-g1.5", psr_scale=0.2)
 
 
 def test_seeds_refuses_one_run_per_method(tmp_path, capsys):
