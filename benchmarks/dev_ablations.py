@@ -10,7 +10,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|order-g1|tiny] [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
+        [--grid full|ablation|order|order-g1|tiny|level] [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
         [--unconditional backbone|adapted]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
@@ -82,6 +82,9 @@ GRIDS = {
     # the same row without classifier-free guidance: the model alone, as the paper samples (issue 16, session 16)
     "order-g1": [(20, 4, 1.0)],
     "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
+    # one pure-noise chain stopped after 1, 2, 4 and 20 DDIM steps (the same noise): DDIM-1 returns the first clean
+    # estimate at t = 999, so its level against DDIM-20's says where along the chain the level is set (session 21)
+    "level": [(1, 1, 1.5), (2, 1, 1.5), (4, 1, 1.5), (20, 1, 1.5)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
     # the blend, and 10 steps with the blend interpolated between the fitted knots
@@ -690,7 +693,7 @@ def main(argv=None) -> int:
         p.add_argument("--device", default="cuda")
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
-        p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny"], default="full",
+        p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny", "level"], default="full",
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "

@@ -86,6 +86,21 @@ def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
     assert (root / "work" / "diffusion-controlnet").is_dir()  # the stage ran (its checkpoints)
 
 
+def test_the_level_grid_stops_one_chain_after_1_2_4_and_20_steps(tiny_setup):
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    args = ["worker", "--method", "controlnet", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--out", str(root / "out"),
+            "--work", str(root / "work"), "--device", "cpu", "--grid", "level", "--threads", "1"]
+    (root / "out").mkdir()
+    assert main(args) == 0
+    rows = list(csv.DictReader((root / "out" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
+    assert [r["row"] for r in rows][2:] == ["ddim1x1-g1.5", "ddim2x1-g1.5", "ddim4x1-g1.5", "ddim20x1-g1.5"]
+    bias = [float(r["bias"]) for r in rows[2:]]
+    assert all(np.isfinite(bias)) and len(set(bias)) == 4  # four different stopping points, each with its level
+
+
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
     from dev_ablations import FIELDS, main
 
