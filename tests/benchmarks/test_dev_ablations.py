@@ -67,13 +67,18 @@ def tiny_setup(tmp_path):
     return tmp_path, recipe
 
 
+def _worker_args(root: Path, recipe: Path, method: str, grid: str, *extra: str, work: bool = True) -> list[str]:
+    """A ``worker`` command line on the tiny setup's files, one thread, on the CPU (no ``--out``)."""
+    return ["worker", "--method", method, "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
+            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--device", "cpu", "--grid", grid,
+            "--threads", "1", *(["--work", str(root / "work")] if work else []), *extra]
+
+
 def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
     from dev_ablations import FIELDS, main
 
     root, recipe = tiny_setup
-    args = ["worker", "--method", "controlnet", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--out", str(root / "out"),
-            "--work", str(root / "work"), "--device", "cpu", "--grid", "tiny", "--threads", "1"]
+    args = [*_worker_args(root, recipe, "controlnet", "tiny"), "--out", str(root / "out")]
     (root / "out").mkdir()
     assert main(args) == 0
     rows = list(csv.DictReader((root / "out" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
@@ -90,9 +95,7 @@ def test_the_level_grid_stops_one_chain_after_1_2_4_and_20_steps(tiny_setup):
     from dev_ablations import FIELDS, main
 
     root, recipe = tiny_setup
-    args = ["worker", "--method", "controlnet", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--out", str(root / "out"),
-            "--work", str(root / "work"), "--device", "cpu", "--grid", "level", "--threads", "1"]
+    args = [*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "out")]
     (root / "out").mkdir()
     assert main(args) == 0
     rows = list(csv.DictReader((root / "out" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
@@ -107,10 +110,7 @@ def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tin
     from demist_bids.training.checkpoints import load_checkpoint
 
     root, recipe = tiny_setup
-    args = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-            "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--out", str(root / "out"),
-            "--work", str(root / "work"), "--device", "cpu", "--grid", "order", "--threads", "1",
-            "--token-stride", "2"]
+    args = [*_worker_args(root, recipe, "ftldm", "order", "--token-stride", "2"), "--out", str(root / "out")]
     (root / "out").mkdir()
     assert main(args) == 0
     rows = list(csv.DictReader((root / "out" / "rows-ftldm.tsv").open(), FIELDS, delimiter="\t"))
@@ -125,9 +125,7 @@ def test_a_resumed_worker_reloads_the_finished_training_and_scores_it_the_same(t
     from dev_ablations import FIELDS, main
 
     root, recipe = tiny_setup
-    common = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--work", str(root / "work"),
-              "--device", "cpu", "--grid", "tiny", "--threads", "1", "--token-stride", "2"]
+    common = _worker_args(root, recipe, "ftldm", "tiny", "--token-stride", "2")
     for run in ("first", "again"):
         (root / run).mkdir()
         assert main([*common, "--out", str(root / run), *(["--resume"] if run == "again" else [])]) == 0
@@ -144,9 +142,7 @@ def test_the_adapted_unconditional_branch_changes_the_guided_rows_only(tiny_setu
     from dev_ablations import FIELDS, main
 
     root, recipe = tiny_setup
-    common = ["worker", "--method", "foundation", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--work", str(root / "work"),
-              "--device", "cpu", "--grid", "tiny", "--threads", "1"]
+    common = _worker_args(root, recipe, "foundation", "tiny")
     rows = {}
     for branch in ("backbone", "adapted"):
         (root / branch).mkdir()
@@ -429,9 +425,7 @@ def test_a_worker_trains_lora_b_at_the_multiple_it_is_given(tiny_setup):
     from demist_bids.training.checkpoints import load_checkpoint
 
     root, recipe = tiny_setup
-    common = ["worker", "--method", "lora", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--device", "cpu",
-              "--grid", "tiny", "--threads", "1", "--scans", "1"]
+    common = _worker_args(root, recipe, "lora", "tiny", "--scans", "1", work=False)
     scales = {}
     for name, extra in (("plain", []), ("faster", ["--lora-b-lr-multiplier", "8"])):
         (root / name).mkdir()
@@ -448,9 +442,7 @@ def test_another_sample_seed_redraws_the_sampled_rows_and_says_so(tiny_setup):
     from dev_ablations import FIELDS, main
 
     root, recipe = tiny_setup
-    common = ["worker", "--method", "ftldm", "--train", str(root / "train.npz"), "--dev", str(root / "dev.npz"),
-              "--foundation", str(root / "foundation"), "--recipe", str(recipe), "--work", str(root / "work"),
-              "--device", "cpu", "--grid", "tiny", "--threads", "1", "--token-stride", "2"]
+    common = _worker_args(root, recipe, "ftldm", "tiny", "--token-stride", "2")
     rows = {}
     for seed in (0, 3):
         (root / f"s{seed}").mkdir()
