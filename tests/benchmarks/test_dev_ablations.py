@@ -74,14 +74,18 @@ def _worker_args(root: Path, recipe: Path, method: str, grid: str, *extra: str, 
             "--threads", "1", *(["--work", str(root / "work")] if work else []), *extra]
 
 
-def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
+def _worker_rows(root: Path, recipe: Path, method: str, grid: str, *extra: str) -> list[dict]:
+    """Run one ``worker`` into ``root/out`` and return the rows it wrote."""
     from dev_ablations import FIELDS, main
 
-    root, recipe = tiny_setup
-    args = [*_worker_args(root, recipe, "controlnet", "tiny"), "--out", str(root / "out")]
     (root / "out").mkdir()
-    assert main(args) == 0
-    rows = list(csv.DictReader((root / "out" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
+    assert main([*_worker_args(root, recipe, method, grid, *extra), "--out", str(root / "out")]) == 0
+    return list(csv.DictReader((root / "out" / f"rows-{method}.tsv").open(), FIELDS, delimiter="\t"))
+
+
+def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
+    root, recipe = tiny_setup
+    rows = _worker_rows(root, recipe, "controlnet", "tiny")
     # no diffusion, the default sampler, then the tiny grid's two pure-noise rows
     assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim2x2-g1.5", "ddim1x1-g1"]
     assert all(r["method"] == "controlnet" and r["scan"] == "sub-00" for r in rows)
@@ -92,28 +96,18 @@ def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
 
 
 def test_the_level_grid_stops_one_chain_after_1_2_4_and_20_steps(tiny_setup):
-    from dev_ablations import FIELDS, main
-
     root, recipe = tiny_setup
-    args = [*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "out")]
-    (root / "out").mkdir()
-    assert main(args) == 0
-    rows = list(csv.DictReader((root / "out" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
+    rows = _worker_rows(root, recipe, "controlnet", "level")
     assert [r["row"] for r in rows][2:] == ["ddim1x1-g1.5", "ddim2x1-g1.5", "ddim4x1-g1.5", "ddim20x1-g1.5"]
     bias = [float(r["bias"]) for r in rows[2:]]
     assert all(np.isfinite(bias)) and len(set(bias)) == 4  # four different stopping points, each with its level
 
 
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
-    from dev_ablations import FIELDS, main
-
     from demist_bids.training.checkpoints import load_checkpoint
 
     root, recipe = tiny_setup
-    args = [*_worker_args(root, recipe, "ftldm", "order", "--token-stride", "2"), "--out", str(root / "out")]
-    (root / "out").mkdir()
-    assert main(args) == 0
-    rows = list(csv.DictReader((root / "out" / "rows-ftldm.tsv").open(), FIELDS, delimiter="\t"))
+    rows = _worker_rows(root, recipe, "ftldm", "order", "--token-stride", "2")
     # the order grid is target 4's row alone, for every method
     assert [r["row"] for r in rows] == ["no-diffusion", "default-2@0.15-g1.5", "ddim20x4-g1.5"]
     state = load_checkpoint(root / "work" / "diffusion-ftldm")
