@@ -10,7 +10,8 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|order-g1|tiny|level] [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
+        [--grid full|ablation|order|order-g1|tiny|level|noise-scale] \\
+        [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
         [--unconditional backbone|adapted]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
@@ -85,6 +86,10 @@ GRIDS = {
     # one pure-noise chain stopped after 1, 2, 4 and 20 DDIM steps (the same noise): DDIM-1 returns the first clean
     # estimate at t = 999, so its level against DDIM-20's says where along the chain the level is set (session 21)
     "level": [(1, 1, 1.5), (2, 1, 1.5), (4, 1, 1.5), (20, 1, 1.5)],
+    # one pure-noise DDIM-20 chain (the same noise, guidance 1.5, no blend) with every noise estimate divided
+    # by a scale (steps, samples, guidance, anchor, noise_scale; SamplingConfig.noise_scale): epsilon scaling
+    # against exposure bias, the lever session 21's level test left (session 22)
+    "noise-scale": [(20, 1, 1.5, False, scale) for scale in (1.0, 0.98, 0.99, 1.01, 1.02, 1.04)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
     # the blend, and 10 steps with the blend interpolated between the fitted knots
@@ -307,8 +312,9 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
 
 
 def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> str:
-    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor])."""
+    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor[, noise_scale]])."""
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
+    label += f"-e{entry[4]:g}" if entry[4:] and entry[4] != 1 else ""
     return label + _suffixes(unconditional, entry[2], sample_seed)
 
 
@@ -335,9 +341,10 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     from demist_bids.inference.sampler import decode_condition, synthesize
     from demist_bids.training.heldout import ScanRegions, measure_prediction
 
-    def pure_noise(steps, samples, guidance, anchor=False):
+    def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0):
         def fn(cond):
             model.config.sampling.guidance = guidance
+            model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=sample_seed,
                            device=device, start=1.0, precision="fp32", anchor=anchor)
             return r.mean, r.std
@@ -345,16 +352,18 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
 
     def default(cond):
         model.config.sampling.guidance = 1.5
+        model.config.sampling.noise_scale = 1.0
         r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=sample_seed, device=device,
                        start=0.15, precision="fp32", anchor=False)
         return r.mean, None
 
     sampling = model.config.sampling
-    guidance = float(sampling.guidance)
+    guidance, noise_scale = float(sampling.guidance), float(sampling.noise_scale)
 
     def own(precision, samples=1):
         def fn(cond):
             model.config.sampling.guidance = guidance
+            model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=samples,
                            seed=0, device=device, start=float(sampling.start), precision=precision)
             return r.mean, r.std
@@ -400,7 +409,7 @@ def score(args) -> int:
     if model.config.sampling.sampler == "distilled":
         print(f"{args.model} recommends its student: score the student/ directory itself", file=sys.stderr)
         return 2
-    if GRIDS[args.grid] and any(entry[3:] for entry in GRIDS[args.grid]) and not model.anchored:
+    if GRIDS[args.grid] and any(entry[3:4] and entry[3] for entry in GRIDS[args.grid]) and not model.anchored:
         print(f"{args.model} has no fitted blend towards z_c (scripts/fit_anchor.py)", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -693,7 +702,8 @@ def main(argv=None) -> int:
         p.add_argument("--device", default="cuda")
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
-        p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny", "level"], default="full",
+        p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny", "level", "noise-scale"],
+                       default="full",
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "

@@ -141,8 +141,11 @@ class VolumeRunner:
         self.guidance = float(model.config.sampling.guidance)
         self.anchor = model.anchored
         """Blend each noise estimate towards z_c with the model's fitted weights (``ModelConfig.anchor``)."""
+        self.noise_scale = float(model.config.sampling.noise_scale)
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
+        if not self.noise_scale > 0.0:
+            raise ValueError(f"sampling.noise_scale must be positive, got {self.noise_scale}")
         kind = "cuda" if device.startswith("cuda") else "cpu"
         self.autocast = (lambda: torch.autocast(kind, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -186,6 +189,8 @@ class VolumeRunner:
                     self.plan.window_batch,
                 )
         eps = eps.float()
+        if self.noise_scale != 1.0:
+            eps = eps / self.noise_scale
         if self.anchor:
             eps = self.model.anchor_noise(eps, z_t, int(t[0]), z_c)
         return eps
@@ -395,6 +400,7 @@ def synthesize(
         "guidance": runner.guidance,
         "unconditional": runner.model.config.sampling.unconditional if runner.guidance != 1 else None,
         "anchor": runner.anchor,
+        "noise_scale": runner.noise_scale,
         "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),
         "psr_scale": scale,

@@ -180,6 +180,11 @@ class SamplingConfig:
     """Classifier-free guidance scale, with :attr:`unconditional` as the unconditional branch:
     eps = eps_u + guidance * (eps_model - eps_u). 1 is the model alone (one network evaluation
     per step); above 1 costs a second, condition-free evaluation per step."""
+    noise_scale: float = 1.0
+    """Each noise estimate (after guidance, before any blend towards z_c) is divided by this before
+    the scheduler step: the epsilon scaling of Ning et al. (ICLR 2024) against exposure bias, the
+    network seeing its own partly denoised samples instead of forward-noised data. 1 is the
+    paper's sampler; a development lever (issue 16, session 22), not yet chosen for any model."""
     unconditional: str = "backbone"
     """The guidance's unconditional branch: ``backbone``, the frozen backbone with its LoRA
     adapters off (the prior as it was trained), or ``adapted``, the backbone with its adapters

@@ -103,6 +103,25 @@ def test_the_level_grid_stops_one_chain_after_1_2_4_and_20_steps(tiny_setup):
     assert all(np.isfinite(bias)) and len(set(bias)) == 4  # four different stopping points, each with its level
 
 
+def test_the_noise_scale_grid_scales_one_chain_and_its_scale_one_row_is_the_plain_chain(tiny_setup):
+    """``--grid noise-scale``: one DDIM-20 chain per scale, named by it; scale 1 is the level grid's DDIM-20
+    row to the last digit (the same chain, reloaded), the other scales move the map's level."""
+    from dev_ablations import FIELDS, main
+
+    root, recipe = tiny_setup
+    rows = _worker_rows(root, recipe, "controlnet", "noise-scale")
+    names = [r["row"] for r in rows][2:]
+    assert names == ["ddim20x1-g1.5", "ddim20x1-g1.5-e0.98", "ddim20x1-g1.5-e0.99", "ddim20x1-g1.5-e1.01",
+                     "ddim20x1-g1.5-e1.02", "ddim20x1-g1.5-e1.04"]
+    bias = [float(r["bias"]) for r in rows[2:]]
+    assert all(np.isfinite(bias)) and len(set(bias)) == 6
+    (root / "plain").mkdir()
+    assert main([*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "plain"), "--resume"]) == 0
+    plain = {r["row"]: r for r in csv.DictReader((root / "plain" / "rows-controlnet.tsv").open(), FIELDS,
+                                                  delimiter="\t")}
+    assert plain["ddim20x1-g1.5"]["psnr"] == rows[2]["psnr"] and plain["ddim20x1-g1.5"]["bias"] == rows[2]["bias"]
+
+
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
     from demist_bids.training.checkpoints import load_checkpoint
 

@@ -175,6 +175,40 @@ def test_guided_synthesis_names_its_unconditional_branch():
     assert synthesize(model, cond, steps=1).info["unconditional"] is None  # unguided: no branch to name
 
 
+def test_noise_scale_divides_every_noise_estimate_and_one_is_the_paper_sampler():
+    """Epsilon scaling (SamplingConfig.noise_scale): each guided noise estimate is divided by the scale
+    before the scheduler step; 1 leaves the sampler exactly as it was; zero or below is refused."""
+    import torch
+
+    from demist_bids.inference.sampler import prepare_volume
+
+    cond = _condition((32, 32, 32))
+    model = build_model(tiny_config(psr_scale=0.3, sampling={"guidance": 1.5}))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    plain = synthesize(model, cond, steps=3, seed=5, precision="fp32")
+    estimates = {}
+    for scale in (1.0, 2.0):
+        model.config.sampling.noise_scale = scale
+        runner = prepare_volume(model, cond, "cpu", "fp32").runner
+        z_c = runner.encode(prepare_volume(model, cond, "cpu", "fp32").image)
+        z_t = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            estimates[scale] = runner.noise(z_t, torch.full((1,), 700, dtype=torch.long), z_c)
+    torch.testing.assert_close(estimates[2.0], estimates[1.0] / 2.0)
+    model.config.sampling.noise_scale = 1.0
+    same = synthesize(model, cond, steps=3, seed=5, precision="fp32")
+    np.testing.assert_array_equal(same.mean, plain.mean)
+    assert plain.info["noise_scale"] == 1.0
+    model.config.sampling.noise_scale = 1.05
+    scaled = synthesize(model, cond, steps=3, seed=5, precision="fp32")
+    assert scaled.info["noise_scale"] == 1.05 and not np.allclose(scaled.mean, plain.mean)
+    for bad in (0.0, -1.0):
+        model.config.sampling.noise_scale = bad
+        with pytest.raises(ValueError, match="noise_scale must be positive"):
+            synthesize(model, cond, steps=1)
+
+
 def test_autoencoder_overlap_comes_from_the_model():
     """Each model carries its window overlap; more overlap means more windows and a different blend."""
     from unittest import mock
