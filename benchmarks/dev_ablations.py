@@ -12,7 +12,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
         [--grid full|ablation|order|order-g1|tiny|level|noise-scale] \\
         [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
-        [--unconditional backbone|adapted]
+        [--unconditional backbone|adapted] [--noise-scale X]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
         [--domain flair|t1w] [--steps N] [--attention-levels 0,1,1]
@@ -318,6 +318,13 @@ def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> s
     return label + _suffixes(unconditional, entry[2], sample_seed)
 
 
+def scaled(grid, noise_scale: float) -> list:
+    """``grid`` with every chain's noise estimates divided by ``noise_scale`` (``--noise-scale``); 1: as is."""
+    if noise_scale == 1:
+        return list(grid)
+    return [(*entry[:3], bool(entry[3:4] and entry[3]), noise_scale) for entry in grid]
+
+
 def _suffixes(unconditional: str, guidance: float, sample_seed: int) -> str:
     """What a sampled row adds to its name: its guidance branch, and its sampling seed when not the default
     0 (so that two draws of one row can be read side by side without mixing)."""
@@ -549,6 +556,7 @@ def worker(args) -> int:
         how = "trained or reloaded (--resume)" if args.resume else "trained"
         print(f"{args.method}: {steps} diffusion steps {how} in {time.perf_counter() - t0:.0f} s", flush=True)
         grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
+    grid = scaled(grid, args.noise_scale)
     if args.sdpa:
         _always_sdpa(model)
     model.config.sampling.unconditional = args.unconditional
@@ -619,7 +627,8 @@ def run(args) -> int:
         common += ["--init-seed", str(args.init_seed)]
     if args.sdpa:
         common += ["--sdpa"]
-    common += ["--unconditional", args.unconditional, "--sample-seed", str(args.sample_seed)]
+    common += ["--unconditional", args.unconditional, "--sample-seed", str(args.sample_seed),
+               "--noise-scale", str(args.noise_scale)]
     if args.methods:
         common += ["--methods", args.methods]
     if args.resume:
@@ -646,7 +655,8 @@ def run(args) -> int:
         log.close()
         text = (work / f"{method}.log").read_text()
         print(f"--- {method} (exit {codes[method]}) ---\n" + "\n".join(text.splitlines()[-6:]), flush=True)
-    print(summarize(out, row_label(GRIDS[args.grid][0], args.unconditional, args.sample_seed)), flush=True)
+    paper_row = scaled(GRIDS[args.grid], args.noise_scale)[0]
+    print(summarize(out, row_label(paper_row, args.unconditional, args.sample_seed)), flush=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
@@ -730,6 +740,9 @@ def main(argv=None) -> int:
         p.add_argument("--sample-seed", type=int, default=0,
                        help="seed of the sampler's noise while scoring (rows of a seed other than 0 get an -sN "
                             "suffix): the same checkpoints scored with several seeds give a row's sampling noise")
+        p.add_argument("--noise-scale", type=float, default=1.0,
+                       help="divide every pure-noise row's noise estimates by this (SamplingConfig.noise_scale; "
+                            "rows get an -eX suffix); not with --grid noise-scale, which sets its own")
         p.add_argument("--methods", default="", help="comma-separated subset of "
                        f"{','.join((*METHODS_TRAINED, 'foundation'))} (default: all)")
         p.add_argument("--resume", action="store_true",
@@ -743,6 +756,10 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
+    if getattr(args, "noise_scale", 1.0) != 1.0 and (args.grid == "noise-scale" or not args.noise_scale > 0):
+        print("dev_ablations: --noise-scale must be positive, and --grid noise-scale sets its own scales",
+              file=sys.stderr)
+        return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds}[args.command](args)
 
 

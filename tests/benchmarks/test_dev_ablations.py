@@ -105,7 +105,8 @@ def test_the_level_grid_stops_one_chain_after_1_2_4_and_20_steps(tiny_setup):
 
 def test_the_noise_scale_grid_scales_one_chain_and_its_scale_one_row_is_the_plain_chain(tiny_setup):
     """``--grid noise-scale``: one DDIM-20 chain per scale, named by it; scale 1 is the level grid's DDIM-20
-    row to the last digit (the same chain, reloaded), the other scales move the map's level."""
+    row to the last digit (the same chain, reloaded), the other scales move the map's level; ``--noise-scale``
+    gives any grid's chains one scale."""
     from dev_ablations import FIELDS, main
 
     root, recipe = tiny_setup
@@ -120,6 +121,20 @@ def test_the_noise_scale_grid_scales_one_chain_and_its_scale_one_row_is_the_plai
     plain = {r["row"]: r for r in csv.DictReader((root / "plain" / "rows-controlnet.tsv").open(), FIELDS,
                                                   delimiter="\t")}
     assert plain["ddim20x1-g1.5"]["psnr"] == rows[2]["psnr"] and plain["ddim20x1-g1.5"]["bias"] == rows[2]["bias"]
+    # --noise-scale scales any grid's chains: the level grid at 1.02 ends on the noise-scale grid's 1.02 row
+    (root / "scaled").mkdir()
+    level = [*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "scaled"), "--resume"]
+    assert main([*level, "--noise-scale", "1.02"]) == 0
+    again = list(csv.DictReader((root / "scaled" / "rows-controlnet.tsv").open(), FIELDS, delimiter="\t"))
+    assert [r["row"] for r in again][:2] == ["no-diffusion", "default-2@0.15-g1.5"]  # not sampled chains: as is
+    assert [r["row"] for r in again][-1] == "ddim20x1-g1.5-e1.02"
+    assert again[-1]["psnr"] == rows[6]["psnr"] and again[-1]["bias"] == rows[6]["bias"]
+    # a scale on the grid that sets its own, or a scale of zero, is refused before anything is written
+    for bad in (["--grid", "noise-scale", "--noise-scale", "1.02"], ["--noise-scale", "0"]):
+        (root / "refused").mkdir()
+        args = [*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "refused"), *bad]
+        assert main(args) == 2 and not any((root / "refused").iterdir())
+        (root / "refused").rmdir()
 
 
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
