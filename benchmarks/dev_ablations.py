@@ -104,11 +104,13 @@ GRIDS = {
 }
 SPREAD_SAMPLES = 4
 FIELDS = ("method", "row", "scan", "psnr", "ssim", "auc_combined", "lesion_auc", "spearman_std_err", "seconds",
-          "bias", "smooth_share", "oracle_smooth", "oracle_level", "mean_std")
+          "bias", "smooth_share", "oracle_smooth", "oracle_level", "mean_std", "raw_bias")
 """``mean_std``: for several samples, the mean per-voxel std inside the brain (PSR units). ``bias``: the
 mean signed error inside the brain (PSR units); ``smooth_share``: the share of the squared error left after
 smoothing the error map with a 4 mm Gaussian (normalized inside the brain). Together they say how much of
-the error is a subject-level offset or a smooth field. Two oracles (they use the truth) bound
+the error is a subject-level offset or a smooth field. ``raw_bias``: for one-sample rows and no diffusion,
+the bias of the same map before it was clipped to the PSR range (NaN for means of several samples); its
+difference to ``bias`` is what the clip at 0 and at the scale adds to the level. Two oracles (they use the truth) bound
 what an uncertainty map of a given kind could reach in target 2's Spearman: ``oracle_smooth``, the absolute
 error ranked by its own 4 mm smoothing (a map that knows where the error is large, to 4 mm);
 ``oracle_level``, by the scan's mean absolute error in each decile of the true PSR (a map that knows only
@@ -274,18 +276,23 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     return model
 
 
-def _in_box(fn, cond: np.ndarray, brain: np.ndarray):
+def _in_box(fn, cond: np.ndarray, brain: np.ndarray) -> list:
+    """``fn``'s maps (mean, std or None, unclipped map or None) for the brain's box, pasted on the full grid."""
     from demist_bids.training.heldout import brain_box
 
     box = brain_box(brain)
-    mean, std = fn(np.ascontiguousarray(cond[(slice(None), *box)]))
-    full_mean = np.zeros(brain.shape, np.float32)
-    full_mean[box] = mean
-    full_std = None
-    if std is not None:
-        full_std = np.zeros(brain.shape, np.float32)
-        full_std[box] = std
-    return full_mean, full_std
+    pasted = []
+    for image in fn(np.ascontiguousarray(cond[(slice(None), *box)])):
+        if image is not None:
+            full, image = image, np.zeros(brain.shape, np.float32)
+            image[box] = full
+        pasted.append(image)
+    return pasted
+
+
+def _clipped(raw: np.ndarray, psr_scale: float) -> np.ndarray:
+    """An unclipped map (``clamp=False``, PSR units) clipped as the sampler clips it: the same map to the digit."""
+    return np.clip(raw, 0, np.float32(psr_scale))
 
 
 def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray, affine) -> dict[str, float]:
@@ -353,8 +360,10 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
             model.config.sampling.guidance = guidance
             model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=sample_seed,
-                           device=device, start=1.0, precision="fp32", anchor=anchor)
-            return r.mean, r.std
+                           device=device, start=1.0, precision="fp32", anchor=anchor, clamp=samples > 1)
+            if samples > 1:
+                return r.mean, r.std, None
+            return _clipped(r.mean, model.config.psr_scale), None, r.mean
         return fn
 
     def default(cond):
@@ -362,7 +371,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         model.config.sampling.noise_scale = 1.0
         r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=sample_seed, device=device,
                        start=0.15, precision="fp32", anchor=False)
-        return r.mean, None
+        return r.mean, None, None
 
     sampling = model.config.sampling
     guidance, noise_scale = float(sampling.guidance), float(sampling.noise_scale)
@@ -373,10 +382,14 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
             model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=samples,
                            seed=0, device=device, start=float(sampling.start), precision=precision)
-            return r.mean, r.std
+            return r.mean, r.std, None
         return fn
 
-    rows = [("no-diffusion", lambda cond: (decode_condition(model, cond, device=device, precision="fp32"), None))]
+    def no_diffusion(cond):
+        raw = decode_condition(model, cond, device=device, precision="fp32", clamp=False)
+        return _clipped(raw, model.config.psr_scale), None, raw
+
+    rows = [("no-diffusion", no_diffusion)]
     label = f"own-{sampling.sampler}{sampling.steps}-g{guidance:g}"
     if own_sampler == "spread":
         rows += [(f"{label}x{n}@{sampling.precision}", own(sampling.precision, n)) for n in (1, SPREAD_SAMPLES)]
@@ -389,8 +402,9 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     for row, fn in rows:
         for v in dev_volumes:
             t0 = time.perf_counter()
-            mean, std = _in_box(fn, v.cond, v.brain)
+            mean, std, raw = _in_box(fn, v.cond, v.brain)
             mean = np.where(v.brain, mean, 0)
+            raw_bias = float("nan") if raw is None else float((raw - v.psr)[v.brain].astype(np.float64).mean())
             values = measure_prediction(mean, v, model.config.psr_scale, regions[v.name]).values
             rho = spread = float("nan")
             if std is not None:
@@ -400,6 +414,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
                       "auc_combined": values.get("auc_combined", float("nan")),
                       "lesion_auc": values.get("lesion_auc_combined", values.get("lesion_auc", float("nan"))),
                       "spearman_std_err": rho, "seconds": time.perf_counter() - t0, "mean_std": spread,
+                      "raw_bias": raw_bias,
                       **error_structure(mean, v.psr, v.brain, v.affine)}
             with out.open("a", newline="") as handle:
                 csv.DictWriter(handle, FIELDS, delimiter="\t").writerow(record)

@@ -217,10 +217,12 @@ class PreparedVolume:
     device: str
     bf16: bool
 
-    def paste(self, psr01: torch.Tensor, shape: tuple[int, ...], scale: float) -> np.ndarray:
-        """A decoded 1 x 1 x padded map, clamped to [0, 1], in PSR units on the input grid (0 outside the box)."""
+    def paste(self, psr01: torch.Tensor, shape: tuple[int, ...], scale: float, clamp: bool = True) -> np.ndarray:
+        """A decoded 1 x 1 x padded map, clamped to [0, 1] unless ``clamp`` is False, in PSR units on the input
+        grid (0 outside the box)."""
         out = np.zeros(shape, np.float32)
-        out[self.box] = crop_to_original(psr01.clamp(0.0, 1.0)[0, 0].float().cpu().numpy(), self.crop) * scale
+        psr01 = psr01.clamp(0.0, 1.0) if clamp else psr01
+        out[self.box] = crop_to_original(psr01[0, 0].float().cpu().numpy(), self.crop) * scale
         return out
 
 
@@ -250,17 +252,18 @@ def prepare_volume(
 
 @torch.no_grad()
 def decode_condition(model: DemistModel, cond: np.ndarray, *, device: str = "cpu",
-                     precision: str | None = None) -> np.ndarray:
+                     precision: str | None = None, clamp: bool = True) -> np.ndarray:
     """The PSR decoder applied to the conditioning latent z_c: DEMIST with no diffusion at all.
 
     The evaluation's ``no-diffusion`` row: what the aligned encoder alone gives, so
     the table shows what the diffusion steps add to it (issue 16). Same windows,
-    crop and precision as :func:`synthesize`; PSR units on ``cond``'s grid.
+    crop and precision as :func:`synthesize`; PSR units on ``cond``'s grid, clamped to the
+    PSR range unless ``clamp`` is False (as :func:`synthesize`).
     """
     cond = np.asarray(cond, dtype=np.float32)
     prepared = prepare_volume(model, cond, device, precision)
     z_c = prepared.runner.encode(prepared.image)
-    return prepared.paste(prepared.runner.decode(z_c), cond.shape[1:], model.config.psr_scale)
+    return prepared.paste(prepared.runner.decode(z_c), cond.shape[1:], model.config.psr_scale, clamp)
 
 
 @torch.no_grad()
@@ -294,6 +297,7 @@ def synthesize(
     precision: str | None = None,
     start: float | None = None,
     anchor: bool | None = None,
+    clamp: bool = True,
 ) -> SynthesisResult:
     """Synthesize a PSR map.
 
@@ -319,6 +323,9 @@ def synthesize(
         anchor: blend every clean-latent estimate towards z_c with the model's fitted weights
             (:class:`~demist_bids.models.config.AnchorConfig`); None: whenever the model has them.
             False runs the paper's sampler unchanged.
+        clamp: clip every decoded sample to [0, 1] of the PSR scale before the mean and std (a
+            PSR map is never negative). False keeps the decoder's values: a diagnostic of what the
+            clip adds to a map's level where a noisy sample crosses 0.
 
     Returns:
         Mean and std in PSR units on the input grid, plus run information.
@@ -367,7 +374,8 @@ def synthesize(
             done += 1
             if progress is not None:
                 progress(done, total)
-        psr01 = runner.decode(z).clamp_(0.0, 1.0)[0, 0].cpu().numpy()
+        psr01 = runner.decode(z)
+        psr01 = (psr01.clamp_(0.0, 1.0) if clamp else psr01)[0, 0].cpu().numpy()
         psr01 = crop_to_original(psr01, crop).astype(np.float64)
         count += 1  # Welford: mean and variance without keeping every sample
         if mean is None:
@@ -401,6 +409,7 @@ def synthesize(
         "unconditional": runner.model.config.sampling.unconditional if runner.guidance != 1 else None,
         "anchor": runner.anchor,
         "noise_scale": runner.noise_scale,
+        "clamp": clamp,
         "box": [[b.start, b.stop] for b in box],
         "padded_shape": list(image_shape),
         "psr_scale": scale,

@@ -92,6 +92,8 @@ def test_a_worker_trains_one_method_and_scores_every_row(tiny_setup):
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
     assert np.isfinite(float(rows[2]["spearman_std_err"]))  # two samples: a std to correlate
     assert rows[3]["spearman_std_err"] == "nan"  # one sample: none
+    # the level before the clip to the PSR range: for no diffusion and one-sample rows, not for means
+    assert [np.isfinite(float(r["raw_bias"])) for r in rows] == [True, False, False, True]
     assert (root / "work" / "diffusion-controlnet").is_dir()  # the stage ran (its checkpoints)
 
 

@@ -209,6 +209,23 @@ def test_noise_scale_divides_every_noise_estimate_and_one_is_the_paper_sampler()
             synthesize(model, cond, steps=1)
 
 
+def test_unclamped_maps_keep_the_decoders_values_and_clip_back_to_the_clamped_map(model):
+    """``clamp=False`` (a diagnostic of what the clip to the PSR range adds to the level): the decoder's own
+    values, which clipped to [0, psr_scale] are the default map to the last digit, sampled or decoded from z_c."""
+    from demist_bids.inference.sampler import decode_condition
+
+    cond = _condition((32, 32, 32))
+    scale = np.float32(model.config.psr_scale)
+    clamped = synthesize(model, cond, steps=2, seed=1, precision="fp32")
+    raw = synthesize(model, cond, steps=2, seed=1, precision="fp32", clamp=False)
+    assert clamped.info["clamp"] is True and raw.info["clamp"] is False
+    assert ((raw.mean < 0) | (raw.mean > scale)).any()  # the tiny model leaves the range somewhere
+    np.testing.assert_array_equal(np.clip(raw.mean, 0, scale), clamped.mean)
+    decoded = decode_condition(model, cond, precision="fp32", clamp=False)
+    assert ((decoded < 0) | (decoded > scale)).any()
+    np.testing.assert_array_equal(np.clip(decoded, 0, scale), decode_condition(model, cond, precision="fp32"))
+
+
 def test_autoencoder_overlap_comes_from_the_model():
     """Each model carries its window overlap; more overlap means more windows and a different blend."""
     from unittest import mock
