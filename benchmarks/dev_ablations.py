@@ -10,7 +10,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|order-g1|tiny|level|noise-scale] \\
+        [--grid full|ablation|order|order-g1|tiny|level|noise-scale|truth-noised] \\
         [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
         [--unconditional backbone|adapted] [--noise-scale X]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
@@ -90,6 +90,10 @@ GRIDS = {
     # by a scale (steps, samples, guidance, anchor, noise_scale; SamplingConfig.noise_scale): epsilon scaling
     # against exposure bias, the lever session 21's level test left (session 22)
     "noise-scale": [(20, 1, 1.5, False, scale) for scale in (1.0, 0.98, 0.99, 1.01, 1.02, 1.04)],
+    # ("truth", t, guidance): the clean estimate at t from the measured PSR's latent noised by the forward
+    # process (estimate_from_truth), at the timesteps whose chain estimates the level grid stops at: the
+    # network on training-like states beside its own chain (session 22)
+    "truth-noised": [("truth", t, 1.5) for t in (999, 749, 499, 249)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
     # the blend, and 10 steps with the blend interpolated between the fitted knots
@@ -276,13 +280,14 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     return model
 
 
-def _in_box(fn, cond: np.ndarray, brain: np.ndarray) -> list:
-    """``fn``'s maps (mean, std or None, unclipped map or None) for the brain's box, pasted on the full grid."""
+def _in_box(fn, cond: np.ndarray, psr: np.ndarray, brain: np.ndarray) -> list:
+    """``fn(cond, psr)``'s maps (mean, std or None, unclipped map or None) for the brain's box, pasted on the
+    full grid (``psr``: the measured map, which only the truth-noised rows read)."""
     from demist_bids.training.heldout import brain_box
 
     box = brain_box(brain)
     pasted = []
-    for image in fn(np.ascontiguousarray(cond[(slice(None), *box)])):
+    for image in fn(np.ascontiguousarray(cond[(slice(None), *box)]), np.ascontiguousarray(psr[box])):
         if image is not None:
             full, image = image, np.zeros(brain.shape, np.float32)
             image[box] = full
@@ -319,7 +324,10 @@ def error_structure(prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray
 
 
 def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> str:
-    """The row name of one pure-noise grid entry (steps, samples, guidance[, anchor[, noise_scale]])."""
+    """The row name of one grid entry: pure noise (steps, samples, guidance[, anchor[, noise_scale]]) or the
+    noised truth ("truth", t, guidance)."""
+    if entry[0] == "truth":
+        return f"truth-t{entry[1]}-g{entry[2]:g}" + _suffixes(unconditional, entry[2], sample_seed)
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
     label += f"-e{entry[4]:g}" if entry[4:] and entry[4] != 1 else ""
     return label + _suffixes(unconditional, entry[2], sample_seed)
@@ -329,6 +337,8 @@ def scaled(grid, noise_scale: float) -> list:
     """``grid`` with every chain's noise estimates divided by ``noise_scale`` (``--noise-scale``); 1: as is."""
     if noise_scale == 1:
         return list(grid)
+    if any(entry[0] == "truth" for entry in grid):
+        raise ValueError("--noise-scale scales pure-noise chains; the truth-noised grid has none")
     return [(*entry[:3], bool(entry[3:4] and entry[3]), noise_scale) for entry in grid]
 
 
@@ -352,11 +362,11 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     ``sample_seed`` seeds the default and pure-noise rows' noise (the model's own rows keep seed 0)."""
     from scipy.stats import spearmanr
 
-    from demist_bids.inference.sampler import decode_condition, synthesize
+    from demist_bids.inference.sampler import decode_condition, estimate_from_truth, synthesize
     from demist_bids.training.heldout import ScanRegions, measure_prediction
 
     def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0):
-        def fn(cond):
+        def fn(cond, psr):
             model.config.sampling.guidance = guidance
             model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=sample_seed,
@@ -366,7 +376,15 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
             return _clipped(r.mean, model.config.psr_scale), None, r.mean
         return fn
 
-    def default(cond):
+    def noised_truth(timestep, guidance):
+        def fn(cond, psr):
+            model.config.sampling.guidance = guidance
+            model.config.sampling.noise_scale = 1.0
+            return estimate_from_truth(model, cond, psr, timestep, seed=sample_seed, device=device,
+                                       precision="fp32"), None, None
+        return fn
+
+    def default(cond, psr):
         model.config.sampling.guidance = 1.5
         model.config.sampling.noise_scale = 1.0
         r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=sample_seed, device=device,
@@ -377,7 +395,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     guidance, noise_scale = float(sampling.guidance), float(sampling.noise_scale)
 
     def own(precision, samples=1):
-        def fn(cond):
+        def fn(cond, psr):
             model.config.sampling.guidance = guidance
             model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=samples,
@@ -385,7 +403,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
             return r.mean, r.std, None
         return fn
 
-    def no_diffusion(cond):
+    def no_diffusion(cond, psr):
         raw = decode_condition(model, cond, device=device, precision="fp32", clamp=False)
         return _clipped(raw, model.config.psr_scale), None, raw
 
@@ -397,12 +415,13 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
-    rows += [(row_label(entry, sampling.unconditional, sample_seed), pure_noise(*entry)) for entry in grid]
+    rows += [(row_label(entry, sampling.unconditional, sample_seed),
+              noised_truth(*entry[1:]) if entry[0] == "truth" else pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:
         for v in dev_volumes:
             t0 = time.perf_counter()
-            mean, std, raw = _in_box(fn, v.cond, v.brain)
+            mean, std, raw = _in_box(fn, v.cond, v.psr, v.brain)
             mean = np.where(v.brain, mean, 0)
             raw_bias = float("nan") if raw is None else float((raw - v.psr)[v.brain].astype(np.float64).mean())
             values = measure_prediction(mean, v, model.config.psr_scale, regions[v.name]).values
@@ -727,8 +746,8 @@ def main(argv=None) -> int:
         p.add_argument("--device", default="cuda")
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
-        p.add_argument("--grid", choices=["full", "ablation", "order", "order-g1", "tiny", "level", "noise-scale"],
-                       default="full",
+        p.add_argument("--grid", default="full", choices=["full", "ablation", "order", "order-g1", "tiny", "level",
+                                                          "noise-scale", "truth-noised"],
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "
@@ -771,9 +790,10 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
-    if getattr(args, "noise_scale", 1.0) != 1.0 and (args.grid == "noise-scale" or not args.noise_scale > 0):
-        print("dev_ablations: --noise-scale must be positive, and --grid noise-scale sets its own scales",
-              file=sys.stderr)
+    if getattr(args, "noise_scale", 1.0) != 1.0 and (args.grid in ("noise-scale", "truth-noised")
+                                                      or not args.noise_scale > 0):
+        print("dev_ablations: --noise-scale must be positive, and is not for --grid noise-scale (which sets its "
+              "own scales) or truth-noised (no chains)", file=sys.stderr)
         return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds}[args.command](args)
 

@@ -281,6 +281,32 @@ def reconstruct_psr(model: DemistModel, psr: np.ndarray, *, device: str = "cpu",
 
 
 @torch.no_grad()
+def estimate_from_truth(model: DemistModel, cond: np.ndarray, psr: np.ndarray, timestep: int, *, seed: int = 0,
+                        device: str = "cpu", precision: str | None = None) -> np.ndarray:
+    """The model's clean estimate at ``timestep`` from the measured PSR's latent noised by the forward process.
+
+    Where a sampler's chain would stand at ``timestep`` if every earlier step had been perfect: the
+    network sees a state it was trained on, not one of its own. Beside the chain's own estimate at
+    the same step it separates an error the network makes on training-like states from one it makes
+    on its own (exposure bias; issue 16, session 22). ``cond`` and ``psr`` on one grid (PSR units);
+    the model's guidance, noise scale and blend apply as in :func:`synthesize`; PSR units, clipped.
+    """
+    cond = np.asarray(cond, dtype=np.float32)
+    prepared = prepare_volume(model, cond, device, precision)
+    runner, scale = prepared.runner, model.config.psr_scale
+    z_c = runner.encode(prepared.image)
+    psr01 = np.asarray(psr, dtype=np.float32)[None][(slice(None), *prepared.box)] / scale
+    padded, _ = pad_to_multiple(psr01, model.config.size_multiple)
+    z_y = runner.encode_psr(torch.from_numpy(np.ascontiguousarray(padded))[None].to(prepared.device))
+    abar = float(training_scheduler(model.config.schedule).alphas_cumprod[int(timestep)])
+    noise = torch.randn(z_y.shape, generator=torch.Generator().manual_seed(seed)).to(z_y.device)
+    z_t = math.sqrt(abar) * z_y + math.sqrt(1.0 - abar) * noise
+    t = torch.full((z_t.shape[0],), int(timestep), device=z_t.device, dtype=torch.long)
+    z_0 = (z_t - math.sqrt(1.0 - abar) * runner.noise(z_t, t, z_c)) / math.sqrt(abar)
+    return prepared.paste(runner.decode(z_0), cond.shape[1:], scale)
+
+
+@torch.no_grad()
 def synthesize(
     model: DemistModel,
     cond: np.ndarray,

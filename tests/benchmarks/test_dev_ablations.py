@@ -132,11 +132,23 @@ def test_the_noise_scale_grid_scales_one_chain_and_its_scale_one_row_is_the_plai
     assert [r["row"] for r in again][-1] == "ddim20x1-g1.5-e1.02"
     assert again[-1]["psnr"] == rows[6]["psnr"] and again[-1]["bias"] == rows[6]["bias"]
     # a scale on the grid that sets its own, or a scale of zero, is refused before anything is written
-    for bad in (["--grid", "noise-scale", "--noise-scale", "1.02"], ["--noise-scale", "0"]):
+    for bad in (["--grid", "noise-scale", "--noise-scale", "1.02"], ["--grid", "truth-noised", "--noise-scale", "1.02"],
+                ["--noise-scale", "0"]):
         (root / "refused").mkdir()
         args = [*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "refused"), *bad]
         assert main(args) == 2 and not any((root / "refused").iterdir())
         (root / "refused").rmdir()
+
+
+def test_the_truth_noised_grid_scores_the_estimate_from_the_noised_measured_map(tiny_setup):
+    """``--grid truth-noised``: one clean estimate per timestep from the measured PSR's noised latent, each
+    its own map (what the estimate is: tests/inference/test_sampler.py; the tiny model is untrained)."""
+    root, recipe = tiny_setup
+    rows = _worker_rows(root, recipe, "controlnet", "truth-noised")
+    assert [r["row"] for r in rows][2:] == ["truth-t999-g1.5", "truth-t749-g1.5", "truth-t499-g1.5",
+                                            "truth-t249-g1.5"]
+    bias = [float(r["bias"]) for r in rows[2:]]
+    assert all(np.isfinite(bias)) and len(set(bias)) == 4
 
 
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):

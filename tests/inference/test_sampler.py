@@ -226,6 +226,27 @@ def test_unclamped_maps_keep_the_decoders_values_and_clip_back_to_the_clamped_ma
     np.testing.assert_array_equal(np.clip(decoded, 0, scale), decode_condition(model, cond, precision="fp32"))
 
 
+def test_the_estimate_from_the_noised_truth_is_the_truth_at_low_noise_and_z_c_under_a_full_blend(model):
+    """``estimate_from_truth``: at t = 0 the noised truth is the truth, so the estimate is the PSR
+    autoencoder's own reconstruction up to the network's small correction (far closer than at t = 999);
+    under a full blend towards z_c every clean estimate is z_c, so it decodes to no diffusion's map."""
+    from demist_bids.inference.sampler import decode_condition, estimate_from_truth, reconstruct_psr
+    from demist_bids.models.config import AnchorConfig
+
+    cond = _condition((32, 32, 32))
+    psr = (0.2 * cond[0] + 0.01).astype(np.float32)  # the same content box as cond's
+    truth = reconstruct_psr(model, psr, precision="fp32")
+    near = np.abs(estimate_from_truth(model, cond, psr, 0, precision="fp32") - truth).mean()
+    far = np.abs(estimate_from_truth(model, cond, psr, 999, precision="fp32") - truth).mean()
+    assert near < 0.25 * far
+    model.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[1.0] * 8, [1.0] * 8])
+    try:
+        blended = estimate_from_truth(model, cond, psr, 500, precision="fp32")
+    finally:
+        model.config.anchor = AnchorConfig()
+    np.testing.assert_allclose(blended, decode_condition(model, cond, precision="fp32"), atol=1e-4)
+
+
 def test_autoencoder_overlap_comes_from_the_model():
     """Each model carries its window overlap; more overlap means more windows and a different blend."""
     from unittest import mock
