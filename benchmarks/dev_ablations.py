@@ -10,7 +10,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|order-g1|tiny|level|noise-scale|truth-noised] \\
+        [--grid full|ablation|order|order-g1|tiny|level|noise-scale|truth-noised|latent-noise] \\
         [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
         [--unconditional backbone|adapted] [--noise-scale X]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
@@ -94,6 +94,9 @@ GRIDS = {
     # process (estimate_from_truth), at the timesteps whose chain estimates the level grid stops at: the
     # network on training-like states beside its own chain (session 22)
     "truth-noised": [("truth", t, 1.5) for t in (999, 749, 499, 249)],
+    # ("latent", std): the measured PSR's own latent with white noise of that std (standardized latent units)
+    # decoded: how the PSR decoder turns a latent error without a level into a map's level (session 22)
+    "latent-noise": [("latent", std) for std in (0.0, 0.1, 0.2, 0.3, 0.5)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
     # the blend, and 10 steps with the blend interpolated between the fitted knots
@@ -328,6 +331,8 @@ def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> s
     noised truth ("truth", t, guidance)."""
     if entry[0] == "truth":
         return f"truth-t{entry[1]}-g{entry[2]:g}" + _suffixes(unconditional, entry[2], sample_seed)
+    if entry[0] == "latent":
+        return f"latent-noise{entry[1]:g}" + (f"-s{sample_seed}" if sample_seed else "")
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
     label += f"-e{entry[4]:g}" if entry[4:] and entry[4] != 1 else ""
     return label + _suffixes(unconditional, entry[2], sample_seed)
@@ -337,8 +342,8 @@ def scaled(grid, noise_scale: float) -> list:
     """``grid`` with every chain's noise estimates divided by ``noise_scale`` (``--noise-scale``); 1: as is."""
     if noise_scale == 1:
         return list(grid)
-    if any(entry[0] == "truth" for entry in grid):
-        raise ValueError("--noise-scale scales pure-noise chains; the truth-noised grid has none")
+    if any(entry[0] in ("truth", "latent") for entry in grid):
+        raise ValueError("--noise-scale scales pure-noise chains; the truth-noised and latent-noise grids have none")
     return [(*entry[:3], bool(entry[3:4] and entry[3]), noise_scale) for entry in grid]
 
 
@@ -362,7 +367,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     ``sample_seed`` seeds the default and pure-noise rows' noise (the model's own rows keep seed 0)."""
     from scipy.stats import spearmanr
 
-    from demist_bids.inference.sampler import decode_condition, estimate_from_truth, synthesize
+    from demist_bids.inference.sampler import decode_condition, estimate_from_truth, reconstruct_psr, synthesize
     from demist_bids.training.heldout import ScanRegions, measure_prediction
 
     def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0):
@@ -382,6 +387,13 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
             model.config.sampling.noise_scale = 1.0
             return estimate_from_truth(model, cond, psr, timestep, seed=sample_seed, device=device,
                                        precision="fp32"), None, None
+        return fn
+
+    def noised_latent(std):
+        def fn(cond, psr):
+            raw = reconstruct_psr(model, psr, device=device, precision="fp32", latent_noise=std, seed=sample_seed,
+                                  clamp=False)
+            return _clipped(raw, model.config.psr_scale), None, raw
         return fn
 
     def default(cond, psr):
@@ -415,8 +427,9 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
+    builders = {"truth": noised_truth, "latent": noised_latent}
     rows += [(row_label(entry, sampling.unconditional, sample_seed),
-              noised_truth(*entry[1:]) if entry[0] == "truth" else pure_noise(*entry)) for entry in grid]
+              builders[entry[0]](*entry[1:]) if entry[0] in builders else pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
     for row, fn in rows:
         for v in dev_volumes:
@@ -747,7 +760,7 @@ def main(argv=None) -> int:
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
         p.add_argument("--grid", default="full", choices=["full", "ablation", "order", "order-g1", "tiny", "level",
-                                                          "noise-scale", "truth-noised"],
+                                                          "noise-scale", "truth-noised", "latent-noise"],
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "
@@ -790,10 +803,10 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
-    if getattr(args, "noise_scale", 1.0) != 1.0 and (args.grid in ("noise-scale", "truth-noised")
+    if getattr(args, "noise_scale", 1.0) != 1.0 and (args.grid in ("noise-scale", "truth-noised", "latent-noise")
                                                       or not args.noise_scale > 0):
         print("dev_ablations: --noise-scale must be positive, and is not for --grid noise-scale (which sets its "
-              "own scales) or truth-noised (no chains)", file=sys.stderr)
+              "own scales), truth-noised or latent-noise (no chains)", file=sys.stderr)
         return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds}[args.command](args)
 

@@ -268,16 +268,23 @@ def decode_condition(model: DemistModel, cond: np.ndarray, *, device: str = "cpu
 
 @torch.no_grad()
 def reconstruct_psr(model: DemistModel, psr: np.ndarray, *, device: str = "cpu",
-                    precision: str | None = None) -> np.ndarray:
+                    precision: str | None = None, latent_noise: float = 0.0, seed: int = 0,
+                    clamp: bool = True) -> np.ndarray:
     """A measured PSR map (PSR units, X x Y x Z) through the PSR autoencoder and back.
 
     The evaluation's ``ae-ceiling`` row: nothing that works in this latent space
     can beat its own autoencoder's reconstruction. PSR units on ``psr``'s grid.
+    ``latent_noise``: the std of white Gaussian noise (``seed``) added to the latent before
+    decoding, in the diffusion's standardized latent units: how the decoder turns a latent error
+    with no level of its own into a map error (issue 16, session 22). ``clamp`` as in :func:`synthesize`.
     """
     psr01 = np.asarray(psr, dtype=np.float32)[None] / model.config.psr_scale
     prepared = prepare_volume(model, psr01, device, precision)
     z_y = prepared.runner.encode_psr(prepared.image)
-    return prepared.paste(prepared.runner.decode(z_y), psr01.shape[1:], model.config.psr_scale)
+    if latent_noise:
+        noise = torch.randn(z_y.shape, generator=torch.Generator().manual_seed(seed)).to(z_y.device)
+        z_y = z_y + float(latent_noise) * noise
+    return prepared.paste(prepared.runner.decode(z_y), psr01.shape[1:], model.config.psr_scale, clamp)
 
 
 @torch.no_grad()

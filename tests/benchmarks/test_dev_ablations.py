@@ -151,6 +151,18 @@ def test_the_truth_noised_grid_scores_the_estimate_from_the_noised_measured_map(
     assert all(np.isfinite(bias)) and len(set(bias)) == 4
 
 
+def test_the_latent_noise_grid_decodes_the_measured_maps_latent_with_more_and_more_noise(tiny_setup):
+    """``--grid latent-noise`` on the foundation (no training): one decoded map per noise level, each with
+    its level before and after the clip."""
+    root, recipe = tiny_setup
+    rows = _worker_rows(root, recipe, "foundation", "latent-noise")
+    assert [r["row"] for r in rows][2:] == ["latent-noise0", "latent-noise0.1", "latent-noise0.2",
+                                            "latent-noise0.3", "latent-noise0.5"]
+    bias = [float(r["bias"]) for r in rows[2:]]
+    assert all(np.isfinite(bias)) and len(set(bias)) == 5
+    assert all(np.isfinite(float(r["raw_bias"])) for r in rows[2:])
+
+
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
     from demist_bids.training.checkpoints import load_checkpoint
 
