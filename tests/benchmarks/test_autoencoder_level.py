@@ -1,0 +1,39 @@
+"""benchmarks/autoencoder_level.py: the PSR autoencoder's level on patches and in windows, on a tiny model."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+
+def test_the_level_is_measured_on_patches_and_at_each_overlap_and_the_model_keeps_its_overlap(tmp_path, capsys):
+    import torch
+
+    from autoencoder_level import main
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.io import load_model, save_model
+    from dev_ablations import store_volumes
+    from tests.benchmarks.test_dev_ablations import _volumes
+    from tests.models.tiny import pretend_pretrained, tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(psr_scale=0.3))
+    pretend_pretrained(model)
+    save_model(model, tmp_path / "model")
+    store_volumes(_volumes(2, shape=(64, 60, 52), seed=3), tmp_path / "scans.npz")  # larger than one window
+    args = ["--model", str(tmp_path / "model"), "--volumes", str(tmp_path / "scans.npz"), "--patch-batches", "1",
+            "--overlaps", "0,0.5", "--threads", "1"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[:2]] == ["sub-00", "sub-01"]
+    last = dict(item.split("=") for item in lines[-1].split())
+    assert set(last) == {"patch_bias", "window_bias_0", "window_bias_0.5", "scans"} and last["scans"] == "2"
+    values = [float(last[k]) for k in ("patch_bias", "window_bias_0", "window_bias_0.5")]
+    assert all(abs(v) < 0.3 for v in values) and values[1] != values[2]  # the overlap changes the blend
+    per_scan = [float(x) for x in re.findall(r"window0 ([+-][0-9.]+)", "\n".join(lines[:2]))]
+    assert len(per_scan) == 2 and abs(sum(per_scan) / 2 - values[1]) < 1e-4  # the last line means the scans
+    assert load_model(tmp_path / "model").config.sampling.autoencoder_overlap == 0.5  # the file is untouched
+    assert main([*args[:-4], "--overlaps", "1.0"]) == 2  # an overlap of 1 is refused
