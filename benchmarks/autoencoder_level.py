@@ -10,14 +10,15 @@ ways, per scan of a packed cohort (``dev_ablations.py pack``):
 
 - ``patches``: training-size patches drawn as the ``ae`` stage draws them
   (centred on a brain voxel; un-augmented), each encoded and decoded alone;
-- ``window<o>``: the whole scan through ``reconstruct_psr`` with overlap ``o``::
+- ``<blend><o>``: the whole scan through ``reconstruct_psr`` with overlap ``o`` and
+  window weights ``blend`` (``SamplingConfig.autoencoder_blend``), with its RMSE beside::
 
     python benchmarks/autoencoder_level.py --model MODEL --volumes dev.npz [--scans K] \\
-        [--patch-batches N] [--overlaps 0,0.5,0.75]
+        [--patch-batches N] [--overlaps 0,0.5,0.75] [--blends gaussian,constant]
 
 Last line (means over the scans; patches weighted by their brain voxels)::
 
-    patch_bias=<PSR> window_bias_<o>=<PSR> ... scans=<n>
+    patch_bias=<PSR> window_bias_<blend>_<o>=<PSR> window_rmse_<blend>_<o>=<PSR> ... scans=<n>
 """
 
 from __future__ import annotations
@@ -54,20 +55,22 @@ def patch_bias(model, volume, batches: int, seed: int = 0) -> tuple[float, int]:
     return total / max(count, 1) * model.config.psr_scale, count
 
 
-def window_bias(model, volume, overlap: float) -> float:
-    """Mean signed error (PSR) inside the brain of the whole scan's reconstruction at ``overlap``."""
+def window_error(model, volume, overlap: float, blend: str = "gaussian") -> tuple[float, float]:
+    """Mean signed error and RMSE (PSR) inside the brain of the whole scan's reconstruction at ``overlap``
+    with ``blend`` weights."""
     from demist_bids.inference.sampler import reconstruct_psr
     from demist_bids.training.heldout import brain_box
 
     box = brain_box(volume.brain)
-    kept = model.config.sampling.autoencoder_overlap
-    model.config.sampling.autoencoder_overlap = overlap
+    sampling = model.config.sampling
+    kept = sampling.autoencoder_overlap, sampling.autoencoder_blend
+    sampling.autoencoder_overlap, sampling.autoencoder_blend = overlap, blend
     try:
         reconstruction = reconstruct_psr(model, np.ascontiguousarray(volume.psr[box]), precision="fp32")
     finally:
-        model.config.sampling.autoencoder_overlap = kept
-    brain = volume.brain[box]
-    return float((reconstruction - volume.psr[box])[brain].astype(np.float64).mean())
+        sampling.autoencoder_overlap, sampling.autoencoder_blend = kept
+    error = (reconstruction - volume.psr[box])[volume.brain[box]].astype(np.float64)
+    return float(error.mean()), float(np.sqrt(np.mean(error**2)))
 
 
 def main(argv=None) -> int:
@@ -77,12 +80,16 @@ def main(argv=None) -> int:
     parser.add_argument("--scans", type=int, default=0, help="the first K scans (0: all)")
     parser.add_argument("--patch-batches", type=int, default=8, help=f"batches of {PATCH_BATCH} patches per scan")
     parser.add_argument("--overlaps", default="0,0.5,0.75")
+    parser.add_argument("--blends", default="gaussian", help="window weights, comma-separated: gaussian,constant")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     overlaps = [float(o) for o in args.overlaps.split(",")]
-    if args.patch_batches < 1 or any(not 0 <= o < 1 for o in overlaps):
-        print("autoencoder_level: --patch-batches must be >= 1 and every overlap in [0, 1)", file=sys.stderr)
+    blends = args.blends.split(",")
+    if args.patch_batches < 1 or any(not 0 <= o < 1 for o in overlaps) or set(blends) - {"gaussian", "constant"}:
+        print("autoencoder_level: --patch-batches must be >= 1, every overlap in [0, 1) and every blend gaussian "
+              "or constant", file=sys.stderr)
         return 2
+    settings = [(b, o) for b in blends for o in overlaps]
 
     import torch
 
@@ -96,12 +103,13 @@ def main(argv=None) -> int:
     for volume in volumes:
         bias, count = patch_bias(model, volume, args.patch_batches)
         weighted, voxels = weighted + bias * count, voxels + count
-        rows.append([volume.name, bias, *(window_bias(model, volume, o) for o in overlaps)])
+        rows.append([window_error(model, volume, o, b) for b, o in settings])
         print(f"{volume.name} patches {bias:+.4f} " + " ".join(
-            f"window{o:g} {b:+.4f}" for o, b in zip(overlaps, rows[-1][2:])), flush=True)
-    means = np.mean([row[2:] for row in rows], axis=0)
-    print(f"patch_bias={weighted / max(voxels, 1):+.5f} "
-          + " ".join(f"window_bias_{o:g}={m:+.5f}" for o, m in zip(overlaps, means)) + f" scans={len(rows)}")
+            f"{b}{o:g} {e[0]:+.4f} (rmse {e[1]:.4f})" for (b, o), e in zip(settings, rows[-1])), flush=True)
+    means = np.mean(rows, axis=0)
+    print(f"patch_bias={weighted / max(voxels, 1):+.5f} " + " ".join(
+        f"window_bias_{b}_{o:g}={m[0]:+.5f} window_rmse_{b}_{o:g}={m[1]:.5f}" for (b, o), m in zip(settings, means))
+        + f" scans={len(rows)}")
     return 0
 
 

@@ -115,8 +115,9 @@ def _windowed(
     roi: tuple[int, ...],
     overlap: float,
     batch: int,
+    mode: str = "gaussian",
 ) -> torch.Tensor:
-    """MONAI's Gaussian-blended sliding window, ``batch`` windows per network call.
+    """MONAI's sliding window, blended with ``mode`` weights, ``batch`` windows per network call.
 
     Batching changes no result (every normalization is per sample) but matters on
     CPUs: PyTorch runs a batch-1 3D convolution on a 32^3 patch through its slow
@@ -125,7 +126,7 @@ def _windowed(
     from monai.inferers import sliding_window_inference
 
     return sliding_window_inference(
-        inputs, roi_size=roi, sw_batch_size=batch, predictor=predictor, overlap=overlap, mode="gaussian"
+        inputs, roi_size=roi, sw_batch_size=batch, predictor=predictor, overlap=overlap, mode=mode
     )
 
 
@@ -138,12 +139,15 @@ class VolumeRunner:
         self.latent = model.config.autoencoder.latent_channels
         self.factor = model.config.autoencoder.downsampling
         self.overlap = float(model.config.sampling.autoencoder_overlap)
+        self.blend = str(model.config.sampling.autoencoder_blend)
         self.guidance = float(model.config.sampling.guidance)
         self.anchor = model.anchored
         """Blend each noise estimate towards z_c with the model's fitted weights (``ModelConfig.anchor``)."""
         self.noise_scale = float(model.config.sampling.noise_scale)
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
+        if self.blend not in ("gaussian", "constant"):
+            raise ValueError(f"sampling.autoencoder_blend must be gaussian or constant, got {self.blend!r}")
         if not self.noise_scale > 0.0:
             raise ValueError(f"sampling.noise_scale must be positive, got {self.noise_scale}")
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -159,7 +163,8 @@ class VolumeRunner:
     def encode(self, cond: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             z_c = _windowed(
-                self.model.encode_condition, cond, self.autoencoder_window(), self.overlap, self.plan.window_batch
+                self.model.encode_condition, cond, self.autoencoder_window(), self.overlap, self.plan.window_batch,
+                self.blend,
             )
         return z_c.float()
 
@@ -167,7 +172,8 @@ class VolumeRunner:
         """The PSR latent of a whole map (diagnostics and the autoencoder's ceiling)."""
         with self.autocast():
             z_y = _windowed(
-                self.model.encode_psr, psr01, self.autoencoder_window(), self.overlap, self.plan.window_batch
+                self.model.encode_psr, psr01, self.autoencoder_window(), self.overlap, self.plan.window_batch,
+                self.blend,
             )
         return z_y.float()
 
@@ -198,7 +204,7 @@ class VolumeRunner:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         roi = tuple(w // self.factor for w in self.autoencoder_window())
         with self.autocast():
-            image = _windowed(self.model.decode_psr, z, roi, self.overlap, self.plan.window_batch)
+            image = _windowed(self.model.decode_psr, z, roi, self.overlap, self.plan.window_batch, self.blend)
         return image.float()
 
 
@@ -438,6 +444,7 @@ def synthesize(
         "latent_window": list(plan.latent_window) if plan.latent_window else None,
         "window_batch": plan.window_batch,
         "autoencoder_overlap": runner.overlap,
+        "autoencoder_blend": runner.blend,
         "guidance": runner.guidance,
         "unconditional": runner.model.config.sampling.unconditional if runner.guidance != 1 else None,
         "anchor": runner.anchor,

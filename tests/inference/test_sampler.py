@@ -288,6 +288,32 @@ def test_autoencoder_overlap_comes_from_the_model():
         synthesize(bad, cond, steps=1)
 
 
+def test_autoencoder_blend_comes_from_the_model():
+    """Each model carries how its autoencoder windows are blended (gaussian or constant weights): both
+    autoencoders and the decoder use it, the maps differ, anything else is refused."""
+    from unittest import mock
+
+    import monai.inferers
+
+    cond = _condition((48, 48, 48))
+    modes, maps = {}, {}
+    for blend in ("gaussian", "constant"):
+        model = build_model(tiny_config(psr_scale=0.3, sampling={"autoencoder_blend": blend}))
+        pretend_pretrained(model)
+        pretend_trained_streams(model)
+        with mock.patch.object(monai.inferers, "sliding_window_inference",
+                               wraps=monai.inferers.sliding_window_inference) as spy:
+            result = synthesize(model, cond, steps=1, window="whole")
+        modes[blend] = {call.kwargs["mode"] for call in spy.call_args_list}
+        maps[blend] = result.mean
+        assert result.info["autoencoder_blend"] == blend
+    assert modes == {"gaussian": {"gaussian"}, "constant": {"constant"}}
+    assert not np.allclose(maps["gaussian"], maps["constant"])
+    bad = build_model(tiny_config(sampling={"autoencoder_blend": "median"}))
+    with pytest.raises(ValueError, match="autoencoder_blend"):
+        synthesize(bad, cond, steps=1)
+
+
 def test_window_batch_follows_memory():
     config = preset("paper")
     roomy = plan_inference(config, (160, 192, 160), "cpu", sdpa=False, budget_bytes=int(1e12))

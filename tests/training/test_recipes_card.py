@@ -123,3 +123,13 @@ def test_card_says_where_the_quality_comes_from_when_diagnostics_are_recorded():
     assert "## Where the quality comes from" in text
     assert "| no diffusion | 25.96 |" in text and "| pure noise | 8.02 |" in text and "2.33" in text
     assert text.index("Where the quality comes from") < text.index("## Cross-validation")
+
+
+def test_the_sampler_line_names_a_window_blend_other_than_gaussian():
+    from demist_bids.training.model_card import _sampler_line
+
+    sampling = {"sampler": "ddim", "steps": 4}
+    assert "blended" not in _sampler_line({"sampling": sampling})
+    assert "blended" not in _sampler_line({"sampling": {**sampling, "autoencoder_blend": "gaussian"}})
+    line = _sampler_line({"sampling": {**sampling, "autoencoder_blend": "constant", "autoencoder_overlap": 0.75}})
+    assert "overlap by 0.75" in line and "blended with constant weights" in line
