@@ -263,55 +263,33 @@ def test_latent_noise_before_decoding_is_seeded_and_zero_is_the_plain_reconstruc
     np.testing.assert_array_equal(np.clip(raw, 0, np.float32(model.config.psr_scale)), noisy)
 
 
-def test_autoencoder_overlap_comes_from_the_model():
-    """Each model carries its window overlap; more overlap means more windows and a different blend."""
+@pytest.mark.parametrize("setting, values, window_kwarg, bad", [
+    ("autoencoder_overlap", (0.0, 0.75), "overlap", 1.0),
+    ("autoencoder_blend", ("gaussian", "constant"), "mode", "median"),
+])
+def test_autoencoder_windows_take_their_overlap_and_blend_from_the_model(setting, values, window_kwarg, bad):
+    """Each model carries its window overlap and window weights (gaussian or constant): every autoencoder
+    pass uses them, the maps differ, an invalid value is refused."""
     from unittest import mock
 
     import monai.inferers
 
     cond = _condition((48, 48, 48))
-    counts, maps = {}, {}
-    for overlap in (0.0, 0.75):
-        model = build_model(tiny_config(psr_scale=0.3, sampling={"autoencoder_overlap": overlap}))
+    used, maps = {}, {}
+    for value in values:
+        model = build_model(tiny_config(psr_scale=0.3, sampling={setting: value}))
         pretend_pretrained(model)
         pretend_trained_streams(model)
         with mock.patch.object(monai.inferers, "sliding_window_inference",
                                wraps=monai.inferers.sliding_window_inference) as spy:
             result = synthesize(model, cond, steps=1, window="whole")
-        counts[overlap] = {call.kwargs["overlap"] for call in spy.call_args_list}
-        maps[overlap] = result.mean
-        assert result.info["autoencoder_overlap"] == overlap
-    assert counts == {0.0: {0.0}, 0.75: {0.75}}
-    assert not np.allclose(maps[0.0], maps[0.75])
-    bad = build_model(tiny_config(sampling={"autoencoder_overlap": 1.0}))
-    with pytest.raises(ValueError, match="autoencoder_overlap"):
-        synthesize(bad, cond, steps=1)
-
-
-def test_autoencoder_blend_comes_from_the_model():
-    """Each model carries how its autoencoder windows are blended (gaussian or constant weights): both
-    autoencoders and the decoder use it, the maps differ, anything else is refused."""
-    from unittest import mock
-
-    import monai.inferers
-
-    cond = _condition((48, 48, 48))
-    modes, maps = {}, {}
-    for blend in ("gaussian", "constant"):
-        model = build_model(tiny_config(psr_scale=0.3, sampling={"autoencoder_blend": blend}))
-        pretend_pretrained(model)
-        pretend_trained_streams(model)
-        with mock.patch.object(monai.inferers, "sliding_window_inference",
-                               wraps=monai.inferers.sliding_window_inference) as spy:
-            result = synthesize(model, cond, steps=1, window="whole")
-        modes[blend] = {call.kwargs["mode"] for call in spy.call_args_list}
-        maps[blend] = result.mean
-        assert result.info["autoencoder_blend"] == blend
-    assert modes == {"gaussian": {"gaussian"}, "constant": {"constant"}}
-    assert not np.allclose(maps["gaussian"], maps["constant"])
-    bad = build_model(tiny_config(sampling={"autoencoder_blend": "median"}))
-    with pytest.raises(ValueError, match="autoencoder_blend"):
-        synthesize(bad, cond, steps=1)
+        used[value] = {call.kwargs[window_kwarg] for call in spy.call_args_list}
+        maps[value] = result.mean
+        assert result.info[setting] == value
+    assert used == {value: {value} for value in values}
+    assert not np.allclose(maps[values[0]], maps[values[1]])
+    with pytest.raises(ValueError, match=setting):
+        synthesize(build_model(tiny_config(sampling={setting: bad})), cond, steps=1)
 
 
 def test_window_batch_follows_memory():
