@@ -338,12 +338,15 @@ def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> s
     return label + _suffixes(unconditional, entry[2], sample_seed)
 
 
+def scalable(grid) -> bool:
+    """Whether ``--noise-scale`` applies to ``grid``: pure-noise chains only, none with a scale of its own."""
+    return all(isinstance(entry[0], int) and not entry[4:] for entry in grid)
+
+
 def scaled(grid, noise_scale: float) -> list:
-    """``grid`` with every chain's noise estimates divided by ``noise_scale`` (``--noise-scale``); 1: as is."""
+    """``grid`` (:func:`scalable`) with every chain's noise estimates divided by ``noise_scale``; 1: as is."""
     if noise_scale == 1:
         return list(grid)
-    if any(entry[0] in ("truth", "latent") for entry in grid):
-        raise ValueError("--noise-scale scales pure-noise chains; the truth-noised and latent-noise grids have none")
     return [(*entry[:3], bool(entry[3:4] and entry[3]), noise_scale) for entry in grid]
 
 
@@ -803,10 +806,9 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "scans", 0) == 0:
         args.scans = None
-    if getattr(args, "noise_scale", 1.0) != 1.0 and (args.grid in ("noise-scale", "truth-noised", "latent-noise")
-                                                      or not args.noise_scale > 0):
-        print("dev_ablations: --noise-scale must be positive, and is not for --grid noise-scale (which sets its "
-              "own scales), truth-noised or latent-noise (no chains)", file=sys.stderr)
+    if getattr(args, "noise_scale", 1.0) != 1.0 and not (args.noise_scale > 0 and scalable(GRIDS[args.grid])):
+        print("dev_ablations: --noise-scale must be positive, and only for grids of pure-noise chains without "
+              "scales of their own (not noise-scale, truth-noised or latent-noise)", file=sys.stderr)
         return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds}[args.command](args)
 

@@ -133,7 +133,7 @@ def test_the_noise_scale_grid_scales_one_chain_and_its_scale_one_row_is_the_plai
     assert again[-1]["psnr"] == rows[6]["psnr"] and again[-1]["bias"] == rows[6]["bias"]
     # a scale on the grid that sets its own, or a scale of zero, is refused before anything is written
     for bad in (["--grid", "noise-scale", "--noise-scale", "1.02"], ["--grid", "truth-noised", "--noise-scale", "1.02"],
-                ["--noise-scale", "0"]):
+                ["--grid", "latent-noise", "--noise-scale", "1.02"], ["--noise-scale", "0"]):
         (root / "refused").mkdir()
         args = [*_worker_args(root, recipe, "controlnet", "level"), "--out", str(root / "refused"), *bad]
         assert main(args) == 2 and not any((root / "refused").iterdir())
