@@ -291,10 +291,11 @@ def _in_box(fn, cond: np.ndarray, psr: np.ndarray, brain: np.ndarray) -> list:
     box = brain_box(brain)
     pasted = []
     for image in fn(np.ascontiguousarray(cond[(slice(None), *box)]), np.ascontiguousarray(psr[box])):
+        full = None
         if image is not None:
-            full, image = image, np.zeros(brain.shape, np.float32)
-            image[box] = full
-        pasted.append(image)
+            full = np.zeros(brain.shape, np.float32)
+            full[box] = image
+        pasted.append(full)
     return pasted
 
 
