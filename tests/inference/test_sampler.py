@@ -190,8 +190,9 @@ def test_noise_scale_divides_every_noise_estimate_and_one_is_the_paper_sampler()
     estimates = {}
     for scale in (1.0, 2.0):
         model.config.sampling.noise_scale = scale
-        runner = prepare_volume(model, cond, "cpu", "fp32").runner
-        z_c = runner.encode(prepare_volume(model, cond, "cpu", "fp32").image)
+        prepared = prepare_volume(model, cond, "cpu", "fp32")
+        runner = prepared.runner
+        z_c = runner.encode(prepared.image)
         z_t = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             estimates[scale] = runner.noise(z_t, torch.full((1,), 700, dtype=torch.long), z_c)
