@@ -162,13 +162,13 @@ class PassRecorder:
         recorder = self
 
         @functools.wraps(original)
-        def counted(predictor, inputs, roi, overlap, batch):
+        def counted(predictor, inputs, roi, overlap, batch, *rest):
             def counting(window):
                 recorder._write({"pass": "window", "in": recorder.current, "roi": list(roi),
                                  "overlap": overlap, "batch": int(window.shape[0]), "seconds": 0.0})
                 return predictor(window)
 
-            return original(counting, inputs, roi, overlap, batch)
+            return original(counting, inputs, roi, overlap, batch, *rest)
 
         self._undo.append((sampler_module, "_windowed", original))
         sampler_module._windowed = counted

@@ -108,3 +108,27 @@ def test_union_of_node_intervals():
     union = _script().union_seconds
     assert union([(0, 2), (1, 3), (5, 6)]) == 4
     assert union([]) == 0
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_the_recorder_passes_every_sampler_argument_through(tmp_path, blend):
+    """The recorder wraps the sampler's own functions: a synthesis under it gives the same map, with a
+    window record for each autoencoder window, whatever arguments the sampler passes (its blend included)."""
+    import numpy as np
+
+    from demist_bids.inference.sampler import synthesize
+    from demist_bids.models.demist import build_model
+    from tests.models.tiny import pretend_pretrained, pretend_trained_streams, tiny_config
+
+    model = build_model(tiny_config("full", psr_scale=0.3))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    model.config.sampling.autoencoder_blend = blend
+    cond = np.random.default_rng(0).random((2, 24, 24, 24)).astype(np.float32)
+    plain = synthesize(model, cond, steps=1, precision="fp32")
+    recorder = _script().PassRecorder(tmp_path / "passes.jsonl")
+    with recorder:
+        recorded = synthesize(model, cond, steps=1, precision="fp32")
+    np.testing.assert_array_equal(recorded.mean, plain.mean)
+    kinds = [r["pass"] for r in recorder.records()]
+    assert kinds.count("window") >= 2 and {"encoder", "decoder", "step"} <= set(kinds)
