@@ -11,10 +11,12 @@ ways, per scan of a packed cohort (``dev_ablations.py pack``):
 - ``patches``: training-size patches drawn as the ``ae`` stage draws them
   (centred on a brain voxel; un-augmented), each encoded and decoded alone;
 - ``<blend><o>``: the whole scan through ``reconstruct_psr`` with overlap ``o`` and
-  window weights ``blend`` (``SamplingConfig.autoencoder_blend``), with its RMSE beside::
+  window weights ``blend`` (``SamplingConfig.autoencoder_blend``; ``ENC/DEC``, e.g.
+  ``gaussian/constant``, gives the decoder its own, ``SamplingConfig.decoder_blend``), with its
+  RMSE beside::
 
     python benchmarks/autoencoder_level.py --model MODEL --volumes dev.npz [--scans K] \\
-        [--patch-batches N] [--overlaps 0,0.5,0.75] [--blends gaussian,constant]
+        [--patch-batches N] [--overlaps 0,0.5,0.75] [--blends gaussian,constant,gaussian/constant]
 
 Last line (means over the scans; patches weighted by their brain voxels)::
 
@@ -57,18 +59,19 @@ def patch_bias(model, volume, batches: int, seed: int = 0) -> tuple[float, int]:
 
 def window_error(model, volume, overlap: float, blend: str = "gaussian") -> tuple[float, float]:
     """Mean signed error and RMSE (PSR) inside the brain of the whole scan's reconstruction at ``overlap``
-    with ``blend`` weights."""
+    with ``blend`` weights (``ENC/DEC``: the encoder's, then the decoder's)."""
     from demist_bids.inference.sampler import reconstruct_psr
     from demist_bids.training.heldout import brain_box
 
     box = brain_box(volume.brain)
     sampling = model.config.sampling
-    kept = sampling.autoencoder_overlap, sampling.autoencoder_blend
-    sampling.autoencoder_overlap, sampling.autoencoder_blend = overlap, blend
+    encoders, _, decoder = blend.partition("/")
+    kept = sampling.autoencoder_overlap, sampling.autoencoder_blend, sampling.decoder_blend
+    sampling.autoencoder_overlap, sampling.autoencoder_blend, sampling.decoder_blend = overlap, encoders, decoder or None
     try:
         reconstruction = reconstruct_psr(model, np.ascontiguousarray(volume.psr[box]), precision="fp32")
     finally:
-        sampling.autoencoder_overlap, sampling.autoencoder_blend = kept
+        sampling.autoencoder_overlap, sampling.autoencoder_blend, sampling.decoder_blend = kept
     error = (reconstruction - volume.psr[box])[volume.brain[box]].astype(np.float64)
     return float(error.mean()), float(np.sqrt(np.mean(error**2)))
 
@@ -80,14 +83,17 @@ def main(argv=None) -> int:
     parser.add_argument("--scans", type=int, default=0, help="the first K scans (0: all)")
     parser.add_argument("--patch-batches", type=int, default=8, help=f"batches of {PATCH_BATCH} patches per scan")
     parser.add_argument("--overlaps", default="0,0.5,0.75")
-    parser.add_argument("--blends", default="gaussian", help="window weights, comma-separated: gaussian,constant")
+    parser.add_argument("--blends", default="gaussian",
+                        help="window weights, comma-separated: gaussian, constant, or ENC/DEC (gaussian/constant)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     overlaps = [float(o) for o in args.overlaps.split(",")]
     blends = args.blends.split(",")
-    if args.patch_batches < 1 or any(not 0 <= o < 1 for o in overlaps) or set(blends) - {"gaussian", "constant"}:
-        print("autoencoder_level: --patch-batches must be >= 1, every overlap in [0, 1) and every blend gaussian "
-              "or constant", file=sys.stderr)
+    weights = {"gaussian", "constant"}
+    valid = weights | {f"{e}/{d}" for e in weights for d in weights}
+    if args.patch_batches < 1 or any(not 0 <= o < 1 for o in overlaps) or set(blends) - valid:
+        print("autoencoder_level: --patch-batches must be >= 1, every overlap in [0, 1) and every blend gaussian, "
+              "constant or ENC/DEC of the two", file=sys.stderr)
         return 2
     settings = [(b, o) for b in blends for o in overlaps]
 

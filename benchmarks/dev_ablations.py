@@ -105,6 +105,8 @@ GRIDS = {
     # the model's own default sampler as its config stores it (steps, guidance, blend), in its own precision,
     # bf16 and fp32: e.g. a distilled student (issue 19)
     "own": [],
+    # the same in its own precision only (one row beside no diffusion: comparing a model's settings)
+    "own-stored": [],
     # issue 16 target 2 on the model's own sampler, in its own precision: one sample against the mean of
     # SPREAD_SAMPLES, and the per-voxel std of those samples against the absolute error
     "spread": [],
@@ -366,7 +368,8 @@ def _branch_suffix(unconditional: str, guidance: float) -> str:
 def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
                  own_sampler: bool | str = False, sample_seed: int = 0) -> None:
     """Append one row per (sampler row, scan) to ``out``; ``own_sampler``: the model's stored sampler in its
-    own precision, bf16 and fp32 instead of the legacy start-from-z_c default; ``"spread"``: that sampler in
+    own precision, bf16 and fp32 instead of the legacy start-from-z_c default; ``"stored"``: in its own
+    precision only; ``"spread"``: that sampler in
     its own precision, one sample and the mean of :data:`SPREAD_SAMPLES` (issue 16, target 2).
     ``sample_seed`` seeds the default and pure-noise rows' noise (the model's own rows keep seed 0)."""
     from scipy.stats import spearmanr
@@ -427,6 +430,8 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     label = f"own-{sampling.sampler}{sampling.steps}-g{guidance:g}"
     if own_sampler == "spread":
         rows += [(f"{label}x{n}@{sampling.precision}", own(sampling.precision, n)) for n in (1, SPREAD_SAMPLES)]
+    elif own_sampler == "stored":
+        rows.append((f"{label}@{sampling.precision}", own(sampling.precision)))
     elif own_sampler:
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
@@ -472,7 +477,7 @@ def score(args) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    own = {"own": True, "spread": "spread"}.get(args.grid, False)
+    own = {"own": True, "own-stored": "stored", "spread": "spread"}.get(args.grid, False)
     score_method(args.label, model, unpack(Path(args.dev), args.scans), GRIDS[args.grid], args.device,
                  out / f"rows-{args.label}.tsv", own_sampler=own)
     line = summarize(out)

@@ -140,14 +140,17 @@ class VolumeRunner:
         self.factor = model.config.autoencoder.downsampling
         self.overlap = float(model.config.sampling.autoencoder_overlap)
         self.blend = str(model.config.sampling.autoencoder_blend)
+        """Window weights of the encoding passes (the condition and, for diagnostics, the PSR map)."""
+        self.decoder_blend = str(model.config.sampling.decoder_blend or self.blend)
         self.guidance = float(model.config.sampling.guidance)
         self.anchor = model.anchored
         """Blend each noise estimate towards z_c with the model's fitted weights (``ModelConfig.anchor``)."""
         self.noise_scale = float(model.config.sampling.noise_scale)
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
-        if self.blend not in ("gaussian", "constant"):
-            raise ValueError(f"sampling.autoencoder_blend must be gaussian or constant, got {self.blend!r}")
+        for name, blend in (("autoencoder_blend", self.blend), ("decoder_blend", self.decoder_blend)):
+            if blend not in ("gaussian", "constant"):
+                raise ValueError(f"sampling.{name} must be gaussian or constant, got {blend!r}")
         if not self.noise_scale > 0.0:
             raise ValueError(f"sampling.noise_scale must be positive, got {self.noise_scale}")
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -204,7 +207,8 @@ class VolumeRunner:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         roi = tuple(w // self.factor for w in self.autoencoder_window())
         with self.autocast():
-            image = _windowed(self.model.decode_psr, z, roi, self.overlap, self.plan.window_batch, self.blend)
+            image = _windowed(self.model.decode_psr, z, roi, self.overlap, self.plan.window_batch,
+                              self.decoder_blend)
         return image.float()
 
 
@@ -445,6 +449,7 @@ def synthesize(
         "window_batch": plan.window_batch,
         "autoencoder_overlap": runner.overlap,
         "autoencoder_blend": runner.blend,
+        "decoder_blend": runner.decoder_blend,
         "guidance": runner.guidance,
         "unconditional": runner.model.config.sampling.unconditional if runner.guidance != 1 else None,
         "anchor": runner.anchor,

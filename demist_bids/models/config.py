@@ -201,7 +201,12 @@ class SamplingConfig:
     window's centre counts most) or ``constant`` (every window alike). On latents cut from a whole
     scan the PSR decoder's window centres read high: with ``gaussian`` at overlap 0.5 the shipped
     autoencoders decode a measured map's own latent about +0.009 PSR above it inside the brain,
-    against +0.001 to +0.002 on single training patches (benchmarks/autoencoder_level.py, session 22)."""
+    against +0.001 to +0.002 on single training patches (benchmarks/autoencoder_level.py, session 22).
+    The encoding passes use it; the decoder too unless :attr:`decoder_blend` says otherwise."""
+    decoder_blend: str | None = None
+    """The PSR decoder's window weights when they differ from the encoders': ``gaussian`` or ``constant``;
+    None takes :attr:`autoencoder_blend`. Session 22's first look found the level offset made where the
+    decoder's windows are blended, not the encoders' (benchmarks/README)."""
 
 
 @dataclass

@@ -247,8 +247,12 @@ def _sampler_line(config: dict) -> str:
     overlap = float(sampling.get("autoencoder_overlap", 0.5))
     if overlap != 0.5:
         text += f"; autoencoder windows overlap by {overlap:g}"
-    if sampling.get("autoencoder_blend", "gaussian") != "gaussian":
-        text += f"; autoencoder windows blended with {sampling['autoencoder_blend']} weights"
+    encoders = sampling.get("autoencoder_blend", "gaussian")
+    decoder = sampling.get("decoder_blend") or encoders
+    if encoders == decoder != "gaussian":
+        text += f"; autoencoder windows blended with {encoders} weights"
+    elif encoders != decoder:
+        text += f"; autoencoder windows blended with {encoders} weights when encoding, {decoder} when decoding"
     bench = config.get("card", {}).get("sampler_benchmark")
     if bench:
         paper = bench.get("reference_is_paper", bench["reference"] == "ddpm:1000")

@@ -42,3 +42,29 @@ def test_the_level_is_measured_on_patches_and_at_each_overlap_and_the_model_keep
     assert load_model(tmp_path / "model").config.sampling.autoencoder_overlap == 0.5  # the file is untouched
     assert main([*args[:-6], "--overlaps", "1.0"]) == 2  # an overlap of 1 is refused
     assert main([*args[:-6], "--blends", "median"]) == 2
+    assert main([*args[:-6], "--blends", "gaussian/median"]) == 2
+
+
+def test_the_decoder_takes_its_own_blend(tmp_path, capsys):
+    """``--blends ENC/DEC``: gaussian/gaussian is gaussian to the digit, constant decoding changes the level,
+    and the model's own settings are back afterwards."""
+    import torch
+
+    from autoencoder_level import main
+    from demist_bids.models.demist import build_model
+    from demist_bids.models.io import save_model
+    from dev_ablations import store_volumes
+    from tests.benchmarks.test_dev_ablations import _volumes
+    from tests.models.tiny import pretend_pretrained, tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(psr_scale=0.3))
+    pretend_pretrained(model)
+    save_model(model, tmp_path / "model")
+    store_volumes(_volumes(1, shape=(64, 60, 52), seed=3), tmp_path / "scans.npz")
+    assert main(["--model", str(tmp_path / "model"), "--volumes", str(tmp_path / "scans.npz"), "--patch-batches",
+                 "1", "--overlaps", "0.5", "--blends", "gaussian,gaussian/gaussian,gaussian/constant",
+                 "--threads", "1"]) == 0
+    last = dict(item.split("=") for item in capsys.readouterr().out.strip().splitlines()[-1].split())
+    assert last["window_bias_gaussian_0.5"] == last["window_bias_gaussian/gaussian_0.5"]
+    assert last["window_bias_gaussian/constant_0.5"] != last["window_bias_gaussian_0.5"]

@@ -303,6 +303,11 @@ def test_score_own_rates_the_models_stored_sampler_in_each_precision(tiny_setup)
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
 
 
+def test_score_own_stored_rates_the_stored_precision_only(tiny_setup):
+    rows, _ = _score_own_sampler(tiny_setup[0], "own-stored", "bf16")
+    assert [r["row"] for r in rows] == ["no-diffusion", "own-ddim2-g1@bf16"]
+
+
 def test_score_spread_measures_target_2_on_the_models_own_sampler(tiny_setup):
     from dev_ablations import SPREAD_SAMPLES, spread_verdict
 

@@ -293,6 +293,33 @@ def test_autoencoder_windows_take_their_overlap_and_blend_from_the_model(setting
         synthesize(build_model(tiny_config(sampling={setting: bad})), cond, steps=1)
 
 
+def test_the_decoder_can_take_its_own_window_blend():
+    """``decoder_blend``: the decoder's windows take it, the encoder's keep ``autoencoder_blend``; None is
+    the encoders' blend (the map to the digit); an invalid value is refused."""
+    from unittest import mock
+
+    import monai.inferers
+
+    cond = _condition((48, 48, 48))
+    maps = {}
+    model = build_model(tiny_config(psr_scale=0.3))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    for decoder in (None, "gaussian", "constant"):
+        model.config.sampling.decoder_blend = decoder
+        with mock.patch.object(monai.inferers, "sliding_window_inference",
+                               wraps=monai.inferers.sliding_window_inference) as spy:
+            result = synthesize(model, cond, steps=1, window="whole")
+        modes = [call.kwargs["mode"] for call in spy.call_args_list]
+        assert modes == ["gaussian", decoder or "gaussian"]  # encode z_c, then decode
+        assert result.info["decoder_blend"] == (decoder or "gaussian")
+        maps[decoder] = result.mean
+    np.testing.assert_array_equal(maps[None], maps["gaussian"])
+    assert not np.allclose(maps[None], maps["constant"])
+    with pytest.raises(ValueError, match="decoder_blend"):
+        synthesize(build_model(tiny_config(sampling={"decoder_blend": "median"})), cond, steps=1)
+
+
 def test_window_batch_follows_memory():
     config = preset("paper")
     roomy = plan_inference(config, (160, 192, 160), "cpu", sdpa=False, budget_bytes=int(1e12))

@@ -133,3 +133,7 @@ def test_the_sampler_line_names_a_window_blend_other_than_gaussian():
     assert "blended" not in _sampler_line({"sampling": {**sampling, "autoencoder_blend": "gaussian"}})
     line = _sampler_line({"sampling": {**sampling, "autoencoder_blend": "constant", "autoencoder_overlap": 0.75}})
     assert "overlap by 0.75" in line and "blended with constant weights" in line
+    assert "decoding" not in line
+    line = _sampler_line({"sampling": {**sampling, "decoder_blend": "constant"}})
+    assert "blended with gaussian weights when encoding, constant when decoding" in line
+    assert "blended" not in _sampler_line({"sampling": {**sampling, "decoder_blend": "gaussian"}})
