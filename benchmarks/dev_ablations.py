@@ -18,10 +18,12 @@ process tree on whatever device it gets, from two files the CPU machine packs::
         [--domain flair|t1w] [--steps N] [--attention-levels 0,1,1]
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
-        [--grid anchored|own|spread] [--device cpu]
+        [--grid anchored|own|own-stored|spread] [--device cpu]
     # two methods over training seeds (each OUT a ``run`` of one method with its own --seed):
     python benchmarks/dev_ablations.py seeds --a demist=OUT1,OUT2,OUT3 --b controlnet=OUT4,OUT5,OUT6 [--scans K] \\
         [--psr-scale S]
+    # each run's row with its level set to no diffusion's (how much of the gap a level correction could close):
+    python benchmarks/dev_ablations.py levelled OUT1 OUT2 ... --psr-scale S [--row ddim20x4-g1.5]
 
 ``score --grid spread`` measures issue 16's target 2 on a model's own sampler
 (its steps, guidance, blend and precision): one sample against the mean of 4,
@@ -520,6 +522,44 @@ def level_free_psnr(psnr, bias, psr_scale: float):
     return 10.0 * np.log10(1.0 / (mse - (np.asarray(bias, dtype=float) / psr_scale) ** 2))
 
 
+def levelled_psnr(psnr, bias, reference_bias, psr_scale: float):
+    """PSNR with the scan's level offset ``bias`` replaced by ``reference_bias`` (both PSR units, the mean
+    signed error inside the brain): what a row would score if its level were another row's, e.g. no
+    diffusion's. Same convention as :func:`level_free_psnr`."""
+    mse = np.power(10.0, -np.asarray(psnr, dtype=float) / 10.0)
+    shift = (np.asarray(reference_bias, dtype=float) ** 2 - np.asarray(bias, dtype=float) ** 2) / psr_scale**2
+    return 10.0 * np.log10(1.0 / (mse + shift))
+
+
+def levelled(args) -> int:
+    """Each run's ``--row`` beside no diffusion, and with its level set to no diffusion's (session 23): how much
+    of the gap to no diffusion a level correction alone could close. One line per run, then a summary."""
+    import pandas as pd
+
+    within = 0
+    for folder in args.runs:
+        files = sorted(Path(folder).glob("rows-*.tsv"))
+        if not files:
+            print(f"dev_ablations levelled: {folder} has no rows-*.tsv", file=sys.stderr)
+            return 2
+        table = pd.concat([pd.read_csv(f, sep="\t", names=FIELDS) for f in files])
+        for method, rows in table.groupby("method", sort=False):
+            chain = rows[rows.row == args.row].set_index("scan")
+            nodiff = rows[rows.row == "no-diffusion"].set_index("scan")
+            scans = chain.index.intersection(nodiff.index)
+            if scans.empty or chain.loc[scans, "bias"].isna().any():
+                continue
+            moved = levelled_psnr(chain.loc[scans, "psnr"], chain.loc[scans, "bias"], nodiff.loc[scans, "bias"],
+                                  args.psr_scale)
+            gap = float(moved.mean() - nodiff.loc[scans, "psnr"].mean())
+            within += gap >= -args.margin
+            print(f"{folder} {method} {args.row} scans={len(scans)} psnr_db={chain.loc[scans, 'psnr'].mean():.2f} "
+                  f"nodiff_db={nodiff.loc[scans, 'psnr'].mean():.2f} levelled_db={moved.mean():.2f} "
+                  f"levelled_gap_db={gap:+.2f}", flush=True)
+    print(f"within_{args.margin:g}_db={within}", flush=True)
+    return 0
+
+
 def seed_verdict(runs: dict[str, list[Path]], row: str, scans: int | None = None,
                  margin_db: float = 0.3, psr_scale: float | None = None) -> tuple[str, "pd.DataFrame"]:
     """Two methods compared over training seeds: one score per run, not per scan.
@@ -742,6 +782,11 @@ def main(argv=None) -> int:
     p.add_argument("--psr-scale", type=float, default=None,
                    help="score the level-free PSNR (the scan's mean error taken out) with this psr_scale "
                         "(the model's config.json); default: the PSNR itself")
+    p = sub.add_parser("levelled", help="each run's row with its level set to no diffusion's")
+    p.add_argument("runs", nargs="+", help="run or score output folders (their rows-*.tsv)")
+    p.add_argument("--row", default=row_label(GRIDS["order"][0]), help="the row (default: the paper's)")
+    p.add_argument("--psr-scale", type=float, required=True, help="the models' psr_scale (their config.json)")
+    p.add_argument("--margin", type=float, default=0.3, help="how close to no diffusion counts as within, dB")
     p = sub.add_parser("prior", help="a copy of the foundation with a backbone trained on another image domain")
     p.add_argument("--train", required=True)
     p.add_argument("--foundation", required=True)
@@ -816,7 +861,8 @@ def main(argv=None) -> int:
         print("dev_ablations: --noise-scale must be positive, and only for grids of pure-noise chains without "
               "scales of their own (not noise-scale, truth-noised or latent-noise)", file=sys.stderr)
         return 2
-    return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds}[args.command](args)
+    return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds,
+            "levelled": levelled}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -588,6 +588,38 @@ def test_the_level_free_score_takes_each_scans_offset_out(tmp_path, capsys):
     assert level_free_psnr(21.0, 0.0, scale) == pytest.approx(21.0)
 
 
+def test_levelled_gives_each_run_no_diffusions_level(tmp_path, capsys):
+    """``levelled``: a chain below no diffusion only by its level offset comes level with it once its offset
+    is no diffusion's; one with error about its own level stays below; rows without a bias are skipped."""
+    from dev_ablations import levelled_psnr, main
+
+    scale = 0.2
+
+    def with_offset(level_free, bias):
+        return float(-10 * np.log10(10 ** (-level_free / 10) + (bias / scale) ** 2))
+
+    def run(folder, chain_level_free):
+        folder.mkdir()
+        _write_rows(folder / "rows-demist.tsv", [
+            *({"method": "demist", "row": "no-diffusion", "scan": s, "bias": 0.005, "psnr": with_offset(24.0, 0.005)}
+              for s in ("sub-01", "sub-02")),
+            *({"method": "demist", "row": "ddim20x4-g1.5", "scan": s, "bias": 0.02,
+               "psnr": with_offset(chain_level_free, 0.02)} for s in ("sub-01", "sub-02")),
+            {"method": "demist", "row": "ddim20x1-g1.5", "scan": "sub-01", "bias": "nan", "psnr": 20.0},
+        ])
+        return str(folder)
+
+    level_only, structure = run(tmp_path / "a", 24.0), run(tmp_path / "b", 23.0)
+    assert main(["levelled", level_only, structure, "--psr-scale", str(scale)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "levelled_gap_db=+0.00" in lines[0] and "levelled_gap_db=-0.8" in lines[1]
+    assert lines[-1] == "within_0.3_db=1"
+    assert main(["levelled", level_only, "--psr-scale", str(scale), "--row", "ddim20x1-g1.5"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["within_0.3_db=0"]  # no bias: no line
+    assert levelled_psnr(21.0, 0.01, 0.01, scale) == pytest.approx(21.0)
+    assert main(["levelled", str(tmp_path / "absent"), "--psr-scale", "0.2"]) == 2
+
+
 def test_the_initial_weights_take_their_own_seed_apart_from_the_data(tiny_setup):
     """``--init-seed``: the streams' initial weights follow it, whatever seed draws the data; by default they
     follow ``--seed`` as before."""
