@@ -531,9 +531,20 @@ def levelled_psnr(psnr, bias, reference_bias, psr_scale: float):
     return 10.0 * np.log10(1.0 / (mse + shift))
 
 
+def error_parts(rows, psr_scale: float) -> tuple[float, float]:
+    """The rows' mean squared error (on PSR / psr_scale, as the PSNR) split by ``smooth_share``: the smooth
+    part less the level's square (what a 4 mm smoothing keeps besides the scan's offset), and the fine part
+    (what it removes). Approximate: the cross term of the two parts is left out."""
+    mse = np.power(10.0, -rows["psnr"].to_numpy(float) / 10.0)
+    share = rows["smooth_share"].to_numpy(float)
+    level = (rows["bias"].to_numpy(float) / psr_scale) ** 2
+    return float(np.mean(mse * share - level)), float(np.mean(mse * (1 - share)))
+
+
 def levelled(args) -> int:
     """Each run's ``--row`` beside no diffusion, and with its level set to no diffusion's (session 23): how much
-    of the gap to no diffusion a level correction alone could close. One line per run, then a summary."""
+    of the gap to no diffusion a level correction alone could close, and where the rest lies (the ratios of
+    :func:`error_parts` to no diffusion's). One line per run, then a summary."""
     import pandas as pd
 
     within = 0
@@ -553,9 +564,11 @@ def levelled(args) -> int:
                                   args.psr_scale)
             gap = float(moved.mean() - nodiff.loc[scans, "psnr"].mean())
             within += gap >= -args.margin
+            (smooth, fine), (smooth_nd, fine_nd) = (error_parts(t.loc[scans], args.psr_scale) for t in (chain, nodiff))
             print(f"{folder} {method} {args.row} scans={len(scans)} psnr_db={chain.loc[scans, 'psnr'].mean():.2f} "
                   f"nodiff_db={nodiff.loc[scans, 'psnr'].mean():.2f} levelled_db={moved.mean():.2f} "
-                  f"levelled_gap_db={gap:+.2f}", flush=True)
+                  f"levelled_gap_db={gap:+.2f} smooth_ratio={smooth / smooth_nd:.2f} "
+                  f"fine_ratio={fine / fine_nd:.2f}", flush=True)
     print(f"within_{args.margin:g}_db={within}", flush=True)
     return 0
 

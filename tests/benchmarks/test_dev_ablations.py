@@ -601,10 +601,10 @@ def test_levelled_gives_each_run_no_diffusions_level(tmp_path, capsys):
     def run(folder, chain_level_free):
         folder.mkdir()
         _write_rows(folder / "rows-demist.tsv", [
-            *({"method": "demist", "row": "no-diffusion", "scan": s, "bias": 0.005, "psnr": with_offset(24.0, 0.005)}
-              for s in ("sub-01", "sub-02")),
+            *({"method": "demist", "row": "no-diffusion", "scan": s, "bias": 0.005, "psnr": with_offset(24.0, 0.005),
+               "smooth_share": 0.5} for s in ("sub-01", "sub-02")),
             *({"method": "demist", "row": "ddim20x4-g1.5", "scan": s, "bias": 0.02,
-               "psnr": with_offset(chain_level_free, 0.02)} for s in ("sub-01", "sub-02")),
+               "psnr": with_offset(chain_level_free, 0.02), "smooth_share": 0.5} for s in ("sub-01", "sub-02")),
             {"method": "demist", "row": "ddim20x1-g1.5", "scan": "sub-01", "bias": "nan", "psnr": 20.0},
         ])
         return str(folder)
@@ -614,10 +614,20 @@ def test_levelled_gives_each_run_no_diffusions_level(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "levelled_gap_db=+0.00" in lines[0] and "levelled_gap_db=-0.8" in lines[1]
     assert lines[-1] == "within_0.3_db=1"
+    assert all("smooth_ratio=" in line and "fine_ratio=" in line for line in lines[:2])
     assert main(["levelled", level_only, "--psr-scale", str(scale), "--row", "ddim20x1-g1.5"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == ["within_0.3_db=0"]  # no bias: no line
     assert levelled_psnr(21.0, 0.01, 0.01, scale) == pytest.approx(21.0)
     assert main(["levelled", str(tmp_path / "absent"), "--psr-scale", "0.2"]) == 2
+
+
+def test_error_parts_split_the_squared_error_by_its_smooth_share():
+    import pandas as pd
+    from dev_ablations import error_parts
+
+    rows = pd.DataFrame({"psnr": [20.0], "smooth_share": [0.75], "bias": [0.01]})
+    smooth, fine = error_parts(rows, 0.2)
+    assert smooth == pytest.approx(0.01 * 0.75 - 0.05**2) and fine == pytest.approx(0.01 * 0.25)
 
 
 def test_the_initial_weights_take_their_own_seed_apart_from_the_data(tiny_setup):
