@@ -10,7 +10,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # anywhere (needs torch, MONAI, nibabel; not Nipype or pybids):
     python benchmarks/dev_ablations.py run --train train.npz --dev dev.npz --foundation MODEL \\
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
-        [--grid full|ablation|order|order-g1|tiny|level|noise-scale|truth-noised|latent-noise] \\
+        [--grid full|ablation|order|order-g1|tiny|level|noise-scale|truth-noised|latent-noise|stochastic] \\
         [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
         [--unconditional backbone|adapted] [--noise-scale X]
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
@@ -99,6 +99,10 @@ GRIDS = {
     # ("latent", std): the measured PSR's own latent with white noise of that std (standardized latent units)
     # decoded: how the PSR decoder turns a latent error without a level into a map's level (session 22)
     "latent-noise": [("latent", std) for std in (0.0, 0.1, 0.2, 0.3, 0.5)],
+    # ("ddpm", steps, samples, guidance): the same pure-noise chain with fresh noise at every step (ancestral
+    # sampling, DDIM's eta = 1, the DDPM posterior on the shortened schedule) beside plain DDIM-20: does
+    # stochasticity correct the chain's systematic error (session 23)
+    "stochastic": [(20, 1, 1.5), ("ddpm", 20, 1, 1.5), ("ddpm", 50, 1, 1.5)],
     # pure-noise DDIM with the model's fitted blend towards z_c (ModelConfig.anchor), (steps, samples, guidance,
     # anchor): the demo model's default (4 steps, its blend fitted along DDIM-4 chains), the same chains without
     # the blend, and 10 steps with the blend interpolated between the fitted knots
@@ -338,6 +342,8 @@ def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> s
         return f"truth-t{entry[1]}-g{entry[2]:g}" + _suffixes(unconditional, entry[2], sample_seed)
     if entry[0] == "latent":
         return f"latent-noise{entry[1]:g}" + (f"-s{sample_seed}" if sample_seed else "")
+    if entry[0] == "ddpm":
+        return f"ddpm{entry[1]}x{entry[2]}-g{entry[3]:g}" + _suffixes(unconditional, entry[3], sample_seed)
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
     label += f"-e{entry[4]:g}" if entry[4:] and entry[4] != 1 else ""
     return label + _suffixes(unconditional, entry[2], sample_seed)
@@ -379,11 +385,11 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     from demist_bids.inference.sampler import decode_condition, estimate_from_truth, reconstruct_psr, synthesize
     from demist_bids.training.heldout import ScanRegions, measure_prediction
 
-    def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0):
+    def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0, sampler="ddim"):
         def fn(cond, psr):
             model.config.sampling.guidance = guidance
             model.config.sampling.noise_scale = noise_scale
-            r = synthesize(model, cond, sampler="ddim", steps=steps, samples=samples, seed=sample_seed,
+            r = synthesize(model, cond, sampler=sampler, steps=steps, samples=samples, seed=sample_seed,
                            device=device, start=1.0, precision="fp32", anchor=anchor, clamp=samples > 1)
             if samples > 1:
                 return r.mean, r.std, None
@@ -438,7 +444,10 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
-    builders = {"truth": noised_truth, "latent": noised_latent}
+    def ancestral(steps, samples, guidance):
+        return pure_noise(steps, samples, guidance, sampler="ddpm")
+
+    builders = {"truth": noised_truth, "latent": noised_latent, "ddpm": ancestral}
     rows += [(row_label(entry, sampling.unconditional, sample_seed),
               builders[entry[0]](*entry[1:]) if entry[0] in builders else pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
@@ -827,7 +836,7 @@ def main(argv=None) -> int:
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
         p.add_argument("--grid", default="full", choices=["full", "ablation", "order", "order-g1", "tiny", "level",
-                                                          "noise-scale", "truth-noised", "latent-noise"],
+                                                          "noise-scale", "truth-noised", "latent-noise", "stochastic"],
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "
@@ -872,7 +881,7 @@ def main(argv=None) -> int:
         args.scans = None
     if getattr(args, "noise_scale", 1.0) != 1.0 and not (args.noise_scale > 0 and scalable(GRIDS[args.grid])):
         print("dev_ablations: --noise-scale must be positive, and only for grids of pure-noise chains without "
-              "scales of their own (not noise-scale, truth-noised or latent-noise)", file=sys.stderr)
+              "scales of their own (not noise-scale, truth-noised, latent-noise or stochastic)", file=sys.stderr)
         return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds,
             "levelled": levelled}[args.command](args)

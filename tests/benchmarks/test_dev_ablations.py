@@ -163,6 +163,21 @@ def test_the_latent_noise_grid_decodes_the_measured_maps_latent_with_more_and_mo
     assert all(np.isfinite(float(r["raw_bias"])) for r in rows[2:])
 
 
+def test_the_stochastic_grid_scores_ancestral_chains_beside_plain_ddim(tiny_setup):
+    """``--grid stochastic``: DDIM-20 and ancestral (DDPM posterior) chains of 20 and 50 steps from the same
+    seed, each its own map; ``--noise-scale`` is refused with it."""
+    from dev_ablations import main
+
+    root, recipe = tiny_setup
+    rows = _worker_rows(root, recipe, "controlnet", "stochastic")
+    assert [r["row"] for r in rows][2:] == ["ddim20x1-g1.5", "ddpm20x1-g1.5", "ddpm50x1-g1.5"]
+    assert len({r["psnr"] for r in rows[2:]}) == 3 and all(np.isfinite(float(r["bias"])) for r in rows[2:])
+    (root / "refused").mkdir()
+    args = [*_worker_args(root, recipe, "controlnet", "stochastic"), "--out", str(root / "refused")]
+    assert main([*args, "--noise-scale", "1.02"]) == 2 and not any((root / "refused").iterdir())
+    (root / "refused").rmdir()
+
+
 def test_a_worker_trains_with_local_semantic_tokens_and_scores_the_order_row(tiny_setup):
     from demist_bids.training.checkpoints import load_checkpoint
 
