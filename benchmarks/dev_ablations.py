@@ -444,6 +444,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
+
     def ancestral(steps, samples, guidance):
         return pure_noise(steps, samples, guidance, sampler="ddpm")
 
