@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     overlaps = [float(o) for o in args.overlaps.split(",")]
     blends = args.blends.split(",")
-    weights = {"gaussian", "constant"}
-    valid = weights | {f"{e}/{d}" for e in weights for d in weights}
+    from demist_bids.models.config import WINDOW_BLENDS
+
+    valid = {*WINDOW_BLENDS, *(f"{e}/{d}" for e in WINDOW_BLENDS for d in WINDOW_BLENDS)}
     if args.patch_batches < 1 or any(not 0 <= o < 1 for o in overlaps) or set(blends) - valid:
         print("autoencoder_level: --patch-batches must be >= 1, every overlap in [0, 1) and every blend gaussian, "
               "constant or ENC/DEC of the two", file=sys.stderr)

@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -444,11 +445,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
-
-    def ancestral(steps, samples, guidance):
-        return pure_noise(steps, samples, guidance, sampler="ddpm")
-
-    builders = {"truth": noised_truth, "latent": noised_latent, "ddpm": ancestral}
+    builders = {"truth": noised_truth, "latent": noised_latent, "ddpm": functools.partial(pure_noise, sampler="ddpm")}
     rows += [(row_label(entry, sampling.unconditional, sample_seed),
               builders[entry[0]](*entry[1:]) if entry[0] in builders else pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
@@ -528,8 +525,7 @@ def level_free_psnr(psnr, bias, psr_scale: float):
     inside the brain in PSR units, so the error's mean contributes (bias / psr_scale)^2 to the MSE; what is
     left is the error about the scan's own level. Session 21 found that offset carrying most of the spread
     between training seeds of one method."""
-    mse = np.power(10.0, -np.asarray(psnr, dtype=float) / 10.0)
-    return 10.0 * np.log10(1.0 / (mse - (np.asarray(bias, dtype=float) / psr_scale) ** 2))
+    return levelled_psnr(psnr, bias, 0.0, psr_scale)
 
 
 def levelled_psnr(psnr, bias, reference_bias, psr_scale: float):

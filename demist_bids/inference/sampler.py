@@ -38,7 +38,7 @@ import torch
 from demist_bids.inference.grid import content_box, crop_to_original, pad_to_multiple
 from demist_bids.inference.memory import InferencePlan, plan_inference
 from demist_bids.inference.schedulers import make_scheduler, training_scheduler
-from demist_bids.models.config import ModelConfig
+from demist_bids.models.config import WINDOW_BLENDS, ModelConfig
 from demist_bids.models.demist import DemistModel
 from demist_bids.utils.devices import resolve_device
 
@@ -149,8 +149,8 @@ class VolumeRunner:
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"sampling.autoencoder_overlap must be in [0, 1), got {self.overlap}")
         for name, blend in (("autoencoder_blend", self.blend), ("decoder_blend", self.decoder_blend)):
-            if blend not in ("gaussian", "constant"):
-                raise ValueError(f"sampling.{name} must be gaussian or constant, got {blend!r}")
+            if blend not in WINDOW_BLENDS:
+                raise ValueError(f"sampling.{name} must be one of {WINDOW_BLENDS}, got {blend!r}")
         if not self.noise_scale > 0.0:
             raise ValueError(f"sampling.noise_scale must be positive, got {self.noise_scale}")
         kind = "cuda" if device.startswith("cuda") else "cpu"

@@ -153,6 +153,10 @@ UNCONDITIONAL_BRANCHES = ("backbone", "adapted")
 """What :attr:`SamplingConfig.unconditional` may name."""
 
 
+WINDOW_BLENDS = ("gaussian", "constant")
+"""The weights an autoencoder window blend may take (:attr:`SamplingConfig.autoencoder_blend`, ``decoder_blend``)."""
+
+
 @dataclass
 class SamplingConfig:
     """The sampler this model is recommended with (updated once benchmarked)."""
