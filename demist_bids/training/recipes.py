@@ -92,6 +92,12 @@ class TrainingRecipe:
     """Backbone and streams draw timestep t with density ~ ``1 + bias * t / T`` (0: uniform)."""
     edge_timestep_max: int = 500
     """The diffusion edge term only counts for t below this (z0_hat is noise above)."""
+    diffusion_decoded_weight: float = 0.0
+    """``diffusion`` stage: L1 between the PSR map decoded from the predicted clean latent z0_hat
+    (frozen PSR decoder) and the measured one, at every timestep: what ``align_decoded_weight``
+    asks of z_c, asked of the estimates a pure-noise chain is built from. The noise loss weighs
+    latent channels alike, whatever the decoder makes of them. 0: the paper's loss (no model
+    sets it; benchmarks/README, session 24)."""
     cond_encoder_in_diffusion: bool = False
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
     scale_factor_batches: int = 16

@@ -11,7 +11,8 @@
   only where no pretrained backbone was given (a frozen random UNet is not the
   method);
 - :func:`train_streams` (``diffusion``): only the enabled conditioning streams,
-  noise MSE + edge on the decoded predicted clean latent + alignment;
+  noise MSE + edge on the decoded predicted clean latent + alignment (and,
+  if the recipe asks, L1 of that decoded estimate);
 - :func:`train_regressor` (``regressor``): the deterministic U-Net baseline of
   the evaluation, L1 on the same patches, independent of everything above.
 
@@ -379,12 +380,20 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             "edge": torch.zeros((), device=run.device),
         }
         total = parts["mse"] + recipe.align_weight * parts["align"]
-        if recipe.edge_weight > 0:
+        if recipe.edge_weight > 0 or recipe.diffusion_decoded_weight > 0:
             z0_hat = losses.predicted_clean_latent(z_t, eps, t, alphas_cumprod)
+        decoded_all = None
+        if recipe.diffusion_decoded_weight > 0:
+            # the decoder normalizes each patch on its own, so one decode serves both terms
+            decoded_all = model.decode_psr(z0_hat)
+            parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])
+            total = total + recipe.diffusion_decoded_weight * parts["decoded"]
+        if recipe.edge_weight > 0:
             weight = (t < recipe.edge_timestep_max).float()
             if weight.any():
-                decoded = model.decode_psr(z0_hat[weight > 0])
-                parts["edge"] = losses.edge_loss(decoded, batch["psr01"][weight > 0])
+                rows = weight > 0
+                decoded = decoded_all[rows] if decoded_all is not None else model.decode_psr(z0_hat[rows])
+                parts["edge"] = losses.edge_loss(decoded, batch["psr01"][rows])
                 total = total + recipe.edge_weight * parts["edge"] * weight.mean()
         _optimizer_step(ctx, params, optimizer, total, recipe.grad_clip)
         logged = {k: average_scalar(ctx, float(v.detach())) for k, v in parts.items()}

@@ -91,7 +91,7 @@ def test_stages_update_only_their_parameters(setting):
     assert log[0].split(",")[:2] == ["step", "time_s"] and "edge" in log[0] and len(log) == 3
 
 
-def _one_stream_step(tmp_path, name, lora_b_lr_multiplier):
+def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0):
     """A fresh full model (fixed seed) after one ``diffusion`` step; its LoRA B before and after."""
     torch.manual_seed(0)
     model = build_model(preset("small", ablation="full", psr_scale=0.2))
@@ -100,6 +100,7 @@ def _one_stream_step(tmp_path, name, lora_b_lr_multiplier):
     rec = recipe("small")
     rec.patch_size, rec.batch_size = [16, 16, 16], 1
     rec.lora_b_lr_multiplier = lora_b_lr_multiplier
+    rec.diffusion_decoded_weight = decoded_weight
     sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
     before = [p.detach().clone() for p in model.lora_up_parameters()]
     st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
@@ -117,3 +118,34 @@ def test_lora_b_learns_at_its_own_multiple_of_the_rate(tmp_path):
     moved_faster = max(float(p.abs().max()) for p in faster)
     assert moved_plain > 0
     assert moved_faster / moved_plain == pytest.approx(8.0, rel=0.02)
+
+
+def test_the_decoded_term_reaches_the_streams_and_is_logged(tmp_path):
+    # off (the paper's loss) it is not computed; on, its gradient moves the streams differently
+    before, plain = _one_stream_step(tmp_path, "plain", 1.0)
+    _, decoded = _one_stream_step(tmp_path, "decoded", 1.0, decoded_weight=5.0)
+    assert any(not torch.equal(a, b) for a, b in zip(plain, decoded))
+    header_plain = (tmp_path / "plain" / "log.csv").read_text().splitlines()[0].split(",")
+    header_decoded = (tmp_path / "decoded" / "log.csv").read_text().splitlines()[0].split(",")
+    assert "decoded" not in header_plain and "decoded" in header_decoded
+    row = dict(zip(header_decoded, (tmp_path / "decoded" / "log.csv").read_text().splitlines()[1].split(",")))
+    assert float(row["decoded"]) > 0
+
+
+def test_the_edge_term_is_the_same_whether_or_not_the_decoded_term_shares_its_decode(tmp_path):
+    def edge(decoded_weight):
+        torch.manual_seed(0)
+        model = build_model(preset("small", ablation="full", psr_scale=0.2))
+        pretend_pretrained(model)
+        model.freeze_backbone()
+        rec = recipe("small")
+        rec.patch_size, rec.batch_size, rec.edge_timestep_max = [16, 16, 16], 2, 1000
+        rec.diffusion_decoded_weight = decoded_weight
+        sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+        name = f"edge{decoded_weight}"
+        st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
+                                            TerminationFlag(), False, 0, torch.device("cpu")))
+        lines = (tmp_path / name / "log.csv").read_text().splitlines()
+        return float(dict(zip(lines[0].split(","), lines[1].split(",")))["edge"])
+
+    assert edge(1.0) == pytest.approx(edge(0.0), rel=1e-4)
