@@ -123,3 +123,15 @@ def test_the_spread_spearman_is_high_when_the_spread_is_where_the_error_is():
     assert spread_spearman(draws, truth, brain) > 0.5
     flat = rng.normal(0, 0.05, size=(32, *brain.shape))  # the same spread everywhere: it says nothing
     assert abs(spread_spearman(flat, truth, brain)) < 0.1
+
+
+def test_a_rows_file_of_other_scans_is_refused_after_the_cohort_is_read(cohort, tmp_path, capsys):
+    from uncertainty_ceiling import main
+
+    rows = tmp_path / "rows.tsv"
+    rows.write_text("m\tno-diffusion\tsub-99\t20.0\n")
+    assert main(["--seed", "5", "--subjects", "2", "--scale", "0.3", "--control-fraction", "0.5",
+                 "--samples", "2", "--draws", "2", "--rows", str(rows)]) == 2
+    captured = capsys.readouterr()
+    assert "none of its scans is a subject of this cohort" in captured.err
+    assert "perfect_spearman=" not in captured.out  # no summary is printed for a reading that did not happen
