@@ -96,8 +96,10 @@ class TrainingRecipe:
     """``diffusion`` stage: L1 between the PSR map decoded from the predicted clean latent z0_hat
     (frozen PSR decoder) and the measured one, at every timestep: what ``align_decoded_weight``
     asks of z_c, asked of the estimates a pure-noise chain is built from. The noise loss weighs
-    latent channels alike, whatever the decoder makes of them. 0: the paper's loss (no model
-    sets it; benchmarks/README, session 24)."""
+    latent channels alike, whatever the decoder makes of them. 0: the paper's loss. At 1.0 it
+    lifted ControlNet's pure-noise DDIM-20 (mean of 4) by +0.70 to +2.81 dB over four paired
+    training seeds on two development scans; no shipped model sets it yet (benchmarks/README,
+    session 24)."""
     cond_encoder_in_diffusion: bool = False
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
     scale_factor_batches: int = 16
