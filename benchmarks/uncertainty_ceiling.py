@@ -92,11 +92,12 @@ def hidden_variance(maps: np.ndarray, brain: np.ndarray) -> float:
 
 
 def perfect_psnrs(maps: np.ndarray, truth: np.ndarray, brain: np.ndarray, *, samples: int,
-                  data_range: float) -> dict[str, float]:
+                  data_range: float, hidden_var: float) -> dict[str, float]:
     """PSNR of one draw, of the mean of ``samples`` draws and of the posterior mean, against ``truth``.
 
-    The posterior mean's squared error is the mean of all draws' less ``V / len(maps)``, its own sampling
-    share, so the three differ only by how much of the posterior variance each still carries.
+    The posterior mean's squared error is the mean of all draws' less ``hidden_var / len(maps)`` (V, from
+    :func:`hidden_variance` of the same draws), its own sampling share, so the three differ only by how
+    much of the posterior variance each still carries.
     """
     def psnr(mse: float) -> float:
         return float(10 * np.log10(data_range**2 / mse))
@@ -104,7 +105,7 @@ def perfect_psnrs(maps: np.ndarray, truth: np.ndarray, brain: np.ndarray, *, sam
     def mse(estimate: np.ndarray) -> float:
         return float(((estimate - truth)[brain].astype(np.float64) ** 2).mean())
 
-    posterior = mse(maps.mean(axis=0)) - hidden_variance(maps, brain) / len(maps)
+    posterior = mse(maps.mean(axis=0)) - hidden_var / len(maps)
     return {"1": psnr(mse(maps[0])), str(samples): psnr(mse(maps[:samples].mean(axis=0))),
             "posterior_mean": psnr(posterior)}
 
@@ -176,9 +177,13 @@ def main(argv=None) -> int:
     from demist_bids.phantom.cohort import plan_participants
     from demist_bids.phantom.template import canonical_head
 
+    participants = plan_participants(args.subjects, args.seed, args.control_fraction)
+    if reference is not None and not any(p.label in reference for p in participants):
+        print(f"--rows {args.rows}: none of its scans is a subject of this cohort", file=sys.stderr)
+        return 2
     head = canonical_head()
     few, many, psnrs, variances, costs = [], [], [], [], []
-    for participant in plan_participants(args.subjects, args.seed, args.control_fraction):
+    for participant in participants:
         anatomy, truth, maps = posterior_draws(head, participant, seed=args.seed, scale=args.scale, draws=args.draws)
         if args.bids is not None:
             stored = stored_psr(args.bids, participant.label)
@@ -190,8 +195,9 @@ def main(argv=None) -> int:
         few.append(spread_spearman(maps[: args.samples], truth, brain))
         many.append(spread_spearman(maps, truth, brain))
         std = maps.std(axis=0, ddof=1)[brain]
-        psnrs.append(perfect_psnrs(maps, truth, brain, samples=args.samples, data_range=args.data_range))
         variances.append(hidden_variance(maps, brain))
+        psnrs.append(perfect_psnrs(maps, truth, brain, samples=args.samples, data_range=args.data_range,
+                                   hidden_var=variances[-1]))
         line = (f"sub-{participant.label}\t{participant.group}\tspearman_{args.samples}={few[-1]:.3f}\t"
                 f"spearman_{args.draws}={many[-1]:.3f}\tmean_std={std.mean():.4f}\t"
                 + "\t".join(f"psnr_{k}={v:.2f}" for k, v in psnrs[-1].items())
@@ -204,9 +210,6 @@ def main(argv=None) -> int:
     summary = " ".join(f"perfect_psnr_{k}={np.mean([p[k] for p in psnrs]):.2f}" for k in psnrs[0])
     summary += f" hidden_var={np.mean(variances):.3g}"
     if reference is not None:
-        if not costs:
-            print(f"--rows {args.rows}: none of its scans is a subject of this cohort", file=sys.stderr)
-            return 2
         summary += f" calibration_cost_db={np.mean(costs):.3f} scans={len(costs)}"
     print(summary)
     print(f"perfect_spearman={np.mean(few):.3f} perfect_spearman_limit={np.mean(many):.3f} target={TARGET}")

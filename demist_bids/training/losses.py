@@ -91,7 +91,8 @@ def alignment_loss(z_c: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
 
 
 def decoded_alignment_loss(decoded: torch.Tensor, psr01: torch.Tensor) -> torch.Tensor:
-    """L1 between the PSR map decoded from the conditioning latent and the measured one."""
+    """L1 between a decoded PSR map and the measured one: of z_c in ``align``, of the streams' clean-latent
+    estimate in ``diffusion`` (``diffusion_decoded_weight``)."""
     return F.l1_loss(decoded.float(), psr01.float())
 
 

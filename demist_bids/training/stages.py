@@ -389,12 +389,11 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])
             total = total + recipe.diffusion_decoded_weight * parts["decoded"]
         if recipe.edge_weight > 0:
-            weight = (t < recipe.edge_timestep_max).float()
-            if weight.any():
-                rows = weight > 0
+            rows = t < recipe.edge_timestep_max
+            if rows.any():
                 decoded = decoded_all[rows] if decoded_all is not None else model.decode_psr(z0_hat[rows])
                 parts["edge"] = losses.edge_loss(decoded, batch["psr01"][rows])
-                total = total + recipe.edge_weight * parts["edge"] * weight.mean()
+                total = total + recipe.edge_weight * parts["edge"] * rows.float().mean()
         _optimizer_step(ctx, params, optimizer, total, recipe.grad_clip)
         logged = {k: average_scalar(ctx, float(v.detach())) for k, v in parts.items()}
         logged["loss"] = average_scalar(ctx, float(total.detach()))

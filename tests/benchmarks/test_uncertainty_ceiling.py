@@ -93,7 +93,8 @@ def test_the_psnrs_follow_e_plus_v_over_n_on_gaussian_draws():
     truth = rng.normal(0.1, sigma, size=brain.shape)  # the posterior is N(0.1, sigma^2) at every voxel
     draws = rng.normal(0.1, sigma, size=(64, *brain.shape))
     assert hidden_variance(draws, brain) == pytest.approx(sigma**2, rel=0.01)
-    psnr = perfect_psnrs(draws, truth, brain, samples=4, data_range=data_range)
+    psnr = perfect_psnrs(draws, truth, brain, samples=4, data_range=data_range,
+                         hidden_var=hidden_variance(draws, brain))
     best = 10 * np.log10(data_range**2 / sigma**2)  # the posterior mean's error is the truth's own spread
     assert psnr["posterior_mean"] == pytest.approx(best, abs=0.05)
     assert psnr["4"] == pytest.approx(best - 10 * np.log10(1.25), abs=0.05)
@@ -125,7 +126,7 @@ def test_the_spread_spearman_is_high_when_the_spread_is_where_the_error_is():
     assert abs(spread_spearman(flat, truth, brain)) < 0.1
 
 
-def test_a_rows_file_of_other_scans_is_refused_after_the_cohort_is_read(cohort, tmp_path, capsys):
+def test_a_rows_file_of_other_scans_is_refused_before_the_cohort_is_drawn(cohort, tmp_path, capsys):
     from uncertainty_ceiling import main
 
     rows = tmp_path / "rows.tsv"
@@ -134,4 +135,4 @@ def test_a_rows_file_of_other_scans_is_refused_after_the_cohort_is_read(cohort, 
                  "--samples", "2", "--draws", "2", "--rows", str(rows)]) == 2
     captured = capsys.readouterr()
     assert "none of its scans is a subject of this cohort" in captured.err
-    assert "perfect_spearman=" not in captured.out  # no summary is printed for a reading that did not happen
+    assert captured.out == ""  # refused before any subject is drawn or printed
