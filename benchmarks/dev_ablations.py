@@ -19,6 +19,9 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     # one trained model, no training (e.g. the sampler grid of a model with a fitted blend towards z_c):
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|own-stored|spread] [--device cpu]
+    # one finished ``run`` training as a model directory (for demist-evaluate or the participant level):
+    python benchmarks/dev_ablations.py export --train train.npz --foundation MODEL --recipe RECIPE --work WORK \
+        --method demist --seed 0 --out MODEL_DIR [--steps 20] [--guidance 1.5]
     # two methods over training seeds (each OUT a ``run`` of one method with its own --seed):
     python benchmarks/dev_ablations.py seeds --a demist=OUT1,OUT2,OUT3 --b controlnet=OUT4,OUT5,OUT6 [--scans K] \\
         [--psr-scale S]
@@ -243,6 +246,49 @@ def _set_attention_levels(unet, levels: str) -> None:
     head = max(unet.num_head_channels)
     unet.attention_levels = flags
     unet.num_head_channels = [head if f else 0 for f in flags]
+
+
+def export(args) -> int:
+    """Save one finished ``run`` training (its checkpoint in ``--work``) as a demist model directory.
+
+    A development run is scored here in the harness; a candidate that earns a test cohort must be
+    scored there by the same code users run (``demist-evaluate``), so it needs a model directory: the
+    foundation's autoencoders, latent statistics and backbone with the run's streams, exactly the
+    weights the run scored. Its default sampler is the paper's (pure noise, ``--steps`` DDIM steps,
+    ``--guidance``, fp32, no blend towards z_c, as the ``order`` grid samples). Refuses (exit 2) a run
+    whose training has not finished: reloading must not train.
+    """
+    import torch
+
+    from demist_bids.models.config import AnchorConfig
+    from demist_bids.models.io import load_model, save_model
+    from demist_bids.training.recipes import load_recipe
+
+    torch.set_num_threads(args.threads)
+    foundation = load_model(Path(args.foundation), device="cpu")
+    recipe = load_recipe(foundation.config.preset, Path(args.recipe))
+    steps = recipe.steps["diffusion"]
+    log = Path(args.work) / f"diffusion-{args.method}" / "log.csv"
+    logged = log.read_text().splitlines()[1:] if log.exists() else []
+    if not logged or int(logged[-1].split(",")[0]) < steps:
+        print(f"dev_ablations export: {log.parent} holds no finished {steps}-step training of {args.method}",
+              file=sys.stderr)
+        return 2
+    model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed, "cpu",
+                         Path(args.work), args.token_stride, True, args.lora_rank, args.init_seed)
+    sampling = model.config.sampling
+    sampling.sampler, sampling.steps, sampling.start, sampling.guidance, sampling.precision = (
+        "ddim", args.steps, 1.0, args.guidance, "fp32")
+    model.config.anchor = AnchorConfig()  # no blend towards z_c: the paper's sampler
+    save_model(model, Path(args.out), card={
+        "method": args.method, "seed": args.seed, "recipe": dataclasses.asdict(recipe),
+        "autoencoders": f"from the demist model {args.foundation} (not trained here)",
+        "backbone": f"the frozen backbone of {args.foundation}",
+        "streams": f"{steps} diffusion-stage steps by benchmarks/dev_ablations.py run (training seed {args.seed}, "
+                   f"recipe {args.recipe}); exported from {log.parent}",
+    })
+    print(f"exported {args.method} (seed {args.seed}) -> {args.out}", flush=True)
+    return 0
 
 
 # -- one method: train its streams, then score it ----------------------------------------------
@@ -821,6 +867,20 @@ def main(argv=None) -> int:
     p.add_argument("--attention-levels", default="",
                    help="self-attention per UNet level, e.g. 0,1,1 (default: the foundation's); the streams "
                         "reach every attention block")
+    p = sub.add_parser("export", help="one finished run training as a model directory (the paper's sampler)")
+    p.add_argument("--train", required=True)
+    p.add_argument("--foundation", required=True)
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=METHODS_TRAINED, default="demist")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-seed", type=int, default=None)
+    p.add_argument("--token-stride", type=int, default=None)
+    p.add_argument("--lora-rank", type=int, default=None)
+    p.add_argument("--steps", type=int, default=20, help="the default sampler's DDIM steps")
+    p.add_argument("--guidance", type=float, default=1.5, help="its classifier-free guidance")
+    p.add_argument("--threads", type=int, default=2)
     for name in ("run", "worker"):
         p = sub.add_parser(name)
         p.add_argument("--train", required=True)
@@ -881,7 +941,7 @@ def main(argv=None) -> int:
               "scales of their own (not noise-scale, truth-noised, latent-noise or stochastic)", file=sys.stderr)
         return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds,
-            "levelled": levelled}[args.command](args)
+            "levelled": levelled, "export": export}[args.command](args)
 
 
 if __name__ == "__main__":

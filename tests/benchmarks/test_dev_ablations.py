@@ -668,3 +668,49 @@ def test_the_initial_weights_take_their_own_seed_apart_from_the_data(tiny_setup)
     assert data0.keys() == data1.keys() and data0
     assert all(torch.equal(data0[n], data1_init0[n]) for n in data0)
     assert any(not torch.equal(data0[n], data1[n]) for n in data0)
+
+
+def _export_args(root: Path, recipe: Path, out: str) -> list[str]:
+    return ["export", "--train", str(root / "train.npz"), "--foundation", str(root / "foundation"),
+            "--recipe", str(recipe), "--work", str(root / "work"), "--method", "controlnet", "--seed", "0",
+            "--out", str(root / out), "--threads", "1"]
+
+
+def test_export_saves_the_finished_runs_streams_with_the_papers_sampler(tiny_setup):
+    """The exported directory holds exactly the weights the run scored, on the foundation's backbone."""
+    import torch
+
+    from demist_bids.models.io import load_model
+    from demist_bids.models.unet import plain_state_dict
+    from dev_ablations import main, train_method, unpack
+    from demist_bids.training.recipes import load_recipe
+
+    root, recipe = tiny_setup
+    (root / "out").mkdir()
+    assert main([*_worker_args(root, recipe, "controlnet", "tiny"), "--out", str(root / "out")]) == 0
+    log = (root / "work" / "diffusion-controlnet" / "log.csv").read_text()
+    assert main(_export_args(root, recipe, "candidate")) == 0
+    assert (root / "work" / "diffusion-controlnet" / "log.csv").read_text() == log  # reloaded, not trained
+    exported = load_model(root / "candidate")
+    foundation = load_model(root / "foundation")
+    scored = train_method("controlnet", foundation, load_recipe(foundation.config.preset, recipe),
+                          unpack(root / "train.npz"), 2, 0, "cpu", root / "work", resume=True)
+    mine, theirs = exported.state_dict(), scored.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    backbone, theirs = plain_state_dict(exported.backbone), plain_state_dict(foundation.backbone)
+    assert backbone.keys() == theirs.keys() and all(torch.equal(backbone[k], theirs[k]) for k in backbone)
+    sampling = exported.config.sampling
+    assert (sampling.sampler, sampling.steps, sampling.start, sampling.guidance) == ("ddim", 20, 1.0, 1.5)
+    assert not exported.anchored  # no blend towards z_c
+    assert not exported.config.streams.adaptive  # the method's switches (ControlNet: no LoRA)
+    assert "dev_ablations.py run" in exported.config.card["streams"]
+
+
+def test_export_refuses_a_run_that_has_not_finished(tiny_setup, capsys):
+    from dev_ablations import main
+
+    root, recipe = tiny_setup
+    assert main(_export_args(root, recipe, "candidate")) == 2
+    assert "no finished 2-step training of controlnet" in capsys.readouterr().err
+    assert not (root / "candidate").exists()
