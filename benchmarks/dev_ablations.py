@@ -20,7 +20,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py score --model MODEL --dev dev.npz --out OUT \\
         [--grid anchored|own|own-stored|spread] [--device cpu]
     # one finished ``run`` training as a model directory (for demist-evaluate or the participant level):
-    python benchmarks/dev_ablations.py export --train train.npz --foundation MODEL --recipe RECIPE --work WORK \
+    python benchmarks/dev_ablations.py export --train train.npz --foundation MODEL --recipe RECIPE --work WORK \\
         --method demist --seed 0 --out MODEL_DIR [--steps 20] [--guidance 1.5]
     # two methods over training seeds (each OUT a ``run`` of one method with its own --seed):
     python benchmarks/dev_ablations.py seeds --a demist=OUT1,OUT2,OUT3 --b controlnet=OUT4,OUT5,OUT6 [--scans K] \\
@@ -251,10 +251,10 @@ def _set_attention_levels(unet, levels: str) -> None:
 def export(args) -> int:
     """Save one finished ``run`` training (its checkpoint in ``--work``) as a demist model directory.
 
-    A development run is scored here in the harness; a candidate that earns a test cohort must be
-    scored there by the same code users run (``demist-evaluate``), so it needs a model directory: the
-    foundation's autoencoders, latent statistics and backbone with the run's streams, exactly the
-    weights the run scored. Its default sampler is the paper's (pure noise, ``--steps`` DDIM steps,
+    A development run lives only as a stage checkpoint; a candidate that earns a test cohort must also
+    run where users run it (``score --model``, ``demist-evaluate``, the participant level), so it needs a
+    model directory: the foundation's autoencoders, latent statistics and backbone with the run's
+    streams, exactly the weights the run scored. Its default sampler is the paper's (pure noise, ``--steps`` DDIM steps,
     ``--guidance``, fp32, no blend towards z_c, as the ``order`` grid samples). Refuses (exit 2) a run
     whose training has not finished: reloading must not train.
     """
