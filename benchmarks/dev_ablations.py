@@ -67,6 +67,7 @@ import argparse
 import csv
 import dataclasses
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -262,16 +263,17 @@ def export(args) -> int:
 
     from demist_bids.models.config import AnchorConfig
     from demist_bids.models.io import load_model, save_model
+    from demist_bids.training.engine import DONE_NAME
     from demist_bids.training.recipes import load_recipe
 
     torch.set_num_threads(args.threads)
     foundation = load_model(Path(args.foundation), device="cpu")
     recipe = load_recipe(foundation.config.preset, Path(args.recipe))
     steps = recipe.steps["diffusion"]
-    log = Path(args.work) / f"diffusion-{args.method}" / "log.csv"
-    logged = log.read_text().splitlines()[1:] if log.exists() else []
-    if not logged or int(logged[-1].split(",")[0]) < steps:
-        print(f"dev_ablations export: {log.parent} holds no finished {steps}-step training of {args.method}",
+    stage = Path(args.work) / f"diffusion-{args.method}"
+    done = stage / DONE_NAME  # the training engine's own mark of a finished stage
+    if not done.exists() or json.loads(done.read_text()).get("steps") != steps:
+        print(f"dev_ablations export: {stage} holds no finished {steps}-step training of {args.method}",
               file=sys.stderr)
         return 2
     model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed, "cpu",
@@ -285,7 +287,7 @@ def export(args) -> int:
         "autoencoders": f"from the demist model {args.foundation} (not trained here)",
         "backbone": f"the frozen backbone of {args.foundation}",
         "streams": f"{steps} diffusion-stage steps by benchmarks/dev_ablations.py run (training seed {args.seed}, "
-                   f"recipe {args.recipe}); exported from {log.parent}",
+                   f"recipe {args.recipe}); exported from {stage}",
     })
     print(f"exported {args.method} (seed {args.seed}) -> {args.out}", flush=True)
     return 0
