@@ -101,6 +101,12 @@ class TrainingRecipe:
     training seeds on two development scans; on the demo model's own streams it brought that row
     level with decoding z_c on a test cohort (seed 257), with a lesion AUC 0.007 lower. No shipped
     model sets it yet (benchmarks/README, sessions 24-25)."""
+    diffusion_lesion_fraction: float = 0.0
+    """``diffusion`` stage: fraction of patches centred on a lesion voxel (where the cohort has
+    lesion masks), as ``align_lesion_fraction`` does for the align stage. Uniform patches rarely
+    hold a lesion, so the streams learn to steer the prior mostly through normal tissue, and a
+    pure-noise chain can drift a lesion's PSR towards the surrounding white matter's.
+    0: uniform, as every shipped model was trained (benchmarks/README, session 26)."""
     cond_encoder_in_diffusion: bool = False
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
     scale_factor_batches: int = 16

@@ -366,7 +366,8 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
 
     def step(i: int) -> dict[str, float]:
         cosine_learning_rate([optimizer], recipe.learning_rate["diffusion"], i, run.steps)
-        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=4), run.device)
+        batch = _to(run.sampler.batch(i, recipe.batch_size, stream=4,
+                                      lesion_fraction=recipe.diffusion_lesion_fraction), run.device)
         gen = step_generator(run.seed, ctx.rank, name, i)
         with torch.no_grad():
             z_y = model.encode_psr(batch["psr01"])
