@@ -149,3 +149,32 @@ def test_the_edge_term_is_the_same_whether_or_not_the_decoded_term_shares_its_de
         return float(dict(zip(lines[0].split(","), lines[1].split(",")))["edge"])
 
     assert edge(1.0) == pytest.approx(edge(0.0), rel=1e-4)
+
+
+class _RecordingSampler(PatchSampler):
+    """The real sampler, keeping the options each stage asked it for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests = []
+
+    def batch(self, step, batch_size, **options):
+        self.requests.append(options)
+        return super().batch(step, batch_size, **options)
+
+
+def test_the_diffusion_stage_draws_lesion_centred_patches_at_the_recipes_fraction(tmp_path):
+    assert recipe("small").diffusion_lesion_fraction == 0.0  # uniform patches, as the paper and every shipped model
+    lesioned = _blob_volume("a", 0)
+    lesioned.lesion = np.zeros(lesioned.brain.shape, bool)
+    lesioned.lesion[12, 12, 12] = True
+    torch.manual_seed(0)
+    model = build_model(preset("small", ablation="full", psr_scale=0.2))
+    pretend_pretrained(model)
+    model.freeze_backbone()
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size, rec.diffusion_lesion_fraction = [16, 16, 16], 2, 0.5
+    sampler = _RecordingSampler([lesioned, _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / "lesion", 2, DistributedContext(),
+                                        TerminationFlag(), False, 0, torch.device("cpu")))
+    assert sampler.requests == [{"stream": 4, "lesion_fraction": 0.5}] * 2
