@@ -91,12 +91,18 @@ def test_stages_update_only_their_parameters(setting):
     assert log[0].split(",")[:2] == ["step", "time_s"] and "edge" in log[0] and len(log) == 3
 
 
-def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0):
-    """A fresh full model (fixed seed) after one ``diffusion`` step; its LoRA B before and after."""
+def _full_model_on_a_frozen_backbone():
+    """A fresh full model (fixed seed) ready for the ``diffusion`` stage."""
     torch.manual_seed(0)
     model = build_model(preset("small", ablation="full", psr_scale=0.2))
     pretend_pretrained(model)  # a fresh UNet ends in a zero convolution: nothing inside it gets a gradient
     model.freeze_backbone()
+    return model
+
+
+def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0):
+    """A fresh full model (fixed seed) after one ``diffusion`` step; its LoRA B before and after."""
+    model = _full_model_on_a_frozen_backbone()
     rec = recipe("small")
     rec.patch_size, rec.batch_size = [16, 16, 16], 1
     rec.lora_b_lr_multiplier = lora_b_lr_multiplier
@@ -134,10 +140,7 @@ def test_the_decoded_term_reaches_the_streams_and_is_logged(tmp_path):
 
 def test_the_edge_term_is_the_same_whether_or_not_the_decoded_term_shares_its_decode(tmp_path):
     def edge(decoded_weight):
-        torch.manual_seed(0)
-        model = build_model(preset("small", ablation="full", psr_scale=0.2))
-        pretend_pretrained(model)
-        model.freeze_backbone()
+        model = _full_model_on_a_frozen_backbone()
         rec = recipe("small")
         rec.patch_size, rec.batch_size, rec.edge_timestep_max = [16, 16, 16], 2, 1000
         rec.diffusion_decoded_weight = decoded_weight
@@ -168,10 +171,7 @@ def test_the_diffusion_stage_draws_lesion_centred_patches_at_the_recipes_fractio
     lesioned = _blob_volume("a", 0)
     lesioned.lesion = np.zeros(lesioned.brain.shape, bool)
     lesioned.lesion[12, 12, 12] = True
-    torch.manual_seed(0)
-    model = build_model(preset("small", ablation="full", psr_scale=0.2))
-    pretend_pretrained(model)
-    model.freeze_backbone()
+    model = _full_model_on_a_frozen_backbone()
     rec = recipe("small")
     rec.patch_size, rec.batch_size, rec.diffusion_lesion_fraction = [16, 16, 16], 2, 0.5
     sampler = _RecordingSampler([lesioned, _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
