@@ -109,7 +109,8 @@ class TrainingRecipe:
     0: uniform, as every shipped model was trained. With ``diffusion_decoded_weight`` 1 on the demo
     model's own streams, 0.25 lifted the paper's row (pure noise, DDIM-20, mean of 4) from +0.25 to
     +1.04 dB above decoding z_c on development scans 1-3, lesion-level AUC 0.990 -> 0.992 (no
-    diffusion: 0.995); its test-cohort score is in benchmarks/README, session 26."""
+    diffusion: 0.995). On a test cohort (seed 263) that row lay +0.75 dB above decoding z_c with a
+    lesion-level AUC 0.003 below it; no shipped model sets it yet (benchmarks/README, session 26)."""
     cond_encoder_in_diffusion: bool = False
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
     scale_factor_batches: int = 16
