@@ -27,6 +27,9 @@ process tree on whatever device it gets, from two files the CPU machine packs::
         [--psr-scale S]
     # each run's row with its level set to no diffusion's (how much of the gap a level correction could close):
     python benchmarks/dev_ablations.py levelled OUT1 OUT2 ... --psr-scale S [--row ddim20x4-g1.5]
+    # two rows paired over the scans they share (e.g. a candidate against no diffusion on a test cohort; a
+    # cohort scored in parts gives its OUT folders comma-separated):
+    python benchmarks/dev_ablations.py paired --a LABEL:ROW=OUT1[,OUT2] --b LABEL:ROW=OUT3
 
 ``score --grid spread`` measures issue 16's target 2 on a model's own sampler
 (its steps, guidance, blend and precision): one sample against the mean of 4,
@@ -695,6 +698,62 @@ def seeds(args) -> int:
     return 0
 
 
+def paired_difference(a: "pd.Series", b: "pd.Series") -> dict:
+    """``a - b`` over the scans where both have a value (the lesion-level AUC is missing on scans without
+    lesions): the mean difference, how many scans lie above, level and below, and the paired t-test's and
+    Wilcoxon signed-rank test's two-sided p (NaN where every difference is zero)."""
+    import pandas as pd
+    from scipy import stats
+
+    both = pd.concat([a, b], axis=1, keys=["a", "b"]).dropna()
+    d = both["a"] - both["b"]
+    varied = bool((d != 0).any()) and len(d) > 1
+    return {"diff": float(d.mean()) if len(d) else float("nan"), "above": int((d > 0).sum()),
+            "equal": int((d == 0).sum()), "below": int((d < 0).sum()), "scans": len(d),
+            "t_p": float(stats.ttest_rel(both["a"], both["b"]).pvalue) if varied else float("nan"),
+            "wilcoxon_p": float(stats.wilcoxon(both["a"], both["b"]).pvalue) if varied else float("nan")}
+
+
+def _scan_rows(spec: str) -> "pd.DataFrame":
+    """One ``LABEL:ROW=OUT1[,OUT2]`` of ``paired``: that method's row, one line per scan, from every
+    ``rows-*.tsv`` in the folders. Raises ValueError on a malformed spec, no rows, or a scan twice."""
+    import pandas as pd
+
+    name, _, folders = spec.partition("=")
+    label, _, row = name.partition(":")
+    if not (label and row and folders):
+        raise ValueError(f"{spec!r} is not LABEL:ROW=OUT[,OUT...]")
+    files = [f for folder in folders.split(",") if folder for f in sorted(Path(folder).glob("rows-*.tsv"))]
+    frames = [pd.read_csv(f, sep="\t", names=FIELDS) for f in files if f.stat().st_size]
+    table = pd.concat(frames) if frames else pd.DataFrame(columns=FIELDS)
+    table = table[(table.method == label) & (table.row == row)]
+    if table.empty:
+        raise ValueError(f"no {row!r} rows of {label!r} in {folders}")
+    if table.scan.duplicated().any():
+        raise ValueError(f"{label} {row}: a scan appears twice in {folders}")
+    return table.set_index("scan")
+
+
+def paired(args) -> int:
+    """``paired``: two rows compared scan by scan (PSNR and lesion-level AUC), as issue 16's target 1 asks
+    ("paired tests over scans reported"). One line per measure."""
+    try:
+        a, b = _scan_rows(args.a), _scan_rows(args.b)
+    except ValueError as err:
+        print(f"dev_ablations paired: {err}", file=sys.stderr)
+        return 2
+    shared = a.index.intersection(b.index)
+    if shared.empty:
+        print("dev_ablations paired: the two rows share no scan", file=sys.stderr)
+        return 2
+    for measure in ("psnr", "lesion_auc"):
+        r = paired_difference(a.loc[shared, measure].astype(float), b.loc[shared, measure].astype(float))
+        print(f"measure={measure} diff={r['diff']:+.4f} above={r['above']} equal={r['equal']} "
+              f"below={r['below']} scans={r['scans']} t_p={r['t_p']:.3g} wilcoxon_p={r['wilcoxon_p']:.3g}",
+              flush=True)
+    return 0
+
+
 def worker(args) -> int:
     import torch
 
@@ -854,6 +913,9 @@ def main(argv=None) -> int:
     p.add_argument("--row", default=row_label(GRIDS["order"][0]), help="the row (default: the paper's)")
     p.add_argument("--psr-scale", type=float, required=True, help="the models' psr_scale (their config.json)")
     p.add_argument("--margin", type=float, default=0.3, help="how close to no diffusion counts as within, dB")
+    p = sub.add_parser("paired", help="two rows compared scan by scan (PSNR and lesion-level AUC)")
+    p.add_argument("--a", required=True, help="LABEL:ROW=OUT1[,OUT2,...]: the row that should be higher")
+    p.add_argument("--b", required=True, help="LABEL:ROW=OUT1[,OUT2,...]: the row it is compared against")
     p = sub.add_parser("prior", help="a copy of the foundation with a backbone trained on another image domain")
     p.add_argument("--train", required=True)
     p.add_argument("--foundation", required=True)
@@ -943,7 +1005,7 @@ def main(argv=None) -> int:
               "scales of their own (not noise-scale, truth-noised, latent-noise or stochastic)", file=sys.stderr)
         return 2
     return {"run": run, "worker": worker, "score": score, "prior": prior, "seeds": seeds,
-            "levelled": levelled, "export": export}[args.command](args)
+            "levelled": levelled, "export": export, "paired": paired}[args.command](args)
 
 
 if __name__ == "__main__":

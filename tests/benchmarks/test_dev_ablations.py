@@ -714,3 +714,38 @@ def test_export_refuses_a_run_that_has_not_finished(tiny_setup, capsys):
     assert main(_export_args(root, recipe, "candidate")) == 2
     assert "no finished 2-step training of controlnet" in capsys.readouterr().err
     assert not (root / "candidate").exists()
+
+
+def test_paired_compares_two_rows_scan_by_scan_across_a_cohort_scored_in_parts(tmp_path, capsys):
+    """``paired``: a candidate's row against another model's, the candidate's cohort scored as two folders; the
+    lesion-level AUC only where both have one (no lesion: missing), and the tests as scipy computes them."""
+    from scipy import stats
+
+    from dev_ablations import main
+
+    cand = [23.0, 24.0, 22.5, 21.0]
+    base = [22.0, 23.5, 22.0, 21.5]
+    cand_auc = [0.95, "nan", 0.97, 0.99]
+    base_auc = [0.94, 0.90, 0.97, 0.98]
+    for part, scans in (("a", (0, 1)), ("b", (2, 3))):
+        (tmp_path / part).mkdir()
+        _write_rows(tmp_path / part / "rows-candidate.tsv", (
+            {"method": "candidate", "row": "ddim20x4-g1.5", "scan": f"sub-0{i + 1}", "psnr": cand[i],
+             "lesion_auc": cand_auc[i]} for i in scans))
+    (tmp_path / "shipped").mkdir()
+    _write_rows(tmp_path / "shipped" / "rows-shipped.tsv", (
+        {"method": "shipped", "row": "no-diffusion", "scan": f"sub-0{i + 1}", "psnr": base[i],
+         "lesion_auc": base_auc[i]} for i in range(4)))
+    a = f"candidate:ddim20x4-g1.5={tmp_path / 'a'},{tmp_path / 'b'}"
+    assert main(["paired", "--a", a, "--b", f"shipped:no-diffusion={tmp_path / 'shipped'}"]) == 0
+    psnr, auc = capsys.readouterr().out.strip().splitlines()
+    t_p = stats.ttest_rel(cand, base).pvalue
+    assert psnr.startswith("measure=psnr diff=+0.3750 above=3 equal=0 below=1 scans=4")
+    assert f"t_p={t_p:.3g} " in psnr
+    assert auc.startswith("measure=lesion_auc diff=+0.0067 above=2 equal=1 below=0 scans=3")
+    # a row nobody scored, or one folder given twice (every scan twice), is refused in one line
+    assert main(["paired", "--a", a, "--b", f"shipped:default={tmp_path / 'shipped'}"]) == 2
+    assert "no 'default' rows of 'shipped'" in capsys.readouterr().err
+    twice = f"candidate:ddim20x4-g1.5={tmp_path / 'a'},{tmp_path / 'a'}"
+    assert main(["paired", "--a", twice, "--b", f"shipped:no-diffusion={tmp_path / 'shipped'}"]) == 2
+    assert "a scan appears twice" in capsys.readouterr().err
