@@ -598,19 +598,27 @@ def error_parts(rows, psr_scale: float) -> tuple[float, float]:
     return float(np.mean(mse * share - level)), float(np.mean(mse * (1 - share)))
 
 
+def read_rows(*folders) -> "pd.DataFrame":
+    """Every non-empty ``rows-*.tsv`` the workers wrote in ``folders`` (no header; :data:`FIELDS`), as one
+    table; empty (with those columns) when there is none."""
+    import pandas as pd
+
+    files = [f for folder in folders for f in sorted(Path(folder).glob("rows-*.tsv")) if f.stat().st_size]
+    if not files:
+        return pd.DataFrame(columns=FIELDS)
+    return pd.concat([pd.read_csv(f, sep="\t", names=FIELDS) for f in files])
+
+
 def levelled(args) -> int:
     """Each run's ``--row`` beside no diffusion, and with its level set to no diffusion's (session 23): how much
     of the gap to no diffusion a level correction alone could close, and where the rest lies (the ratios of
     :func:`error_parts` to no diffusion's). One line per run, then a summary."""
-    import pandas as pd
-
     within = 0
     for folder in args.runs:
-        files = sorted(Path(folder).glob("rows-*.tsv"))
-        if not files:
-            print(f"dev_ablations levelled: {folder} has no rows-*.tsv", file=sys.stderr)
+        table = read_rows(folder)
+        if table.empty:
+            print(f"dev_ablations levelled: {folder} has no rows-*.tsv with rows", file=sys.stderr)
             return 2
-        table = pd.concat([pd.read_csv(f, sep="\t", names=FIELDS) for f in files])
         for method, rows in table.groupby("method", sort=False):
             chain = rows[rows.row == args.row].set_index("scan")
             nodiff = rows[rows.row == "no-diffusion"].set_index("scan")
@@ -717,15 +725,11 @@ def paired_difference(a: "pd.Series", b: "pd.Series") -> dict:
 def _scan_rows(spec: str) -> "pd.DataFrame":
     """One ``LABEL:ROW=OUT1[,OUT2]`` of ``paired``: that method's row, one line per scan, from every
     ``rows-*.tsv`` in the folders. Raises ValueError on a malformed spec, no rows, or a scan twice."""
-    import pandas as pd
-
     name, _, folders = spec.partition("=")
     label, _, row = name.partition(":")
     if not (label and row and folders):
         raise ValueError(f"{spec!r} is not LABEL:ROW=OUT[,OUT...]")
-    files = [f for folder in folders.split(",") if folder for f in sorted(Path(folder).glob("rows-*.tsv"))]
-    frames = [pd.read_csv(f, sep="\t", names=FIELDS) for f in files if f.stat().st_size]
-    table = pd.concat(frames) if frames else pd.DataFrame(columns=FIELDS)
+    table = read_rows(*(folder for folder in folders.split(",") if folder))
     table = table[(table.method == label) & (table.row == row)]
     if table.empty:
         raise ValueError(f"no {row!r} rows of {label!r} in {folders}")
@@ -799,12 +803,9 @@ def _always_sdpa(model) -> None:
 # -- the whole run --------------------------------------------------------------------------------
 def summarize(out: Path, paper_row: str = row_label(GRIDS["order"][0])) -> str:
     """The means of every rows file in ``out``; ``order_ok``: target 4's order on ``paper_row``."""
-    import pandas as pd
-
-    frames = [pd.read_csv(p, sep="\t", names=FIELDS) for p in sorted(out.glob("rows-*.tsv")) if p.stat().st_size]
-    if not frames:
+    table = read_rows(out)
+    if table.empty:
         return "best_pure_noise=none psnr_db=nan nodiff_psnr_db=nan order_ok=False"
-    table = pd.concat(frames)
     table.to_csv(out / "rows.tsv", sep="\t", index=False)
     means = table.groupby(["method", "row"]).agg(
         psnr=("psnr", "mean"), ssim=("ssim", "mean"), auc=("auc_combined", "mean"),
