@@ -96,6 +96,19 @@ def decoded_alignment_loss(decoded: torch.Tensor, psr01: torch.Tensor) -> torch.
     return F.l1_loss(decoded.float(), psr01.float())
 
 
+def lesion_l1_loss(decoded: torch.Tensor, psr01: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the batch's lesion voxels only (0 when it holds none).
+
+    Lesions are under 1 % of a patch, so the whole-patch L1 barely sees them; averaging over lesion
+    voxels alone gives them the weight of the rest of the patch (``diffusion_decoded_lesion_weight``).
+    """
+    mask = lesion.float()
+    count = mask.sum()
+    if count == 0:
+        return decoded.float().sum() * 0.0  # keeps the graph (DDP ranks must all reduce)
+    return ((decoded.float() - psr01.float()).abs() * mask).sum() / count
+
+
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     """KL divergence of N(mu, sigma^2) from N(0, 1), summed over latent voxels, mean over the batch."""
     mu, sigma = z_mu.float(), z_sigma.float()

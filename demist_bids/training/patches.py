@@ -97,14 +97,16 @@ class PatchSampler:
         cond = _crop(volume.cond, start, self.patch_size)
         psr = _crop(volume.psr, start, self.patch_size)[None] / self.psr_scale
         brain = _crop(volume.brain, start, self.patch_size)[None].astype(np.float32)
+        lesion = (_crop(volume.lesion & volume.brain, start, self.patch_size)[None].astype(np.float32)
+                  if volume.lesion is not None else np.zeros_like(brain))
         aug = self.augmentation
         if augment and aug.enabled:
             if rng.random() < aug.flip_probability:
-                cond, psr, brain = (np.flip(a, axis=1) for a in (cond, psr, brain))
+                cond, psr, brain, lesion = (np.flip(a, axis=1) for a in (cond, psr, brain, lesion))
             gain = rng.uniform(*aug.gain_range, size=(2, 1, 1, 1))
             gamma = rng.uniform(*aug.gamma_range, size=(2, 1, 1, 1))
             cond = np.clip(gain * np.power(np.clip(cond, 0, None), gamma), 0, None)
-        return cond.astype(np.float32), np.clip(psr, 0, None).astype(np.float32), brain
+        return cond.astype(np.float32), np.clip(psr, 0, None).astype(np.float32), brain, lesion
 
     def batch(
         self, step: int, batch_size: int, *, stream: int = 0, augment: bool = True,
@@ -118,7 +120,8 @@ class PatchSampler:
             lesion_fraction: probability that a patch is centred on a lesion voxel.
 
         Returns:
-            dict of tensors: ``cond`` B x 2 x P^3, ``psr01`` B x 1 x P^3, ``brain`` B x 1 x P^3.
+            dict of tensors: ``cond`` B x 2 x P^3, ``psr01`` B x 1 x P^3, ``brain`` B x 1 x P^3,
+            ``lesion`` B x 1 x P^3 (lesion voxels inside the brain; zeros for a scan without a mask).
         """
         import torch
 
@@ -126,7 +129,7 @@ class PatchSampler:
         items = [self._one(rng, augment, lesion_fraction) for _ in range(batch_size)]
         return {
             key: torch.from_numpy(np.ascontiguousarray(np.stack([it[i] for it in items])))
-            for i, key in enumerate(("cond", "psr01", "brain"))
+            for i, key in enumerate(("cond", "psr01", "brain", "lesion"))
         }
 
     def fixed_batches(self, count: int, batch_size: int, *, stream: int = 99) -> Iterator[dict]:

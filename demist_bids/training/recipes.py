@@ -111,6 +111,12 @@ class TrainingRecipe:
     +1.04 dB above decoding z_c on development scans 1-3, lesion-level AUC 0.990 -> 0.992 (no
     diffusion: 0.995). On a test cohort (seed 263) that row lay +0.75 dB above decoding z_c with a
     lesion-level AUC 0.003 below it; no shipped model sets it yet (benchmarks/README, session 26)."""
+    diffusion_decoded_lesion_weight: float = 0.0
+    """``diffusion`` stage, with ``diffusion_decoded_weight`` > 0: weight of a second L1 of that decoded
+    estimate, averaged over the batch's lesion voxels only (lesion masks, where the cohort has them),
+    so lesions weigh as much as the rest of the patch rather than under 1 % of it. Aimed at the
+    lesion-level AUC, which lesion-centred patches alone left 0.003 below decoding z_c (session 26).
+    0: off, as every shipped model was trained."""
     cond_encoder_in_diffusion: bool = False
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
     scale_factor_batches: int = 16

@@ -389,6 +389,9 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             decoded_all = model.decode_psr(z0_hat)
             parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])
             total = total + recipe.diffusion_decoded_weight * parts["decoded"]
+            if recipe.diffusion_decoded_lesion_weight > 0:
+                parts["decoded_lesion"] = losses.lesion_l1_loss(decoded_all, batch["psr01"], batch["lesion"])
+                total = total + recipe.diffusion_decoded_lesion_weight * parts["decoded_lesion"]
         if recipe.edge_weight > 0:
             rows = t < recipe.edge_timestep_max
             if rows.any():

@@ -69,3 +69,17 @@ def test_autoencoder_loss_combines_its_parts():
     )
     expected = parts["l1"] + 1e-6 * parts["kl"] + 0.5 * parts["edge"] + 0.1 * parts["adv"]
     torch.testing.assert_close(parts["total"], expected)
+
+
+def test_lesion_l1_is_the_mean_error_over_lesion_voxels_only():
+    truth = torch.zeros(2, 1, 4, 4, 4)
+    decoded = torch.full((2, 1, 4, 4, 4), 0.5)  # 0.5 off everywhere ...
+    lesion = torch.zeros_like(truth)
+    lesion[0, 0, 1, 1, 1] = lesion[1, 0, 2, 2, 2] = 1
+    decoded[0, 0, 1, 1, 1], decoded[1, 0, 2, 2, 2] = 0.1, 0.3  # ... but 0.1 and 0.3 on the two lesion voxels
+    assert float(losses.lesion_l1_loss(decoded, truth, lesion)) == pytest.approx(0.2)
+    # no lesion in the batch: zero, and still a graph to back-propagate through (DDP ranks all reduce)
+    decoded.requires_grad_(True)
+    none = losses.lesion_l1_loss(decoded, truth, torch.zeros_like(truth))
+    none.backward()
+    assert none.item() == 0.0 and decoded.grad is not None and float(decoded.grad.abs().sum()) == 0.0

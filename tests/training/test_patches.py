@@ -67,3 +67,27 @@ def test_lesion_fraction_centres_patches_on_lesions_and_falls_back_without_a_mas
     assert (always["brain"][:, 0, 4, 4, 4] == 1).all()  # the control's patches still lie in its brain
     # fraction 0 draws exactly what the sampler drew before the option existed
     assert (sampler.batch(3, 4, lesion_fraction=0.0)["cond"] == sampler.batch(3, 4)["cond"]).all()
+
+
+def test_the_lesion_patch_follows_its_patch_and_is_zero_without_a_mask():
+    lesioned = _volume("a", 0.1)
+    x = np.arange(lesioned.brain.shape[0], dtype=np.float32)[:, None, None] / 100
+    lesioned.cond[0] = np.where(lesioned.brain, x, 0)  # T1w holds each voxel's left-right index
+    lesioned.lesion = np.zeros(lesioned.brain.shape, bool)
+    lesioned.lesion[6:9, 10, 8] = True  # three voxels along left-right
+    lesioned.lesion[0, 0, 0] = True  # outside the brain: not a lesion the losses should see
+    sampler = PatchSampler([lesioned, _volume("bb", 0.2)], (8, 8, 8), 0.2, seed=0,
+                           augmentation=Augmentation(gain_range=(1, 1), gamma_range=(1, 1)))
+    batch = sampler.batch(0, 64, lesion_fraction=0.5)
+    lesion, psr, t1w = batch["lesion"].numpy(), batch["psr01"].numpy(), batch["cond"].numpy()[:, 0]
+    assert lesion.shape == psr.shape and set(np.unique(lesion)) <= {0.0, 1.0}
+    from_a = np.isclose(psr[:, 0, 4, 4, 4], 0.5)
+    assert not lesion[~from_a].any()  # the control has no mask: all zeros
+    on_lesion = [i for i in np.flatnonzero(from_a) if lesion[i, 0, 4, 4, 4]]
+    assert len(on_lesion) > 5
+    flipped = 0
+    for i in on_lesion:  # cut, and flipped, with the T1w it belongs to
+        assert lesion[i].sum() == 3
+        assert np.allclose(sorted(t1w[i][lesion[i, 0] > 0]), [0.06, 0.07, 0.08])
+        flipped += int(t1w[i, 0, 4, 4] > t1w[i, 7, 4, 4])
+    assert 0 < flipped < len(on_lesion)

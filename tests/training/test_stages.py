@@ -100,14 +100,26 @@ def _full_model_on_a_frozen_backbone():
     return model
 
 
-def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0):
+def _lesioned_blob(name, seed):
+    """A blob volume with a small lesion of lower PSR in its white matter."""
+    volume = _blob_volume(name, seed)
+    volume.lesion = np.zeros(volume.brain.shape, bool)
+    volume.lesion[11:14, 11:14, 11:14] = True
+    volume.psr[volume.lesion] = 0.09
+    return volume
+
+
+def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0, lesion_weight=0.0,
+                     lesion_fraction=0.0):
     """A fresh full model (fixed seed) after one ``diffusion`` step; its LoRA B before and after."""
     model = _full_model_on_a_frozen_backbone()
     rec = recipe("small")
     rec.patch_size, rec.batch_size = [16, 16, 16], 1
     rec.lora_b_lr_multiplier = lora_b_lr_multiplier
     rec.diffusion_decoded_weight = decoded_weight
-    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    rec.diffusion_decoded_lesion_weight = lesion_weight
+    rec.diffusion_lesion_fraction = lesion_fraction
+    sampler = PatchSampler([_lesioned_blob("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
     before = [p.detach().clone() for p in model.lora_up_parameters()]
     st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
                                         TerminationFlag(), False, 0, torch.device("cpu")))
@@ -136,6 +148,19 @@ def test_the_decoded_term_reaches_the_streams_and_is_logged(tmp_path):
     assert "decoded" not in header_plain and "decoded" in header_decoded
     row = dict(zip(header_decoded, (tmp_path / "decoded" / "log.csv").read_text().splitlines()[1].split(",")))
     assert float(row["decoded"]) > 0
+
+
+def test_the_lesion_term_reaches_the_streams_and_is_logged(tmp_path):
+    assert recipe("small").diffusion_decoded_lesion_weight == 0.0  # off, as every shipped model was trained
+    # the same lesion-centred patch either way: only the lesion term differs
+    _, decoded = _one_stream_step(tmp_path, "decoded", 1.0, decoded_weight=1.0, lesion_fraction=1.0)
+    _, lesion = _one_stream_step(tmp_path, "lesion", 1.0, decoded_weight=1.0, lesion_weight=5.0,
+                                 lesion_fraction=1.0)
+    assert any(not torch.equal(a, b) for a, b in zip(decoded, lesion))
+    lines = (tmp_path / "lesion" / "log.csv").read_text().splitlines()
+    row = dict(zip(lines[0].split(","), lines[1].split(",")))
+    assert "decoded_lesion" not in (tmp_path / "decoded" / "log.csv").read_text().splitlines()[0].split(",")
+    assert float(row["decoded_lesion"]) > 0  # the one patch is lesion-centred, so the term is not the empty 0
 
 
 def test_the_edge_term_is_the_same_whether_or_not_the_decoded_term_shares_its_decode(tmp_path):
