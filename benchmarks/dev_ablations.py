@@ -740,7 +740,9 @@ def _scan_rows(spec: str) -> "pd.DataFrame":
 
 def paired(args) -> int:
     """``paired``: two rows compared scan by scan (PSNR and lesion-level AUC), as issue 16's target 1 asks
-    ("paired tests over scans reported"). One line per measure."""
+    ("paired tests over scans reported"). One line per measure. With ``--psr-scale`` also the level-free
+    PSNR (:func:`level_free_psnr`): session 27 found a pure-noise row's PSNR gain over no diffusion to be
+    a shift of the scan's mean level, which this measure leaves out."""
     try:
         a, b = _scan_rows(args.a), _scan_rows(args.b)
     except ValueError as err:
@@ -750,7 +752,12 @@ def paired(args) -> int:
     if shared.empty:
         print("dev_ablations paired: the two rows share no scan", file=sys.stderr)
         return 2
-    for measure in ("psnr", "lesion_auc"):
+    measures = ["psnr", "lesion_auc"]
+    if args.psr_scale:
+        for table in (a, b):
+            table["psnr_level_free"] = level_free_psnr(table["psnr"], table["bias"], args.psr_scale)
+        measures.append("psnr_level_free")
+    for measure in measures:
         r = paired_difference(a.loc[shared, measure].astype(float), b.loc[shared, measure].astype(float))
         print(f"measure={measure} diff={r['diff']:+.4f} above={r['above']} equal={r['equal']} "
               f"below={r['below']} scans={r['scans']} t_p={r['t_p']:.3g} wilcoxon_p={r['wilcoxon_p']:.3g}",
@@ -917,6 +924,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("paired", help="two rows compared scan by scan (PSNR and lesion-level AUC)")
     p.add_argument("--a", required=True, help="LABEL:ROW=OUT1[,OUT2,...]: the row that should be higher")
     p.add_argument("--b", required=True, help="LABEL:ROW=OUT1[,OUT2,...]: the row it is compared against")
+    p.add_argument("--psr-scale", type=float, default=None,
+                   help="the models' psr_scale (their config.json): adds the level-free PSNR")
     p = sub.add_parser("prior", help="a copy of the foundation with a backbone trained on another image domain")
     p.add_argument("--train", required=True)
     p.add_argument("--foundation", required=True)

@@ -110,7 +110,9 @@ class TrainingRecipe:
     model's own streams, 0.25 lifted the paper's row (pure noise, DDIM-20, mean of 4) from +0.25 to
     +1.04 dB above decoding z_c on development scans 1-3, lesion-level AUC 0.990 -> 0.992 (no
     diffusion: 0.995). On a test cohort (seed 263) that row lay +0.75 dB above decoding z_c with a
-    lesion-level AUC 0.003 below it; no shipped model sets it yet (benchmarks/README, session 26)."""
+    lesion-level AUC 0.003 below it, a gain that is a shift of each scan's mean level: with each
+    scan's own offset taken out that row lies 0.26 dB below decoding z_c (session 27). No shipped
+    model sets it (benchmarks/README, sessions 26-27)."""
     diffusion_decoded_lesion_weight: float = 0.0
     """``diffusion`` stage, with ``diffusion_decoded_weight`` > 0: weight of a second L1 of that decoded
     estimate, averaged over the batch's lesion voxels only (lesion masks, where the cohort has them),

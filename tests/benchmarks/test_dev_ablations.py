@@ -749,3 +749,27 @@ def test_paired_compares_two_rows_scan_by_scan_across_a_cohort_scored_in_parts(t
     twice = f"candidate:ddim20x4-g1.5={tmp_path / 'a'},{tmp_path / 'a'}"
     assert main(["paired", "--a", twice, "--b", f"shipped:no-diffusion={tmp_path / 'shipped'}"]) == 2
     assert "a scan appears twice" in capsys.readouterr().err
+
+
+def test_paired_adds_the_level_free_psnr_given_the_psr_scale(tmp_path, capsys):
+    """A row that gains PSNR only by sitting nearer the true level gains nothing level-free."""
+    from dev_ablations import main
+
+    scale = 0.2
+    mse_about_level = 10 ** (-24 / 10)  # on PSR / scale: 24 dB with no offset
+    rows = []
+    for i in range(3):
+        for method, bias in (("shifted", 0.0), ("offset", 0.008)):
+            psnr = -10 * np.log10(mse_about_level + (bias / scale) ** 2)
+            rows.append({"method": method, "row": "r", "scan": f"sub-0{i + 1}", "psnr": psnr, "bias": bias,
+                         "lesion_auc": 0.9})
+    _write_rows(tmp_path / "rows-all.tsv", rows)
+    a, b = f"shifted:r={tmp_path}", f"offset:r={tmp_path}"
+    assert main(["paired", "--a", a, "--b", b]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # without the scale: PSNR and lesion AUC
+    assert main(["paired", "--a", a, "--b", b, "--psr-scale", str(scale)]) == 0
+    psnr, _, level_free = capsys.readouterr().out.strip().splitlines()
+    gain = 10 * np.log10(1 + (0.008 / scale) ** 2 / mse_about_level)  # what the offset costs: 1.47 dB
+    assert psnr.startswith(f"measure=psnr diff=+{gain:.4f} above=3")
+    fields = dict(item.split("=") for item in level_free.split())
+    assert fields["measure"] == "psnr_level_free" and abs(float(fields["diff"])) < 1e-4
