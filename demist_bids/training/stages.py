@@ -381,17 +381,19 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             "edge": torch.zeros((), device=run.device),
         }
         total = parts["mse"] + recipe.align_weight * parts["align"]
-        if recipe.edge_weight > 0 or recipe.diffusion_decoded_weight > 0:
+        decode_every_step = recipe.diffusion_decoded_weight > 0 or recipe.diffusion_decoded_lesion_weight > 0
+        if recipe.edge_weight > 0 or decode_every_step:
             z0_hat = losses.predicted_clean_latent(z_t, eps, t, alphas_cumprod)
         decoded_all = None
-        if recipe.diffusion_decoded_weight > 0:
-            # the decoder normalizes each patch on its own, so one decode serves both terms
+        if decode_every_step:
+            # the decoder normalizes each patch on its own, so one decode serves every term
             decoded_all = model.decode_psr(z0_hat)
+        if recipe.diffusion_decoded_weight > 0:
             parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])
             total = total + recipe.diffusion_decoded_weight * parts["decoded"]
-            if recipe.diffusion_decoded_lesion_weight > 0:
-                parts["decoded_lesion"] = losses.lesion_l1_loss(decoded_all, batch["psr01"], batch["lesion"])
-                total = total + recipe.diffusion_decoded_lesion_weight * parts["decoded_lesion"]
+        if recipe.diffusion_decoded_lesion_weight > 0:
+            parts["decoded_lesion"] = losses.lesion_l1_loss(decoded_all, batch["psr01"], batch["lesion"])
+            total = total + recipe.diffusion_decoded_lesion_weight * parts["decoded_lesion"]
         if recipe.edge_weight > 0:
             rows = t < recipe.edge_timestep_max
             if rows.any():

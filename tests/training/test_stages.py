@@ -161,6 +161,12 @@ def test_the_lesion_term_reaches_the_streams_and_is_logged(tmp_path):
     row = dict(zip(lines[0].split(","), lines[1].split(",")))
     assert "decoded_lesion" not in (tmp_path / "decoded" / "log.csv").read_text().splitlines()[0].split(",")
     assert float(row["decoded_lesion"]) > 0  # the one patch is lesion-centred, so the term is not the empty 0
+    # on its own, without the whole-patch term, it still counts
+    _, alone = _one_stream_step(tmp_path, "alone", 1.0, lesion_weight=5.0, lesion_fraction=1.0)
+    _, plain = _one_stream_step(tmp_path, "plain", 1.0, lesion_fraction=1.0)
+    assert any(not torch.equal(a, b) for a, b in zip(alone, plain))
+    header = (tmp_path / "alone" / "log.csv").read_text().splitlines()[0].split(",")
+    assert "decoded_lesion" in header and "decoded" not in header
 
 
 def test_the_edge_term_is_the_same_whether_or_not_the_decoded_term_shares_its_decode(tmp_path):
