@@ -29,7 +29,7 @@ process tree on whatever device it gets, from two files the CPU machine packs::
     python benchmarks/dev_ablations.py levelled OUT1 OUT2 ... --psr-scale S [--row ddim20x4-g1.5]
     # two rows paired over the scans they share (e.g. a candidate against no diffusion on a test cohort; a
     # cohort scored in parts gives its OUT folders comma-separated):
-    python benchmarks/dev_ablations.py paired --a LABEL:ROW=OUT1[,OUT2] --b LABEL:ROW=OUT3
+    python benchmarks/dev_ablations.py paired --a LABEL:ROW=OUT1[,OUT2] --b LABEL:ROW=OUT3 [--psr-scale S]
 
 ``score --grid spread`` measures issue 16's target 2 on a model's own sampler
 (its steps, guidance, blend and precision): one sample against the mean of 4,

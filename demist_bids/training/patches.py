@@ -79,9 +79,10 @@ class PatchSampler:
         self.rank = int(rank)
         self.augmentation = augmentation
         self._brain_voxels = [np.argwhere(v.brain) for v in self.volumes]
+        # lesion voxels inside the brain, once per scan (None: the scan has no lesion mask)
+        self._lesion_masks = [v.lesion & v.brain if v.lesion is not None else None for v in self.volumes]
         self._lesion_voxels = [
-            np.argwhere(v.lesion & v.brain) if v.lesion is not None else np.empty((0, 3), dtype=np.int64)
-            for v in self.volumes
+            np.argwhere(m) if m is not None else np.empty((0, 3), dtype=np.int64) for m in self._lesion_masks
         ]
 
     def _rng(self, step: int, stream: int) -> np.random.Generator:
@@ -97,8 +98,9 @@ class PatchSampler:
         cond = _crop(volume.cond, start, self.patch_size)
         psr = _crop(volume.psr, start, self.patch_size)[None] / self.psr_scale
         brain = _crop(volume.brain, start, self.patch_size)[None].astype(np.float32)
-        lesion = (_crop(volume.lesion & volume.brain, start, self.patch_size)[None].astype(np.float32)
-                  if volume.lesion is not None else np.zeros_like(brain))
+        mask = self._lesion_masks[index]
+        lesion = (_crop(mask, start, self.patch_size)[None].astype(np.float32)
+                  if mask is not None else np.zeros_like(brain))
         aug = self.augmentation
         if augment and aug.enabled:
             if rng.random() < aug.flip_probability:

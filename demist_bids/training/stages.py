@@ -12,7 +12,8 @@
   method);
 - :func:`train_streams` (``diffusion``): only the enabled conditioning streams,
   noise MSE + edge on the decoded predicted clean latent + alignment (and,
-  if the recipe asks, L1 of that decoded estimate);
+  if the recipe asks, L1 of that decoded estimate, over the patch and over
+  its lesion voxels);
 - :func:`train_regressor` (``regressor``): the deterministic U-Net baseline of
   the evaluation, L1 on the same patches, independent of everything above.
 
@@ -381,11 +382,11 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             "edge": torch.zeros((), device=run.device),
         }
         total = parts["mse"] + recipe.align_weight * parts["align"]
-        decode_every_step = recipe.diffusion_decoded_weight > 0 or recipe.diffusion_decoded_lesion_weight > 0
-        if recipe.edge_weight > 0 or decode_every_step:
+        decoded_terms = recipe.diffusion_decoded_weight > 0 or recipe.diffusion_decoded_lesion_weight > 0
+        if recipe.edge_weight > 0 or decoded_terms:
             z0_hat = losses.predicted_clean_latent(z_t, eps, t, alphas_cumprod)
         decoded_all = None
-        if decode_every_step:
+        if decoded_terms:
             # the decoder normalizes each patch on its own, so one decode serves every term
             decoded_all = model.decode_psr(z0_hat)
         if recipe.diffusion_decoded_weight > 0:
