@@ -117,8 +117,8 @@ class TrainingRecipe:
     """``diffusion`` stage: weight of an L1 of the decoded estimate that ``diffusion_decoded_weight``
     scores (on its own or beside it), averaged over the batch's lesion voxels only (lesion masks,
     where the cohort has them), so lesions weigh as much as the rest of the patch rather than under
-    1 % of it. Aimed at the
-    lesion-level AUC, which lesion-centred patches alone left 0.003 below decoding z_c (session 26).
+    1 % of it. Aimed at the lesion-level AUC, which lesion-centred patches alone left 0.003 below
+    decoding z_c (session 26).
     At 1 (fraction 0.25) it lifted the paper's row's lesion AUC above decoding z_c's on development
     scans 1-6 (0.977 against 0.973) at about 1 dB of PSNR; on a test cohort (seed 281) it lay 0.006
     below (benchmarks/README, session 27). 0: off, as every shipped model was trained."""
