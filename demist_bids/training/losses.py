@@ -90,10 +90,15 @@ def alignment_loss(z_c: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(z_c.float(), z_y.float())
 
 
-def decoded_alignment_loss(decoded: torch.Tensor, psr01: torch.Tensor) -> torch.Tensor:
+def decoded_alignment_loss(decoded: torch.Tensor, psr01: torch.Tensor,
+                           weights: torch.Tensor | None = None) -> torch.Tensor:
     """L1 between a decoded PSR map and the measured one: of z_c in ``align``, of the streams' clean-latent
-    estimate in ``diffusion`` (``diffusion_decoded_weight``)."""
-    return F.l1_loss(decoded.float(), psr01.float())
+    estimate in ``diffusion`` (``diffusion_decoded_weight``). ``weights`` (one per patch, e.g. growing
+    with the patch's timestep) weigh each patch's mean L1 before the batch mean; None: the plain mean."""
+    if weights is None:
+        return F.l1_loss(decoded.float(), psr01.float())
+    per_patch = (decoded.float() - psr01.float()).abs().flatten(1).mean(1)
+    return (weights.float().reshape(-1) * per_patch).mean()
 
 
 def lesion_l1_loss(decoded: torch.Tensor, psr01: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:

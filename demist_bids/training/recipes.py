@@ -101,6 +101,12 @@ class TrainingRecipe:
     training seeds on two development scans; on the demo model's own streams it brought that row
     level with decoding z_c on a test cohort (seed 257), with a lesion AUC 0.007 lower. No shipped
     model sets it yet (benchmarks/README, sessions 24-25)."""
+    diffusion_decoded_high_noise_weight: float = 0.0
+    """``diffusion`` stage: an extra weight of the decoded term that grows linearly with the patch's
+    timestep, ``diffusion_decoded_weight + this * t / (T - 1)``: the clean-latent estimate at high
+    noise is what a pure-noise chain's mean inherits, and there the noise loss alone lets it stay a
+    weaker regressor than decoding z_c (session 28). 0: a constant weight, as every run before
+    session 29 was trained; no shipped model sets it (benchmarks/README, session 29)."""
     diffusion_lesion_fraction: float = 0.0
     """``diffusion`` stage: fraction of patches centred on a lesion voxel (where the cohort has
     lesion masks), as ``align_lesion_fraction`` does for the align stage. Uniform patches rarely

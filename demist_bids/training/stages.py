@@ -382,16 +382,23 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             "edge": torch.zeros((), device=run.device),
         }
         total = parts["mse"] + recipe.align_weight * parts["align"]
-        decoded_terms = recipe.diffusion_decoded_weight > 0 or recipe.diffusion_decoded_lesion_weight > 0
+        ramped = recipe.diffusion_decoded_high_noise_weight > 0
+        whole_patch = recipe.diffusion_decoded_weight > 0 or ramped
+        decoded_terms = whole_patch or recipe.diffusion_decoded_lesion_weight > 0
         if recipe.edge_weight > 0 or decoded_terms:
             z0_hat = losses.predicted_clean_latent(z_t, eps, t, alphas_cumprod)
         decoded_all = None
         if decoded_terms:
             # the decoder normalizes each patch on its own, so one decode serves every term
             decoded_all = model.decode_psr(z0_hat)
-        if recipe.diffusion_decoded_weight > 0:
-            parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])
-            total = total + recipe.diffusion_decoded_weight * parts["decoded"]
+        if whole_patch:
+            parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])  # logged unweighted
+            if ramped:
+                weights = (recipe.diffusion_decoded_weight + recipe.diffusion_decoded_high_noise_weight
+                           * t.float() / (scheduler.num_train_timesteps - 1))
+                total = total + losses.decoded_alignment_loss(decoded_all, batch["psr01"], weights)
+            else:
+                total = total + recipe.diffusion_decoded_weight * parts["decoded"]
         if recipe.diffusion_decoded_lesion_weight > 0:
             parts["decoded_lesion"] = losses.lesion_l1_loss(decoded_all, batch["psr01"], batch["lesion"])
             total = total + recipe.diffusion_decoded_lesion_weight * parts["decoded_lesion"]

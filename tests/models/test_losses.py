@@ -83,3 +83,12 @@ def test_lesion_l1_is_the_mean_error_over_lesion_voxels_only():
     none = losses.lesion_l1_loss(decoded, truth, torch.zeros_like(truth))
     none.backward()
     assert none.item() == 0.0 and decoded.grad is not None and float(decoded.grad.abs().sum()) == 0.0
+
+
+def test_weighted_decoded_l1_weighs_each_patch_and_equals_the_plain_mean_at_a_constant_weight():
+    decoded, truth = torch.rand(3, 1, 6, 6, 6), torch.rand(3, 1, 6, 6, 6)
+    plain = losses.decoded_alignment_loss(decoded, truth)
+    torch.testing.assert_close(losses.decoded_alignment_loss(decoded, truth, torch.full((3,), 2.0)), 2.0 * plain)
+    # all the weight on the second patch: its own mean error, a third of it over the batch of three
+    only_second = losses.decoded_alignment_loss(decoded, truth, torch.tensor([0.0, 3.0, 0.0]))
+    torch.testing.assert_close(only_second, (decoded[1] - truth[1]).abs().mean())

@@ -110,7 +110,7 @@ def _lesioned_blob(name, seed):
 
 
 def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0, lesion_weight=0.0,
-                     lesion_fraction=0.0):
+                     lesion_fraction=0.0, high_noise_weight=0.0):
     """A fresh full model (fixed seed) after one ``diffusion`` step; its LoRA B before and after."""
     model = _full_model_on_a_frozen_backbone()
     rec = recipe("small")
@@ -118,6 +118,7 @@ def _one_stream_step(tmp_path, name, lora_b_lr_multiplier, decoded_weight=0.0, l
     rec.lora_b_lr_multiplier = lora_b_lr_multiplier
     rec.diffusion_decoded_weight = decoded_weight
     rec.diffusion_decoded_lesion_weight = lesion_weight
+    rec.diffusion_decoded_high_noise_weight = high_noise_weight
     rec.diffusion_lesion_fraction = lesion_fraction
     sampler = PatchSampler([_lesioned_blob("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
     before = [p.detach().clone() for p in model.lora_up_parameters()]
@@ -148,6 +149,21 @@ def test_the_decoded_term_reaches_the_streams_and_is_logged(tmp_path):
     assert "decoded" not in header_plain and "decoded" in header_decoded
     row = dict(zip(header_decoded, (tmp_path / "decoded" / "log.csv").read_text().splitlines()[1].split(",")))
     assert float(row["decoded"]) > 0
+
+
+def test_the_high_noise_ramp_of_the_decoded_term_reaches_the_streams(tmp_path):
+    assert recipe("small").diffusion_decoded_high_noise_weight == 0.0  # off, as every shipped model was trained
+    _, constant = _one_stream_step(tmp_path, "constant", 1.0, decoded_weight=1.0)
+    _, ramped = _one_stream_step(tmp_path, "ramped", 1.0, decoded_weight=1.0, high_noise_weight=20.0)
+    assert any(not torch.equal(a, b) for a, b in zip(constant, ramped))
+    # on its own (no constant part) it still turns the term on, and the log keeps the unweighted L1
+    _, plain = _one_stream_step(tmp_path, "plain", 1.0)
+    _, alone = _one_stream_step(tmp_path, "alone", 1.0, high_noise_weight=20.0)
+    assert any(not torch.equal(a, b) for a, b in zip(plain, alone))
+    logs = {n: (tmp_path / n / "log.csv").read_text().splitlines() for n in ("constant", "alone")}
+    rows = {n: dict(zip(lines[0].split(","), lines[1].split(","))) for n, lines in logs.items()}
+    # the same model, patch and noise: the logged L1 does not depend on the weights
+    assert float(rows["alone"]["decoded"]) == pytest.approx(float(rows["constant"]["decoded"]), rel=1e-5)
 
 
 def test_the_lesion_term_reaches_the_streams_and_is_logged(tmp_path):
