@@ -105,8 +105,11 @@ class TrainingRecipe:
     """``diffusion`` stage: an extra weight of the decoded term that grows linearly with the patch's
     timestep, ``diffusion_decoded_weight + this * t / (T - 1)``: the clean-latent estimate at high
     noise is what a pure-noise chain's mean inherits, and there the noise loss alone lets it stay a
-    weaker regressor than decoding z_c (session 28). 0: a constant weight, as every run before
-    session 29 was trained; no shipped model sets it (benchmarks/README, session 29)."""
+    weaker regressor than decoding z_c (session 28). 0: a constant weight, as every shipped model
+    was trained. On the demo model's own streams (fraction 0.25), weight 1 plus 3 left the paper's
+    row's level-free PSNR where weight 1 alone left it on development scans 1-6 (23.21 against
+    23.27 dB; no diffusion 23.66) and pulled its level 0.012 PSR below no diffusion's (PSNR 21.93
+    against 22.80); 0 plus 2 was worse level-free (benchmarks/README, session 29)."""
     diffusion_lesion_fraction: float = 0.0
     """``diffusion`` stage: fraction of patches centred on a lesion voxel (where the cohort has
     lesion masks), as ``align_lesion_fraction`` does for the align stage. Uniform patches rarely
