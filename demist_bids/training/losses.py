@@ -101,6 +101,12 @@ def decoded_alignment_loss(decoded: torch.Tensor, psr01: torch.Tensor,
     return (weights.float().reshape(-1) * per_patch).mean()
 
 
+def timestep_ramp(t: torch.Tensor, total: int, base: float, extra: float) -> torch.Tensor:
+    """Per-patch weights ``base + extra * t / (total - 1)``: ``base`` at t = 0, ``base + extra`` at the
+    noisiest timestep (``diffusion_decoded_high_noise_weight``)."""
+    return base + extra * t.float() / (total - 1)
+
+
 def lesion_l1_loss(decoded: torch.Tensor, psr01: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the batch's lesion voxels only (0 when it holds none).
 

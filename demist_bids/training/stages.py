@@ -394,8 +394,8 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
         if whole_patch:
             parts["decoded"] = losses.decoded_alignment_loss(decoded_all, batch["psr01"])  # logged unweighted
             if ramped:
-                weights = (recipe.diffusion_decoded_weight + recipe.diffusion_decoded_high_noise_weight
-                           * t.float() / (scheduler.num_train_timesteps - 1))
+                weights = losses.timestep_ramp(t, scheduler.num_train_timesteps, recipe.diffusion_decoded_weight,
+                                               recipe.diffusion_decoded_high_noise_weight)
                 total = total + losses.decoded_alignment_loss(decoded_all, batch["psr01"], weights)
             else:
                 total = total + recipe.diffusion_decoded_weight * parts["decoded"]

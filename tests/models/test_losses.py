@@ -92,3 +92,8 @@ def test_weighted_decoded_l1_weighs_each_patch_and_equals_the_plain_mean_at_a_co
     # all the weight on the second patch: its own mean error, a third of it over the batch of three
     only_second = losses.decoded_alignment_loss(decoded, truth, torch.tensor([0.0, 3.0, 0.0]))
     torch.testing.assert_close(only_second, (decoded[1] - truth[1]).abs().mean())
+
+
+def test_the_timestep_ramp_runs_from_its_base_at_t0_to_base_plus_extra_at_the_noisiest_step():
+    weights = losses.timestep_ramp(torch.tensor([0, 500, 999]), 1000, 1.0, 3.0)
+    torch.testing.assert_close(weights, torch.tensor([1.0, 1.0 + 3.0 * 500 / 999, 4.0]))
