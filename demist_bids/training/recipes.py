@@ -133,6 +133,12 @@ class TrainingRecipe:
     below (benchmarks/README, session 27). 0: off, as every shipped model was trained."""
     cond_encoder_in_diffusion: bool = False
     """Also fine-tune the conditioning encoder in stage 2 (then the alignment term has gradients)."""
+    diffusion_cond_decoded_weight: float = 0.0
+    """``diffusion`` stage, with ``cond_encoder_in_diffusion``: weight of the ``align`` stage's
+    decoded L1 on z_c itself (the frozen PSR decoder's map of z_c against the measured one), kept
+    while E_cond trains with the streams. Without it the streams' losses alone moved z_c away from
+    a latent the decoder reads: decoding z_c fell 3.1 dB on development scans 1-3 (session 29).
+    0: off, as every shipped model was trained; it needs ``cond_encoder_in_diffusion``."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
     anchor_batches: int = 8
@@ -162,6 +168,11 @@ class TrainingRecipe:
     eval_precision: str = "auto"
     """``auto``, ``bf16`` or ``fp32`` (SamplingConfig.precision): bf16 halves a 2-core CPU's
     synthesis time where the CPU computes bf16 natively, and is ignored where it does not."""
+
+    def __post_init__(self) -> None:
+        if self.diffusion_cond_decoded_weight > 0 and not self.cond_encoder_in_diffusion:
+            raise ValueError("diffusion_cond_decoded_weight needs cond_encoder_in_diffusion = true "
+                             "(with a frozen conditioning encoder the term has no gradient)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

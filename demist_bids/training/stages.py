@@ -382,6 +382,10 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
             "edge": torch.zeros((), device=run.device),
         }
         total = parts["mse"] + recipe.align_weight * parts["align"]
+        if recipe.diffusion_cond_decoded_weight > 0:
+            # E_cond trains here too: keep z_c a latent the PSR decoder reads, as the align stage asked
+            parts["cond_decoded"] = losses.decoded_alignment_loss(model.decode_psr(z_c), batch["psr01"])
+            total = total + recipe.diffusion_cond_decoded_weight * parts["cond_decoded"]
         ramped = recipe.diffusion_decoded_high_noise_weight > 0
         whole_patch = recipe.diffusion_decoded_weight > 0 or ramped
         decoded_terms = whole_patch or recipe.diffusion_decoded_lesion_weight > 0

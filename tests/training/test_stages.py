@@ -225,3 +225,38 @@ def test_the_diffusion_stage_draws_lesion_centred_patches_at_the_recipes_fractio
     st.train_streams(model, st.StageRun(sampler, rec, tmp_path / "lesion", 2, DistributedContext(),
                                         TerminationFlag(), False, 0, torch.device("cpu")))
     assert sampler.requests == [{"stream": 4, "lesion_fraction": 0.5}] * 2
+
+
+def _encoder_after_one_joint_step(tmp_path, name, cond_decoded_weight):
+    """E_cond's encoder weights after one ``diffusion`` step that trains it with the streams."""
+    model = _full_model_on_a_frozen_backbone()
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size = [16, 16, 16], 1
+    rec.cond_encoder_in_diffusion = True
+    rec.diffusion_cond_decoded_weight = cond_decoded_weight
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
+                                        TerminationFlag(), False, 0, torch.device("cpu")))
+    lines = (tmp_path / name / "log.csv").read_text().splitlines()
+    return st._encoder_parameters(model.cond_autoencoder), dict(zip(lines[0].split(","), lines[1].split(",")))
+
+
+def test_the_decoded_term_on_z_c_reaches_the_conditioning_encoder_and_is_logged(tmp_path):
+    assert recipe("small").diffusion_cond_decoded_weight == 0.0  # off, as every shipped model was trained
+    plain, plain_log = _encoder_after_one_joint_step(tmp_path, "plain", 0.0)
+    kept, kept_log = _encoder_after_one_joint_step(tmp_path, "kept", 5.0)
+    assert any(not torch.equal(a, b) for a, b in zip(plain, kept))  # its gradient moves E_cond
+    assert "cond_decoded" not in plain_log and float(kept_log["cond_decoded"]) > 0
+    # the same model, patch and noise: the noise loss before the step does not depend on the term
+    assert float(kept_log["mse"]) == pytest.approx(float(plain_log["mse"]), rel=1e-5)
+
+
+def test_the_decoded_term_on_z_c_needs_the_encoder_trained_in_the_streams_stage(tmp_path):
+    from demist_bids.training.recipes import load_recipe
+
+    path = tmp_path / "recipe.toml"
+    path.write_text("diffusion_cond_decoded_weight = 1.0\n")
+    with pytest.raises(ValueError, match="needs cond_encoder_in_diffusion"):
+        load_recipe("small", path)
+    path.write_text("diffusion_cond_decoded_weight = 1.0\ncond_encoder_in_diffusion = true\n")
+    assert load_recipe("small", path).diffusion_cond_decoded_weight == 1.0
