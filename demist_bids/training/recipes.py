@@ -138,6 +138,11 @@ class TrainingRecipe:
     decoded L1 on z_c itself (the frozen PSR decoder's map of z_c against the measured one), kept
     while E_cond trains with the streams. Without it the streams' losses alone moved z_c away from
     a latent the decoder reads: decoding z_c fell 3.1 dB on development scans 1-3 (session 29).
+    At 1 on the demo model's own streams (1250 steps, decoded weight 1, fraction 0.25), decoding
+    z_c beat the shipped align-stage encoder's on development scans 1-6 (22.96 against 22.65 dB;
+    each scan's level taken out 24.18 against 23.66) and the paper's row (pure noise, DDIM-20,
+    mean of 4) reached 22.99 dB, yet stayed 0.55 dB below its own z_c level-free, with a lesion
+    AUC 0.015 lower (benchmarks/README, session 30).
     0: off, as every shipped model was trained; it needs ``cond_encoder_in_diffusion``."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
