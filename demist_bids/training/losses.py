@@ -5,7 +5,8 @@ least-squares patch adversarial loss (MONAI ``PatchAdversarialLoss``).
 Stage 2 (streams): ``||eps - eps_theta||^2 + w_edge ||S(D(z0_hat)) - S(y)||_1
 + w_align ||z_c - z_y||^2`` where S is a 3D Sobel operator and
 ``z0_hat = (z_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)``, optionally
-``+ w_dec ||D(z0_hat) - y||_1`` (``diffusion_decoded_weight``, not the paper's). The weights are
+``+ w_dec ||D(z0_hat) - y||_1`` (``diffusion_decoded_weight``, not the paper's) and, with E_cond
+trained in this stage, ``+ w_c ||D(z_c) - y||_1`` (``diffusion_cond_decoded_weight``). The weights are
 the caller's (training recipe); these functions return unweighted means.
 """
 
