@@ -148,3 +148,26 @@ def test_a_bad_device_is_a_usage_error(bids, tmp_path, value):
 
     with pytest.raises(UsageError, match="cuda:N"):
         parse_args([str(bids), str(tmp_path / "out"), "participant", "--device", value])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("no_such_key = 1\n", "unknown training recipe keys"),
+    ("diffusion_cond_decoded_weight = 1.0\n", "needs cond_encoder_in_diffusion"),
+    ("steps = [\n", "--train-recipe"),
+])
+def test_a_bad_train_recipe_is_a_one_line_usage_error(bids, tmp_path, text, message):
+    recipe_file = tmp_path / "recipe.toml"
+    recipe_file.write_text(text)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError) as info:
+        parse_args([str(bids), str(out), "train", "--train-recipe", str(recipe_file), "-w", str(tmp_path / "w")])
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()  # refused before anything is written
+
+
+def test_a_good_train_recipe_is_kept(bids, tmp_path):
+    recipe_file = tmp_path / "recipe.toml"
+    recipe_file.write_text("cond_encoder_in_diffusion = true\ndiffusion_cond_decoded_weight = 1.0\n")
+    config = parse_args([str(bids), str(tmp_path / "o"), "train", "--train-recipe", str(recipe_file),
+                         "-w", str(tmp_path / "w")])
+    assert config.train.recipe == recipe_file.absolute()
