@@ -348,7 +348,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if opts.train_recipe is not None:
         if not opts.train_recipe.is_file():
             raise UsageError(f"--train-recipe {opts.train_recipe}: no such file")
-        from demist_bids.training.recipes import load_recipe  # no torch: fine before --help's budget
+        from demist_bids.training.recipes import load_recipe  # imports no torch
 
         try:  # a typo or a meaningless combination fails here, not hours into training
             load_recipe(tr.preset, opts.train_recipe)

@@ -23,6 +23,16 @@ def test_recipe_override_merges_tables_and_rejects_typos(tmp_path):
     assert capped(100, 0) == 100 and capped(100, 3) == 3
 
 
+def test_the_decoded_term_on_z_c_needs_the_encoder_trained_in_the_streams_stage(tmp_path):
+    # with a frozen conditioning encoder the term would have no gradient: refused, not ignored
+    path = tmp_path / "r.toml"
+    path.write_text("diffusion_cond_decoded_weight = 1.0\n")
+    with pytest.raises(ValueError, match="needs cond_encoder_in_diffusion"):
+        load_recipe("small", path)
+    path.write_text("diffusion_cond_decoded_weight = 1.0\ncond_encoder_in_diffusion = true\n")
+    assert load_recipe("small", path).diffusion_cond_decoded_weight == 1.0
+
+
 def test_card_rendering(tmp_path):
     from demist_bids.models.config import preset
 

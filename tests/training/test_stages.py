@@ -38,6 +38,12 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _log_row(directory, index=1):
+    """One row of a stage's ``log.csv`` as ``{column: text}`` (row 1: the first step)."""
+    lines = (Path(directory) / "log.csv").read_text().splitlines()
+    return dict(zip(lines[0].split(","), lines[index].split(",")))
+
+
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory):
     torch.manual_seed(0)
@@ -147,7 +153,7 @@ def test_the_decoded_term_reaches_the_streams_and_is_logged(tmp_path):
     header_plain = (tmp_path / "plain" / "log.csv").read_text().splitlines()[0].split(",")
     header_decoded = (tmp_path / "decoded" / "log.csv").read_text().splitlines()[0].split(",")
     assert "decoded" not in header_plain and "decoded" in header_decoded
-    row = dict(zip(header_decoded, (tmp_path / "decoded" / "log.csv").read_text().splitlines()[1].split(",")))
+    row = _log_row(tmp_path / "decoded")
     assert float(row["decoded"]) > 0
 
 
@@ -160,8 +166,7 @@ def test_the_high_noise_ramp_of_the_decoded_term_reaches_the_streams(tmp_path):
     _, plain = _one_stream_step(tmp_path, "plain", 1.0)
     _, alone = _one_stream_step(tmp_path, "alone", 1.0, high_noise_weight=20.0)
     assert any(not torch.equal(a, b) for a, b in zip(plain, alone))
-    logs = {n: (tmp_path / n / "log.csv").read_text().splitlines() for n in ("constant", "alone")}
-    rows = {n: dict(zip(lines[0].split(","), lines[1].split(","))) for n, lines in logs.items()}
+    rows = {n: _log_row(tmp_path / n) for n in ("constant", "alone")}
     # the same model, patch and noise: the logged L1 does not depend on the weights
     assert float(rows["alone"]["decoded"]) == pytest.approx(float(rows["constant"]["decoded"]), rel=1e-5)
 
@@ -173,8 +178,7 @@ def test_the_lesion_term_reaches_the_streams_and_is_logged(tmp_path):
     _, lesion = _one_stream_step(tmp_path, "lesion", 1.0, decoded_weight=1.0, lesion_weight=5.0,
                                  lesion_fraction=1.0)
     assert any(not torch.equal(a, b) for a, b in zip(decoded, lesion))
-    lines = (tmp_path / "lesion" / "log.csv").read_text().splitlines()
-    row = dict(zip(lines[0].split(","), lines[1].split(",")))
+    row = _log_row(tmp_path / "lesion")
     assert "decoded_lesion" not in (tmp_path / "decoded" / "log.csv").read_text().splitlines()[0].split(",")
     assert float(row["decoded_lesion"]) > 0  # the one patch is lesion-centred, so the term is not the empty 0
     # on its own, without the whole-patch term, it still counts
@@ -195,8 +199,7 @@ def test_the_edge_term_is_the_same_whether_or_not_the_decoded_term_shares_its_de
         name = f"edge{decoded_weight}"
         st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
                                             TerminationFlag(), False, 0, torch.device("cpu")))
-        lines = (tmp_path / name / "log.csv").read_text().splitlines()
-        return float(dict(zip(lines[0].split(","), lines[1].split(",")))["edge"])
+        return float(_log_row(tmp_path / name)["edge"])
 
     assert edge(1.0) == pytest.approx(edge(0.0), rel=1e-4)
 
@@ -237,8 +240,7 @@ def _encoder_after_one_joint_step(tmp_path, name, cond_decoded_weight):
     sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
     st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
                                         TerminationFlag(), False, 0, torch.device("cpu")))
-    lines = (tmp_path / name / "log.csv").read_text().splitlines()
-    return st._encoder_parameters(model.cond_autoencoder), dict(zip(lines[0].split(","), lines[1].split(",")))
+    return st._encoder_parameters(model.cond_autoencoder), _log_row(tmp_path / name)
 
 
 def test_the_decoded_term_on_z_c_reaches_the_conditioning_encoder_and_is_logged(tmp_path):
@@ -250,13 +252,3 @@ def test_the_decoded_term_on_z_c_reaches_the_conditioning_encoder_and_is_logged(
     # the same model, patch and noise: the noise loss before the step does not depend on the term
     assert float(kept_log["mse"]) == pytest.approx(float(plain_log["mse"]), rel=1e-5)
 
-
-def test_the_decoded_term_on_z_c_needs_the_encoder_trained_in_the_streams_stage(tmp_path):
-    from demist_bids.training.recipes import load_recipe
-
-    path = tmp_path / "recipe.toml"
-    path.write_text("diffusion_cond_decoded_weight = 1.0\n")
-    with pytest.raises(ValueError, match="needs cond_encoder_in_diffusion"):
-        load_recipe("small", path)
-    path.write_text("diffusion_cond_decoded_weight = 1.0\ncond_encoder_in_diffusion = true\n")
-    assert load_recipe("small", path).diffusion_cond_decoded_weight == 1.0
