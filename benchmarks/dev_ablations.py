@@ -320,7 +320,8 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     # the foundation's architecture (for a train-level model: its preset) with the method's stream switches
     config = ModelConfig.from_dict({**foundation.config.to_dict(), "card": {}, "patch_size": list(recipe.patch_size),
                                     "sampling": {"sampler": "ddim", "steps": 20, "start": 1.0, "precision": "fp32"}})
-    config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]])
+    config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]],
+                                         condition_skip=recipe.condition_skip)
     if token_stride is not None:
         config.streams.token_stride = token_stride
     if lora_rank is not None:

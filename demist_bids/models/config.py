@@ -121,6 +121,10 @@ class StreamsConfig:
     """LoRA rank r."""
     lora_alpha: float = 8.0
     """LoRA alpha; the update is scaled by alpha / r."""
+    condition_skip: bool = False
+    """Not in the paper: blend the denoiser's clean-latent estimate towards z_c by weights learned
+    with the streams, per noise level and channel (:mod:`demist_bids.models.condition_skip`; the
+    post-hoc :class:`AnchorConfig` trained into the denoiser). Only with at least one stream on."""
 
     def ablation(self) -> str:
         """The Table 1 row name of these switches (``custom`` if none matches)."""

@@ -29,6 +29,7 @@ from monai.networks.nets import AutoencoderKL, ControlNet, DiffusionModelUNet
 from torch import nn
 
 from demist_bids.models.autoencoders import build_autoencoder, posterior_mean
+from demist_bids.models.condition_skip import ConditionSkip
 from demist_bids.models.config import ModelConfig
 from demist_bids.models.controlnet import build_controlnet, copy_encoder_weights
 from demist_bids.models.lora import LowRankDelta, attach_lora, lora_parameters, lora_up_parameters
@@ -74,6 +75,9 @@ class DemistModel(nn.Module):
             attach_lora(self.backbone, streams.lora_rank, streams.lora_alpha)
         self.sync_controlnet_from_backbone()
         self.register_buffer("alphas_cumprod", _alphas_cumprod(config), persistent=False)
+        self.skip: ConditionSkip | None = None
+        if streams.condition_skip and any((streams.semantic, streams.spatial, streams.adaptive)):
+            self.skip = ConditionSkip(self.alphas_cumprod, latent)
         self.psr_autoencoder.requires_grad_(False)
         self.cond_autoencoder.requires_grad_(False)
         self.freeze_backbone()
@@ -91,6 +95,8 @@ class DemistModel(nn.Module):
         if self.controlnet is not None:
             params += list(self.controlnet.parameters())
         params += lora_parameters(self.backbone)
+        if self.skip is not None:
+            params += list(self.skip.parameters())
         return params
 
     def gate_parameters(self) -> list[nn.Parameter]:
@@ -104,6 +110,8 @@ class DemistModel(nn.Module):
                                           "controlnet_mid_block"))]
         if self.semantic is not None:
             gates += [p for name, p in self.semantic.named_parameters() if ".out_proj." in name]
+        if self.skip is not None:
+            gates += list(self.skip.parameters())
         return gates
 
     def lora_up_parameters(self) -> list[nn.Parameter]:
@@ -225,6 +233,12 @@ class DemistModel(nn.Module):
         abar = self._abar(_timesteps(t, z_t), z_t)
         return abar.sqrt() * output + (1.0 - abar).sqrt() * z_t
 
+    def output_for_clean(self, x0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The raw output (epsilon or v) whose clean-latent estimate at ``z_t`` is ``x0``."""
+        abar = self._abar(_timesteps(t, z_t), z_t)
+        eps = (z_t - abar.sqrt() * x0) / (1.0 - abar).sqrt()
+        return abar.sqrt() * eps - (1.0 - abar).sqrt() * x0 if self.predicts_velocity else eps
+
     def training_target(self, z_0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the raw network output is trained towards: the noise, or v."""
         if not self.predicts_velocity:
@@ -281,9 +295,12 @@ class DemistModel(nn.Module):
             down, mid = self.controlnet(z_t, t, controlnet_cond=z_c)
         context = self.semantic.conditioned(z_c) if self.semantic is not None else contextlib.nullcontext()
         with context:
-            return self.backbone(
+            output = self.backbone(
                 z_t, t, down_block_additional_residuals=down, mid_block_additional_residual=mid
             )
+        if self.skip is not None:
+            output = self.skip(output, self.output_for_clean(z_c, z_t, t), t)
+        return output
 
     def backbone_output(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The raw output of the backbone alone: no condition, adapters off."""

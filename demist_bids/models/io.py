@@ -7,7 +7,7 @@ Layout::
       psr_autoencoder.safetensors
       cond_autoencoder.safetensors
       backbone.safetensors        plain MONAI DiffusionModelUNet keys, adapters excluded
-      streams.safetensors         semantic.*, controlnet.*, backbone.*lora_* (absent with no stream)
+      streams.safetensors         semantic.*, controlnet.*, skip.*, backbone.*lora_* (absent with no stream)
       SHA256SUMS                  the weights files' SHA256 (sha256sum format)
 
 Nothing is unpickled when loading; :mod:`demist_bids.models.validation` checks a
@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 _AUTOENCODERS = ("psr_autoencoder", "cond_autoencoder")
+_STREAM_MODULES = ("semantic", "controlnet", "skip")
+"""Modules whose whole state goes in ``streams.safetensors`` (``skip``: ``StreamsConfig.condition_skip``)."""
 
 
 def component_states(model: DemistModel) -> dict[str, dict[str, torch.Tensor]]:
@@ -61,7 +63,7 @@ def component_states(model: DemistModel) -> dict[str, dict[str, torch.Tensor]]:
     states = {name: getattr(model, name).state_dict() for name in _AUTOENCODERS}
     states["backbone"] = plain_state_dict(model.backbone)
     streams = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items() if is_adapter_key(k)}
-    for name in ("semantic", "controlnet"):
+    for name in _STREAM_MODULES:
         module = getattr(model, name)
         if module is not None:
             streams.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
@@ -190,7 +192,7 @@ def load_model(directory: Path, device: str = "cpu", *, config: ModelConfig | No
         )
     adapters = {k.removeprefix("backbone."): v for k, v in streams.items() if k.startswith("backbone.")}
     model.backbone.load_state_dict(adapters, strict=False)
-    for name in ("semantic", "controlnet"):
+    for name in _STREAM_MODULES:
         module = getattr(model, name)
         if module is not None:
             prefix = f"{name}."

@@ -236,6 +236,9 @@ def _sampler_line(config: dict) -> str:
         branch = ("the backbone with its adapters and no condition" if sampling.get("unconditional") == "adapted"
                   else "the frozen backbone")
         text += f", classifier-free guidance {guidance:g} ({branch} as the unconditional branch)"
+    if (config.get("streams") or {}).get("condition_skip"):
+        text += ("; the denoiser (not the paper's) blends its clean-latent estimate towards the conditioning "
+                 "latent z_c by weights learned with the streams (StreamsConfig.condition_skip)")
     anchor = config.get("anchor") or {}
     if anchor.get("weights"):
         weights = anchor["weights"]

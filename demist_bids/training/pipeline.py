@@ -226,11 +226,13 @@ class CohortTrainer:
         overrides = {}
         if self.config.train.backbone is not None:  # the BraTS bundle predicts epsilon
             overrides["schedule"] = {"prediction_type": "epsilon"}
-        return preset(
+        config = preset(
             self.config.train.preset, ablation=METHOD_ABLATION[method],
             psr_scale=psr_scale, patch_size=list(self.recipe.patch_size), card=card or {},
             sampling=sampling, **overrides,
         )
+        config.streams.condition_skip = self.recipe.condition_skip
+        return config
 
     def train_fold(self, fold: int):
         """Stages for one fold (``-1``: every subject). Returns method -> model, or None."""

@@ -144,6 +144,11 @@ class TrainingRecipe:
     mean of 4) reached 22.99 dB, yet stayed 0.55 dB below its own z_c level-free, with a lesion
     AUC 0.015 lower (benchmarks/README, session 30).
     0: off, as every shipped model was trained; it needs ``cond_encoder_in_diffusion``."""
+    condition_skip: bool = False
+    """Build the streams with a learned skip from z_c into the denoiser's clean estimate
+    (``StreamsConfig.condition_skip``, :mod:`demist_bids.models.condition_skip`) and train it in
+    the ``diffusion`` stage with the gates' rate. Not the paper's denoiser. False: off, as every
+    shipped model was trained."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
     anchor_batches: int = 8

@@ -252,3 +252,23 @@ def test_the_decoded_term_on_z_c_reaches_the_conditioning_encoder_and_is_logged(
     # the same model, patch and noise: the noise loss before the step does not depend on the term
     assert float(kept_log["mse"]) == pytest.approx(float(plain_log["mse"]), rel=1e-5)
 
+
+
+def test_the_condition_skip_trains_with_the_streams(tmp_path):
+    """``condition_skip``: its blend weights move in the ``diffusion`` stage, at the gates' rate."""
+    assert recipe("small").condition_skip is False  # off, as every shipped model was trained
+    torch.manual_seed(0)
+    model = build_model(preset("small", ablation="full", psr_scale=0.2, streams={"condition_skip": True}))
+    pretend_pretrained(model)
+    model.freeze_backbone()
+    before = model.skip.logits.detach().clone()
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size, rec.condition_skip = [16, 16, 16], 1, True
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / "skip", 1, DistributedContext(),
+                                        TerminationFlag(), False, 0, torch.device("cpu")))
+    moved = (model.skip.logits.detach() - before).abs()
+    # Adam's first step moves a weight with a gradient by about its group's rate
+    rate = rec.learning_rate["diffusion"] * rec.gate_lr_multiplier
+    assert float(moved.max()) == pytest.approx(rate, rel=0.05)
+    assert float(_log_row(tmp_path / "skip")["mse"]) > 0
