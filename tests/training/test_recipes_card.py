@@ -147,3 +147,23 @@ def test_the_sampler_line_names_a_window_blend_other_than_gaussian():
     line = _sampler_line({"sampling": {**sampling, "decoder_blend": "constant"}})
     assert "blended with gaussian weights when encoding, constant when decoding" in line
     assert "blended" not in _sampler_line({"sampling": {**sampling, "decoder_blend": "gaussian"}})
+
+
+def test_the_condition_skip_key_builds_the_skip_and_the_card_names_it(tmp_path):
+    from demist_bids.config import Config
+    from demist_bids.training.model_card import _sampler_line
+    from demist_bids.training.pipeline import CohortTrainer
+
+    recipe_file = tmp_path / "recipe.toml"
+    config = Config()
+    config.execution.output_dir = tmp_path / "out"
+    config.train.preset, config.train.recipe = "small", recipe_file
+    built = {}
+    for on in (False, True):
+        recipe_file.write_text(f"condition_skip = {str(on).lower()}\n")
+        trainer = CohortTrainer(config, None, None, "cpu")
+        built[on] = trainer._model_config("demist", 0.2).streams.condition_skip
+    assert built == {False: False, True: True}
+    sampling = {"sampler": "ddim", "steps": 20}
+    assert "not the paper's" in _sampler_line({"sampling": sampling, "streams": {"condition_skip": True}})
+    assert "z_c" not in _sampler_line({"sampling": sampling, "streams": {"condition_skip": False}})
