@@ -144,6 +144,12 @@ class TrainingRecipe:
     mean of 4) reached 22.99 dB, yet stayed 0.55 dB below its own z_c level-free, with a lesion
     AUC 0.015 lower (benchmarks/README, session 30).
     0: off, as every shipped model was trained; it needs ``cond_encoder_in_diffusion``."""
+    diffusion_input_perturbation: float = 0.0
+    """``diffusion`` stage: gamma of input perturbation (Ning et al. 2023, DDPM-IP): the network sees
+    ``z_t + sqrt(1 - abar_t) * gamma * xi`` (xi fresh Gaussian noise) while its target stays the
+    unperturbed one, so it learns to read states a little off the forward process, as a sampler's
+    own states are (exposure bias, benchmarks/README session 22). The paper's value is 0.1.
+    0: off, as every shipped model was trained."""
     condition_skip: bool = False
     """Build the streams with a learned skip from z_c into the denoiser's clean estimate
     (``StreamsConfig.condition_skip``, :mod:`demist_bids.models.condition_skip`) and train it in

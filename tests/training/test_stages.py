@@ -272,3 +272,32 @@ def test_the_condition_skip_trains_with_the_streams(tmp_path):
     rate = rec.learning_rate["diffusion"] * rec.gate_lr_multiplier
     assert float(moved.max()) == pytest.approx(rate, rel=0.05)
     assert float(_log_row(tmp_path / "skip")["mse"]) > 0
+
+
+def _network_inputs_of_one_step(tmp_path, name, perturbation):
+    """The (z_t, t) the network read in one ``diffusion`` step, and that step's log row."""
+    model = _full_model_on_a_frozen_backbone()
+    seen = []
+    network_output = model.network_output
+
+    def recording(z_t, t, z_c):
+        seen.append((z_t.detach().clone(), t.clone()))
+        return network_output(z_t, t, z_c)
+
+    model.network_output = recording
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size, rec.diffusion_input_perturbation = [16, 16, 16], 2, perturbation
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
+                                        TerminationFlag(), False, 0, torch.device("cpu")))
+    return seen[0], model.alphas_cumprod
+
+
+def test_input_perturbation_adds_gamma_times_the_noise_level_to_what_the_network_reads(tmp_path):
+    assert recipe("small").diffusion_input_perturbation == 0.0  # off, as every shipped model was trained
+    (plain, t), _ = _network_inputs_of_one_step(tmp_path, "plain", 0.0)
+    (perturbed, t_perturbed), abar = _network_inputs_of_one_step(tmp_path, "perturbed", 0.5)
+    assert torch.equal(t, t_perturbed)  # the same timesteps and forward noise: only the extra draw differs
+    extra = (perturbed - plain) / (1 - abar[t]).sqrt().view(-1, 1, 1, 1, 1)
+    assert float(extra.std()) == pytest.approx(0.5, rel=0.1)
+    assert abs(float(extra.mean())) < 0.05
