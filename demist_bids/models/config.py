@@ -124,7 +124,9 @@ class StreamsConfig:
     condition_skip: bool = False
     """Not in the paper: blend the denoiser's clean-latent estimate towards z_c by weights learned
     with the streams, per noise level and channel (:mod:`demist_bids.models.condition_skip`; the
-    post-hoc :class:`AnchorConfig` trained into the denoiser). Only with at least one stream on."""
+    post-hoc :class:`AnchorConfig` trained into the denoiser). Only with at least one stream on.
+    No shipped model uses it: trained on the forward process's states it lowered the pure-noise
+    chain's map on development scans (benchmarks/README, session 31)."""
 
     def ablation(self) -> str:
         """The Table 1 row name of these switches (``custom`` if none matches)."""
