@@ -307,11 +307,6 @@ def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator, high_
     return scheduler.add_noise(z0, noise, t), noise, t
 
 
-def _noise_level(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``sqrt(1 - abar_t)`` per sample, shaped to broadcast over ``like``."""
-    return (1.0 - alphas_cumprod[t]).sqrt().view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
-
-
 def train_backbone(model, run: StageRun) -> None:
     """Train the UNet unconditionally on PSR latents, then freeze it (``backbone`` stage)."""
     recipe, ctx = run.recipe, run.ctx
@@ -380,9 +375,9 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
         z_c = model.encode_condition(batch["cond"])
         z_t, noise, t = _noisy(model, scheduler, z_y, gen, recipe.high_noise_bias)
         if recipe.diffusion_input_perturbation > 0:
-            # the target stays that of the unperturbed z_t; every estimate below reads the perturbed one
-            z_t = z_t + recipe.diffusion_input_perturbation * _noise_level(alphas_cumprod, t, z_t) * torch.randn(
-                z_t.shape, generator=gen).to(z_t.device)
+            # the network reads z_y noised by noise + gamma * xi; its target stays that of ``noise``
+            extra = torch.randn(z_t.shape, generator=gen).to(z_t.device)
+            z_t = scheduler.add_noise(z_y, noise + recipe.diffusion_input_perturbation * extra, t)
         output = model.network_output(z_t, t, z_c)
         eps = model.to_noise(output, z_t, t)
         parts = {

@@ -253,7 +253,6 @@ def test_the_decoded_term_on_z_c_reaches_the_conditioning_encoder_and_is_logged(
     assert float(kept_log["mse"]) == pytest.approx(float(plain_log["mse"]), rel=1e-5)
 
 
-
 def test_the_condition_skip_trains_with_the_streams(tmp_path):
     """``condition_skip``: its blend weights move in the ``diffusion`` stage, at the gates' rate."""
     assert recipe("small").condition_skip is False  # off, as every shipped model was trained
@@ -275,7 +274,7 @@ def test_the_condition_skip_trains_with_the_streams(tmp_path):
 
 
 def _network_inputs_of_one_step(tmp_path, name, perturbation):
-    """The (z_t, t) the network read in one ``diffusion`` step, and that step's log row."""
+    """The (z_t, t) the network read in one ``diffusion`` step, and the model's abar_t."""
     model = _full_model_on_a_frozen_backbone()
     seen = []
     network_output = model.network_output
