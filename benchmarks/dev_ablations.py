@@ -322,6 +322,8 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
                                     "sampling": {"sampler": "ddim", "steps": 20, "start": 1.0, "precision": "fp32"}})
     config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]],
                                          condition_skip=recipe.condition_skip)
+    if recipe.terminal_snr is not None:  # the frozen backbone was trained on the foundation's schedule
+        config.schedule = dataclasses.replace(config.schedule, terminal_snr=recipe.terminal_snr)
     if token_stride is not None:
         config.streams.token_stride = token_stride
     if lora_rank is not None:

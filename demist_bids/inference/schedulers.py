@@ -32,6 +32,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from demist_bids.models.config import ScheduleConfig
+from demist_bids.models.noise_schedule import schedule_arguments
 
 __all__ = ["SAMPLERS", "trailing_timesteps", "DDIMSampler", "DPMSolverMultistepScheduler", "make_scheduler", "training_scheduler"]
 
@@ -40,14 +41,7 @@ SAMPLERS = ("ddpm", "ddim", "dpm++")
 
 
 def _schedule_arguments(schedule: ScheduleConfig) -> dict:
-    return dict(
-        num_train_timesteps=schedule.num_train_timesteps,
-        schedule=schedule.schedule,
-        beta_start=schedule.beta_start,
-        beta_end=schedule.beta_end,
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
+    return dict(schedule_arguments(schedule), prediction_type="epsilon", clip_sample=False)
 
 
 def trailing_timesteps(num_train_timesteps: int, steps: int, device: str | torch.device | None = None) -> torch.Tensor:

@@ -153,6 +153,19 @@ class ScheduleConfig:
     sqrt((1 - abar) / abar) (84x at t = 999) into the clean estimate, and there the condition
     changes its output by only sqrt(abar): a v network predicts about -z_0 at high noise, so
     both the prior's and the condition's signal are of order one at every timestep."""
+    terminal_snr: float | None = None
+    """None: ``schedule`` as named. A value (> 0): that schedule rescaled so the SNR abar / (1 - abar)
+    at t = T is this value (Lin et al. 2024; :mod:`demist_bids.models.noise_schedule`), so z_T
+    carries next to nothing of the clean latent, as the sampler's pure noise does. The bundle's
+    schedule leaves 1.4e-4. Needs ``v_prediction``. Not in the paper; no shipped model sets it."""
+
+    def __post_init__(self) -> None:
+        if self.terminal_snr is None:
+            return
+        if not self.terminal_snr > 0:
+            raise ValueError(f"schedule.terminal_snr must be > 0 or None, got {self.terminal_snr}")
+        if self.prediction_type != "v_prediction":  # eps errors reach the clean estimate x sqrt(1 / SNR)
+            raise ValueError("schedule.terminal_snr needs prediction_type 'v_prediction'")
 
 
 UNCONDITIONAL_BRANCHES = ("backbone", "adapted")

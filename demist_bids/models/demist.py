@@ -393,11 +393,9 @@ def _alphas_cumprod(config: ModelConfig) -> torch.Tensor:
     """abar_t of the training schedule (MONAI's own schedule functions)."""
     from monai.networks.schedulers import DDPMScheduler
 
-    schedule = config.schedule
-    return DDPMScheduler(
-        num_train_timesteps=schedule.num_train_timesteps, schedule=schedule.schedule,
-        beta_start=schedule.beta_start, beta_end=schedule.beta_end,
-    ).alphas_cumprod.float()
+    from demist_bids.models.noise_schedule import schedule_arguments
+
+    return DDPMScheduler(**schedule_arguments(config.schedule)).alphas_cumprod.float()
 
 
 def _timesteps(t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:

@@ -239,6 +239,10 @@ def _sampler_line(config: dict) -> str:
     if (config.get("streams") or {}).get("condition_skip"):
         text += ("; the denoiser (not the paper's) blends its clean-latent estimate towards the conditioning "
                  "latent z_c by weights learned with the streams (StreamsConfig.condition_skip)")
+    terminal = (config.get("schedule") or {}).get("terminal_snr")
+    if terminal is not None:
+        text += (f"; its noise schedule (not the paper's) rescaled to a terminal SNR of {float(terminal):.1g} "
+                 "(Lin et al. 2024; ScheduleConfig.terminal_snr)")
     anchor = config.get("anchor") or {}
     if anchor.get("weights"):
         weights = anchor["weights"]

@@ -225,7 +225,12 @@ class CohortTrainer:
                     "start": self.recipe.eval_start, "precision": self.recipe.eval_precision}
         overrides = {}
         if self.config.train.backbone is not None:  # the BraTS bundle predicts epsilon
+            if self.recipe.terminal_snr is not None:
+                raise ValueError("terminal_snr cannot be used with a BraTS backbone: it was trained on the "
+                                 "bundle's schedule")
             overrides["schedule"] = {"prediction_type": "epsilon"}
+        elif self.recipe.terminal_snr is not None:
+            overrides["schedule"] = {"prediction_type": "v_prediction", "terminal_snr": self.recipe.terminal_snr}
         config = preset(
             self.config.train.preset, ablation=METHOD_ABLATION[method],
             psr_scale=psr_scale, patch_size=list(self.recipe.patch_size), card=card or {},

@@ -159,6 +159,12 @@ class TrainingRecipe:
     recipe it lowered the paper's sampler (pure noise, DDIM-20, mean of 4) by 1.7 dB on development
     scans 1-3, to 1.0 dB below decoding z_c (benchmarks/README, session 31). False: off, as every
     shipped model was trained."""
+    terminal_snr: float | None = None
+    """Train (and sample) on the noise schedule rescaled to this SNR at t = T
+    (``ScheduleConfig.terminal_snr``, :mod:`demist_bids.models.noise_schedule`) instead of the
+    bundle's, whose z_T keeps sqrt(abar_T) = 0.012 of the clean latent, a signal the sampler's pure
+    noise never has. Not the paper's schedule. Unset: the bundle's, as every shipped model was
+    trained. Not with a BraTS backbone, which was trained on the bundle's schedule."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
     anchor_batches: int = 8

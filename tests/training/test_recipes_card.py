@@ -167,3 +167,26 @@ def test_the_condition_skip_key_builds_the_skip_and_the_card_names_it(tmp_path):
     sampling = {"sampler": "ddim", "steps": 20}
     assert "not the paper's" in _sampler_line({"sampling": sampling, "streams": {"condition_skip": True}})
     assert "z_c" not in _sampler_line({"sampling": sampling, "streams": {"condition_skip": False}})
+
+
+def test_the_terminal_snr_key_rescales_the_models_schedule_and_the_card_names_it(tmp_path):
+    from demist_bids.config import Config
+    from demist_bids.training.model_card import _sampler_line
+    from demist_bids.training.pipeline import CohortTrainer
+
+    recipe_file = tmp_path / "recipe.toml"
+    config = Config()
+    config.execution.output_dir = tmp_path / "out"
+    config.train.preset, config.train.recipe = "small", recipe_file
+    recipe_file.write_text("")
+    assert CohortTrainer(config, None, None, "cpu")._model_config("demist", 0.2).schedule.terminal_snr is None
+    recipe_file.write_text("terminal_snr = 1e-6\n")
+    schedule = CohortTrainer(config, None, None, "cpu")._model_config("demist", 0.2).schedule
+    assert (schedule.terminal_snr, schedule.prediction_type) == (1e-6, "v_prediction")
+    sampling = {"sampler": "ddim", "steps": 20}
+    line = _sampler_line({"sampling": sampling, "schedule": {"terminal_snr": 1e-6}})
+    assert "terminal SNR of 1e-06" in line and "not the paper's" in line
+    assert "terminal" not in _sampler_line({"sampling": sampling, "schedule": {"terminal_snr": None}})
+    config.train.backbone = tmp_path / "bundle"  # a BraTS backbone was trained on the bundle's schedule
+    with pytest.raises(ValueError, match="BraTS backbone"):
+        CohortTrainer(config, None, None, "cpu")._model_config("demist", 0.2)

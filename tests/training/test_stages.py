@@ -97,10 +97,10 @@ def test_stages_update_only_their_parameters(setting):
     assert log[0].split(",")[:2] == ["step", "time_s"] and "edge" in log[0] and len(log) == 3
 
 
-def _full_model_on_a_frozen_backbone():
+def _full_model_on_a_frozen_backbone(**overrides):
     """A fresh full model (fixed seed) ready for the ``diffusion`` stage."""
     torch.manual_seed(0)
-    model = build_model(preset("small", ablation="full", psr_scale=0.2))
+    model = build_model(preset("small", ablation="full", psr_scale=0.2, **overrides))
     pretend_pretrained(model)  # a fresh UNet ends in a zero convolution: nothing inside it gets a gradient
     model.freeze_backbone()
     return model
@@ -273,17 +273,24 @@ def test_the_condition_skip_trains_with_the_streams(tmp_path):
     assert float(_log_row(tmp_path / "skip")["mse"]) > 0
 
 
-def _network_inputs_of_one_step(tmp_path, name, perturbation):
-    """The (z_t, t) the network read in one ``diffusion`` step, and the model's abar_t."""
-    model = _full_model_on_a_frozen_backbone()
+def _network_inputs_of_one_step(tmp_path, name, perturbation, clean=None, **overrides):
+    """The (z_t, t) the network read in one ``diffusion`` step, and the model's abar_t (``clean``: a
+    list that receives the clean latents z_y)."""
+    model = _full_model_on_a_frozen_backbone(**overrides)
     seen = []
-    network_output = model.network_output
+    network_output, encode_psr = model.network_output, model.encode_psr
 
     def recording(z_t, t, z_c):
         seen.append((z_t.detach().clone(), t.clone()))
         return network_output(z_t, t, z_c)
 
-    model.network_output = recording
+    def encoding(psr01):
+        z_y = encode_psr(psr01)
+        if clean is not None:
+            clean.append(z_y.detach().clone())
+        return z_y
+
+    model.network_output, model.encode_psr = recording, encoding
     rec = recipe("small")
     rec.patch_size, rec.batch_size, rec.diffusion_input_perturbation = [16, 16, 16], 2, perturbation
     sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
@@ -300,3 +307,18 @@ def test_input_perturbation_adds_gamma_times_the_noise_level_to_what_the_network
     extra = (perturbed - plain) / (1 - abar[t]).sqrt().view(-1, 1, 1, 1, 1)
     assert float(extra.std()) == pytest.approx(0.5, rel=0.1)
     assert abs(float(extra.mean())) < 0.05
+
+
+def test_a_rescaled_schedule_is_the_one_the_diffusion_stage_noises_with(tmp_path):
+    """``terminal_snr``: the same draws (timesteps, noise) mix z_y and the noise by the rescaled abar_t."""
+    clean = []
+    (plain, t), abar = _network_inputs_of_one_step(tmp_path, "plain", 0.0, clean)
+    (rescaled, t_rescaled), abar_rescaled = _network_inputs_of_one_step(
+        tmp_path, "rescaled", 0.0, clean, schedule={"terminal_snr": 1e-6})
+    assert torch.equal(t, t_rescaled) and torch.equal(clean[0], clean[1])
+    assert float(abar_rescaled[-1]) == pytest.approx(1e-6, rel=1e-3)
+    shape = (-1, 1, 1, 1, 1)
+    noise = (plain - abar[t].sqrt().view(shape) * clean[0]) / (1 - abar[t]).sqrt().view(shape)
+    expected = abar_rescaled[t].sqrt().view(shape) * clean[0] + (1 - abar_rescaled[t]).sqrt().view(shape) * noise
+    assert torch.allclose(rescaled, expected, atol=1e-4)
+    assert not torch.allclose(rescaled, plain, atol=1e-4)
