@@ -280,7 +280,8 @@ def export(args) -> int:
               file=sys.stderr)
         return 2
     model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed, "cpu",
-                         Path(args.work), args.token_stride, True, args.lora_rank, args.init_seed)
+                         Path(args.work), args.token_stride, True, args.lora_rank, args.init_seed,
+                         args.backbone_steps)
     sampling = model.config.sampling
     sampling.sampler, sampling.steps, sampling.start, sampling.guidance, sampling.precision = (
         "ddim", args.steps, 1.0, args.guidance, "fp32")
@@ -288,7 +289,8 @@ def export(args) -> int:
     save_model(model, Path(args.out), card={
         "method": args.method, "seed": args.seed, "recipe": dataclasses.asdict(recipe),
         "autoencoders": f"from the demist model {args.foundation} (not trained here)",
-        "backbone": f"the frozen backbone of {args.foundation}",
+        "backbone": (f"the backbone of {args.foundation}, fine-tuned {args.backbone_steps} steps on the recipe's "
+                     "schedule" if args.backbone_steps else f"the frozen backbone of {args.foundation}"),
         "streams": f"{steps} diffusion-stage steps by benchmarks/dev_ablations.py run (training seed {args.seed}, "
                    f"recipe {args.recipe}); exported from {stage}",
     })
@@ -299,12 +301,14 @@ def export(args) -> int:
 # -- one method: train its streams, then score it ----------------------------------------------
 def train_method(method: str, foundation, recipe, train_volumes, steps: int, seed: int, device, work: Path,
                  token_stride: int | None = None, resume: bool = False, lora_rank: int | None = None,
-                 init_seed: int | None = None):
+                 init_seed: int | None = None, backbone_steps: int = 0):
     """The train level's ``_diffusion_model`` for ``method`` on the foundation's networks
     (``token_stride``: the semantic tokens' layout, default the foundation's; ``lora_rank``: the adaptive
     stream's rank, its alpha scaled with it so alpha / rank stays the foundation's; ``resume``: continue from, or
     reload, the stage's checkpoint in ``work``). ``seed`` draws the data (the patches, the diffusion noise and
-    timesteps); ``init_seed`` (default ``seed``) the streams' initial weights, so the two can be varied apart."""
+    timesteps); ``init_seed`` (default ``seed``) the streams' initial weights, so the two can be varied apart;
+    ``backbone_steps``: first fine-tune the foundation's backbone that many steps (the ``backbone`` stage, on the
+    recipe's schedule; 0: the foundation's backbone as it is)."""
     import torch
 
     from demist_bids.models.config import ABLATIONS, ModelConfig
@@ -314,7 +318,7 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     from demist_bids.training.distributed import DistributedContext
     from demist_bids.training.patches import PatchSampler
     from demist_bids.training.recipes import METHOD_ABLATION, METHODS
-    from demist_bids.training.stages import StageRun, apply_latent_statistics, train_streams
+    from demist_bids.training.stages import StageRun, apply_latent_statistics, train_backbone, train_streams
 
     psr_scale = foundation.config.psr_scale
     # the foundation's architecture (for a train-level model: its preset) with the method's stream switches
@@ -336,6 +340,10 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     model.psr_autoencoder.load_state_dict(foundation.psr_autoencoder.state_dict())
     model.cond_autoencoder.load_state_dict(foundation.cond_autoencoder.state_dict())
     load_plain_state_dict(model.backbone, plain_state_dict(foundation.backbone))
+    if backbone_steps:
+        train_backbone(model, StageRun(PatchSampler(train_volumes, recipe.patch_size, psr_scale, seed=seed, rank=0),
+                                       recipe, work / "backbone", backbone_steps, DistributedContext(),
+                                       TerminationFlag(), resume, seed, torch.device(device)))
     model.sync_controlnet_from_backbone()
     model.freeze_backbone()
     sampler = PatchSampler(train_volumes, recipe.patch_size, psr_scale, seed=seed, rank=0)
@@ -788,7 +796,7 @@ def worker(args) -> int:
         t0 = time.perf_counter()
         model = train_method(args.method, foundation, recipe, unpack(Path(args.train)), steps, args.seed,
                              args.device, Path(args.work), args.token_stride, args.resume, args.lora_rank,
-                             args.init_seed)
+                             args.init_seed, args.backbone_steps)
         how = "trained or reloaded (--resume)" if args.resume else "trained"
         print(f"{args.method}: {steps} diffusion steps {how} in {time.perf_counter() - t0:.0f} s", flush=True)
         grid = GRIDS[args.grid] if args.method == "demist" or args.grid != "full" else GRIDS["ablation"]
@@ -858,6 +866,8 @@ def run(args) -> int:
         common += ["--lora-b-lr-multiplier", str(args.lora_b_lr_multiplier)]
     if args.init_seed is not None:
         common += ["--init-seed", str(args.init_seed)]
+    if args.backbone_steps:
+        common += ["--backbone-steps", str(args.backbone_steps)]
     if args.sdpa:
         common += ["--sdpa"]
     common += ["--unconditional", args.unconditional, "--sample-seed", str(args.sample_seed),
@@ -956,6 +966,7 @@ def main(argv=None) -> int:
     p.add_argument("--token-stride", type=int, default=None)
     p.add_argument("--lora-rank", type=int, default=None)
     p.add_argument("--steps", type=int, default=20, help="the default sampler's DDIM steps")
+    p.add_argument("--backbone-steps", type=int, default=0, help="as for run")
     p.add_argument("--guidance", type=float, default=1.5, help="its classifier-free guidance")
     p.add_argument("--threads", type=int, default=2)
     for name in ("run", "worker"):
@@ -977,6 +988,9 @@ def main(argv=None) -> int:
                             "of the initial weights)")
         p.add_argument("--init-seed", type=int, default=None,
                        help="seed of the streams' initial weights when it should differ from --seed")
+        p.add_argument("--backbone-steps", type=int, default=0,
+                       help="fine-tune the foundation's backbone this many steps on the recipe's schedule (the "
+                            "backbone stage) before the streams; 0: the foundation's backbone as it is")
         p.add_argument("--threads", type=int, default=3)
         p.add_argument("--deadline", type=float, default=0, help="stop the workers after this many seconds")
         p.add_argument("--token-stride", type=int, default=None,

@@ -773,3 +773,30 @@ def test_paired_adds_the_level_free_psnr_given_the_psr_scale(tmp_path, capsys):
     assert psnr.startswith(f"measure=psnr diff=+{gain:.4f} above=3")
     fields = dict(item.split("=") for item in level_free.split())
     assert fields["measure"] == "psnr_level_free" and abs(float(fields["diff"])) < 1e-4
+
+
+def test_train_method_fine_tunes_the_backbone_on_the_recipes_schedule_when_asked(tiny_setup):
+    import torch
+    from dev_ablations import train_method, unpack
+
+    from demist_bids.models.io import load_model
+    from demist_bids.models.unet import plain_state_dict
+    from demist_bids.training.recipes import load_recipe
+
+    root, recipe_path = tiny_setup
+    recipe_path.write_text(recipe_path.read_text().replace("[steps]", "terminal_snr = 1e-6\n[steps]"))
+    foundation = load_model(root / "foundation")
+    recipe = load_recipe(foundation.config.preset, recipe_path)
+    volumes = unpack(root / "train.npz")
+    before = {k: v.clone() for k, v in plain_state_dict(foundation.backbone).items()}
+    frozen = train_method("demist", foundation, recipe, volumes, 1, 0, "cpu", root / "frozen")
+    assert frozen.config.schedule.terminal_snr == 1e-6  # the recipe's schedule, on the foundation's backbone
+    assert all(torch.equal(v, before[k]) for k, v in plain_state_dict(frozen.backbone).items())
+    assert not (root / "frozen" / "backbone").exists()
+    tuned = train_method("demist", foundation, recipe, volumes, 1, 0, "cpu", root / "tuned", backbone_steps=2)
+    assert (root / "tuned" / "backbone").is_dir()  # the backbone stage ran, with its checkpoints
+    assert not all(torch.equal(v, before[k]) for k, v in plain_state_dict(tuned.backbone).items())
+    assert all(not p.requires_grad for p in tuned.backbone_parameters())  # frozen again for the streams
+    again = train_method("demist", foundation, recipe, volumes, 1, 0, "cpu", root / "tuned", resume=True,
+                         backbone_steps=2)
+    assert all(torch.equal(v, plain_state_dict(tuned.backbone)[k]) for k, v in plain_state_dict(again.backbone).items())
