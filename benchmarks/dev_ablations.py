@@ -463,8 +463,10 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         def fn(cond, psr):
             model.config.sampling.guidance = guidance
             model.config.sampling.noise_scale = 1.0
+            # no blend towards z_c, as the pure-noise chains it is read beside (sessions 22-31 had the
+            # foundation's blend here: benchmarks/README, session 32)
             return estimate_from_truth(model, cond, psr, timestep, seed=sample_seed, device=device,
-                                       precision="fp32"), None, None
+                                       precision="fp32", anchor=False), None, None
         return fn
 
     def noised_latent(std):

@@ -299,18 +299,24 @@ def reconstruct_psr(model: DemistModel, psr: np.ndarray, *, device: str = "cpu",
 
 @torch.no_grad()
 def estimate_from_truth(model: DemistModel, cond: np.ndarray, psr: np.ndarray, timestep: int, *, seed: int = 0,
-                        device: str = "cpu", precision: str | None = None) -> np.ndarray:
+                        device: str = "cpu", precision: str | None = None, anchor: bool | None = None) -> np.ndarray:
     """The model's clean estimate at ``timestep`` from the measured PSR's latent noised by the forward process.
 
     Where a sampler's chain would stand at ``timestep`` if every earlier step had been perfect: the
     network sees a state it was trained on, not one of its own. Beside the chain's own estimate at
     the same step it separates an error the network makes on training-like states from one it makes
     on its own (exposure bias; issue 16, session 22). ``cond`` and ``psr`` on one grid (PSR units);
-    the model's guidance, noise scale and blend apply as in :func:`synthesize`; PSR units, clipped.
+    the model's guidance and noise scale apply as in :func:`synthesize`, and its blend towards z_c
+    as ``anchor`` says (None: whenever the model has one; compare with a chain run the same way).
+    PSR units, clipped.
     """
     cond = np.asarray(cond, dtype=np.float32)
     prepared = prepare_volume(model, cond, device, precision)
     runner, scale = prepared.runner, model.config.psr_scale
+    if anchor is not None:
+        if anchor and not model.anchored:
+            raise ValueError("anchor=True but the model has no fitted anchor weights (ModelConfig.anchor)")
+        runner.anchor = bool(anchor)
     z_c = runner.encode(prepared.image)
     psr01 = np.asarray(psr, dtype=np.float32)[None][(slice(None), *prepared.box)] / scale
     padded, _ = pad_to_multiple(psr01, model.config.size_multiple)

@@ -151,6 +151,28 @@ def test_the_truth_noised_grid_scores_the_estimate_from_the_noised_measured_map(
     assert all(np.isfinite(bias)) and len(set(bias)) == 4
 
 
+def test_the_truth_noised_rows_leave_out_a_blend_the_foundation_carries(tiny_setup):
+    """A trained method inherits the foundation's config, its fitted blend towards z_c included; the
+    truth-noised rows are read beside chains run without it, so they leave it out too (session 32)."""
+    import shutil
+
+    from demist_bids.models.config import AnchorConfig
+    from demist_bids.models.io import load_model, save_model
+
+    root, recipe = tiny_setup
+    plain = _worker_rows(root, recipe, "controlnet", "truth-noised")
+    foundation = load_model(root / "foundation")
+    foundation.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[1.0] * 8, [1.0] * 8])  # all z_c
+    shutil.rmtree(root / "foundation")
+    save_model(foundation, root / "foundation", card={"name": "tiny-test"})
+    for folder in ("out", "work"):
+        shutil.rmtree(root / folder)
+    blended_foundation = _worker_rows(root, recipe, "controlnet", "truth-noised")
+    assert [r["psnr"] for r in blended_foundation] == [r["psnr"] for r in plain]
+    nodiff = float(blended_foundation[0]["psnr"])
+    assert all(abs(float(r["psnr"]) - nodiff) > 1e-3 for r in blended_foundation[2:])  # not z_c's map
+
+
 def test_the_latent_noise_grid_decodes_the_measured_maps_latent_with_more_and_more_noise(tiny_setup):
     """``--grid latent-noise`` on the foundation (no training): one decoded map per noise level, each with
     its level before and after the clip."""

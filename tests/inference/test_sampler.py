@@ -243,9 +243,15 @@ def test_the_estimate_from_the_noised_truth_is_the_truth_at_low_noise_and_z_c_un
     model.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[1.0] * 8, [1.0] * 8])
     try:
         blended = estimate_from_truth(model, cond, psr, 500, precision="fp32")
+        unblended = estimate_from_truth(model, cond, psr, 500, precision="fp32", anchor=False)
     finally:
         model.config.anchor = AnchorConfig()
     np.testing.assert_allclose(blended, decode_condition(model, cond, precision="fp32"), atol=1e-4)
+    # anchor=False: the network's own estimate, as a chain run with anchor=False sees it
+    np.testing.assert_array_equal(unblended, estimate_from_truth(model, cond, psr, 500, precision="fp32"))
+    assert np.abs(unblended - blended).max() > 1e-3
+    with pytest.raises(ValueError, match="no fitted anchor"):
+        estimate_from_truth(model, cond, psr, 500, precision="fp32", anchor=True)
 
 
 def test_latent_noise_before_decoding_is_seeded_and_zero_is_the_plain_reconstruction(model):
