@@ -148,10 +148,12 @@ class TrainingRecipe:
     """``diffusion`` stage: gamma of input perturbation (Ning et al. 2023, DDPM-IP): the network sees
     ``z_t + sqrt(1 - abar_t) * gamma * xi`` (xi fresh Gaussian noise) while its target stays the
     unperturbed one, so it learns to read states a little off the forward process, as a sampler's
-    own states are (exposure bias, benchmarks/README session 22). The paper's value is 0.1. At 0.1
-    on session 28's 1250-step recipe the paper's sampler (pure noise, DDIM-20, mean of 4) scored
-    within 0.1 dB of the same recipe without it on each of development scans 1-6 (benchmarks/README,
-    session 31). 0: off, as every shipped model was trained."""
+    own states are (exposure bias). The paper's value is 0.1. At 0.1 on session 28's 1250-step
+    recipe the paper's sampler (pure noise, DDIM-20, mean of 4) scored within 0.1 dB of the same
+    recipe without it on each of development scans 1-6, and on development scans 1-2 that recipe's
+    chains showed no exposure penalty to correct: their own clean estimates decoded above those from
+    the forward process's states at the same t (benchmarks/README, sessions 31-32). 0: off, as every
+    shipped model was trained."""
     condition_skip: bool = False
     """Build the streams with a learned skip from z_c into the denoiser's clean estimate
     (``StreamsConfig.condition_skip``, :mod:`demist_bids.models.condition_skip`) and train it in
