@@ -12,7 +12,9 @@ process tree on whatever device it gets, from two files the CPU machine packs::
         --recipe scripts/demo_recipe_issue16.toml --out OUT [--device cuda] [--steps N] [--scans K] \\
         [--grid full|ablation|order|order-g1|tiny|level|noise-scale|truth-noised|latent-noise|stochastic] \\
         [--token-stride S] [--methods demist,ftldm,...] [--sdpa] \\
-        [--unconditional backbone|adapted] [--noise-scale X]
+        [--unconditional backbone|adapted] [--noise-scale X] [--backbone-steps N]
+    # (--backbone-steps: fine-tune MODEL's backbone N steps on the recipe's schedule first, e.g. for a
+    # recipe's terminal_snr; otherwise the streams train on MODEL's frozen backbone)
     # a copy of MODEL whose backbone learned another image domain (as the paper's learned BraTS):
     python benchmarks/dev_ablations.py prior --train train.npz --foundation MODEL --recipe RECIPE --out PRIOR \\
         [--domain flair|t1w] [--steps N] [--attention-levels 0,1,1]
