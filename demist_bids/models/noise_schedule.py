@@ -2,11 +2,12 @@
 
 The BraTS bundle's schedule (scaled linear, betas 0.0015 to 0.0195) keeps sqrt(abar) = 0.012 of
 the clean latent in z_T. Averaged over a whole-brain latent (about 40 000 voxels a channel) that
-is a channel mean readable at an SNR above 2, so a network trained on it reads the clean latent's
-low frequencies from "pure noise" at t = T, which the sampler's pure noise never carries
-(Lin et al. 2024, https://arxiv.org/abs/2305.08891, "Common diffusion noise schedules and sample
-steps are flawed"). Rescaling fixes sqrt(abar_0), moves sqrt(abar_T) to the SNR asked and keeps
-sqrt(abar_t) linear in the original between them (their Algorithm 1).
+is a channel mean readable at an SNR above 2, a signal the sampler's pure noise never carries;
+Lin et al. 2024 (https://arxiv.org/abs/2305.08891, "Common diffusion noise schedules and sample
+steps are flawed") found networks trained on such schedules relying on it. Rescaling fixes
+sqrt(abar_0), moves sqrt(abar_T) to the SNR asked and keeps sqrt(abar_t) linear in the original
+between them (their Algorithm 1). On demist's phantom recipes the network did not gain from that
+signal (benchmarks/README, session 32), and the rescaled schedule is not used by a shipped model.
 
 The terminal SNR stays above zero: every sampler here is fed epsilon
 (:meth:`DemistModel.predict_noise`), and at abar = 0 no clean estimate follows from epsilon.
