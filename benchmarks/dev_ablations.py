@@ -323,12 +323,14 @@ def train_method(method: str, foundation, recipe, train_volumes, steps: int, see
     from demist_bids.training.stages import StageRun, apply_latent_statistics, train_backbone, train_streams
 
     psr_scale = foundation.config.psr_scale
-    # the foundation's architecture (for a train-level model: its preset) with the method's stream switches
-    config = ModelConfig.from_dict({**foundation.config.to_dict(), "card": {}, "patch_size": list(recipe.patch_size),
+    # the foundation's architecture (for a train-level model: its preset) with the method's stream switches;
+    # not its blend towards z_c, fitted on the foundation's own streams (until session 32 it came along)
+    inherited = {k: v for k, v in foundation.config.to_dict().items() if k != "anchor"}
+    config = ModelConfig.from_dict({**inherited, "card": {}, "patch_size": list(recipe.patch_size),
                                     "sampling": {"sampler": "ddim", "steps": 20, "start": 1.0, "precision": "fp32"}})
     config.streams = dataclasses.replace(config.streams, **ABLATIONS[METHOD_ABLATION[method]],
                                          condition_skip=recipe.condition_skip)
-    if recipe.terminal_snr is not None:  # the frozen backbone was trained on the foundation's schedule
+    if recipe.terminal_snr is not None:  # the foundation's backbone keeps its own training (see backbone_steps)
         config.schedule = dataclasses.replace(config.schedule, terminal_snr=recipe.terminal_snr)
     if token_stride is not None:
         config.streams.token_stride = token_stride

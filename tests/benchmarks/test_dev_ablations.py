@@ -173,6 +173,28 @@ def test_the_truth_noised_rows_leave_out_a_blend_the_foundation_carries(tiny_set
     assert all(abs(float(r["psnr"]) - nodiff) > 1e-3 for r in blended_foundation[2:])  # not z_c's map
 
 
+def test_a_trained_method_does_not_inherit_the_foundations_blend(tiny_setup):
+    """The foundation's blend towards z_c was fitted on its own streams, not on the ones ``run`` trains."""
+    import shutil
+
+    from dev_ablations import train_method, unpack
+
+    from demist_bids.models.config import AnchorConfig
+    from demist_bids.models.io import load_model, save_model
+    from demist_bids.training.recipes import load_recipe
+
+    root, recipe_path = tiny_setup
+    foundation = load_model(root / "foundation")
+    foundation.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[0.5] * 8, [0.5] * 8])
+    shutil.rmtree(root / "foundation")
+    save_model(foundation, root / "foundation", card={"name": "tiny-test"})
+    foundation = load_model(root / "foundation")
+    assert foundation.anchored
+    recipe = load_recipe(foundation.config.preset, recipe_path)
+    model = train_method("controlnet", foundation, recipe, unpack(root / "train.npz"), 1, 0, "cpu", root / "work")
+    assert not model.anchored
+
+
 def test_the_latent_noise_grid_decodes_the_measured_maps_latent_with_more_and_more_noise(tiny_setup):
     """``--grid latent-noise`` on the foundation (no training): one decoded map per noise level, each with
     its level before and after the clip."""
