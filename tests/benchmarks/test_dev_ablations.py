@@ -151,23 +151,29 @@ def test_the_truth_noised_grid_scores_the_estimate_from_the_noised_measured_map(
     assert all(np.isfinite(bias)) and len(set(bias)) == 4
 
 
-def test_the_truth_noised_rows_leave_out_a_blend_the_foundation_carries(tiny_setup):
-    """A trained method inherits the foundation's config, its fitted blend towards z_c included; the
-    truth-noised rows are read beside chains run without it, so they leave it out too (session 32)."""
+def _give_the_foundation_a_blend(root: Path, weight: float) -> None:
+    """Rewrite the tiny setup's foundation with a fitted blend towards z_c of ``weight`` at every t."""
     import shutil
 
     from demist_bids.models.config import AnchorConfig
     from demist_bids.models.io import load_model, save_model
 
-    root, recipe = tiny_setup
-    plain = _worker_rows(root, recipe, "controlnet", "truth-noised")
     foundation = load_model(root / "foundation")
-    foundation.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[1.0] * 8, [1.0] * 8])  # all z_c
+    foundation.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[weight] * 8, [weight] * 8])
     shutil.rmtree(root / "foundation")
     save_model(foundation, root / "foundation", card={"name": "tiny-test"})
-    for folder in ("out", "work"):
-        shutil.rmtree(root / folder)
-    blended_foundation = _worker_rows(root, recipe, "controlnet", "truth-noised")
+
+
+def test_the_truth_noised_rows_leave_out_a_blend_the_model_carries(tiny_setup):
+    """The truth-noised rows are read beside pure-noise chains run without the model's blend towards z_c,
+    so they leave it out too (session 32): scored on the foundation itself, a full blend changes nothing."""
+    import shutil
+
+    root, recipe = tiny_setup
+    plain = _worker_rows(root, recipe, "foundation", "truth-noised")
+    _give_the_foundation_a_blend(root, 1.0)  # every clean estimate would be z_c's
+    shutil.rmtree(root / "out")
+    blended_foundation = _worker_rows(root, recipe, "foundation", "truth-noised")
     assert [r["psnr"] for r in blended_foundation] == [r["psnr"] for r in plain]
     nodiff = float(blended_foundation[0]["psnr"])
     assert all(abs(float(r["psnr"]) - nodiff) > 1e-3 for r in blended_foundation[2:])  # not z_c's map
@@ -175,19 +181,13 @@ def test_the_truth_noised_rows_leave_out_a_blend_the_foundation_carries(tiny_set
 
 def test_a_trained_method_does_not_inherit_the_foundations_blend(tiny_setup):
     """The foundation's blend towards z_c was fitted on its own streams, not on the ones ``run`` trains."""
-    import shutil
-
     from dev_ablations import train_method, unpack
 
-    from demist_bids.models.config import AnchorConfig
-    from demist_bids.models.io import load_model, save_model
+    from demist_bids.models.io import load_model
     from demist_bids.training.recipes import load_recipe
 
     root, recipe_path = tiny_setup
-    foundation = load_model(root / "foundation")
-    foundation.config.anchor = AnchorConfig(timesteps=[0, 999], weights=[[0.5] * 8, [0.5] * 8])
-    shutil.rmtree(root / "foundation")
-    save_model(foundation, root / "foundation", card={"name": "tiny-test"})
+    _give_the_foundation_a_blend(root, 0.5)
     foundation = load_model(root / "foundation")
     assert foundation.anchored
     recipe = load_recipe(foundation.config.preset, recipe_path)
@@ -843,4 +843,5 @@ def test_train_method_fine_tunes_the_backbone_on_the_recipes_schedule_when_asked
     assert all(not p.requires_grad for p in tuned.backbone_parameters())  # frozen again for the streams
     again = train_method("demist", foundation, recipe, volumes, 1, 0, "cpu", root / "tuned", resume=True,
                          backbone_steps=2)
-    assert all(torch.equal(v, plain_state_dict(tuned.backbone)[k]) for k, v in plain_state_dict(again.backbone).items())
+    tuned_state = plain_state_dict(tuned.backbone)
+    assert all(torch.equal(v, tuned_state[k]) for k, v in plain_state_dict(again.backbone).items())
