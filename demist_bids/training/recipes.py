@@ -90,6 +90,13 @@ class TrainingRecipe:
     with ControlNet on the development cohort (benchmarks/README, session 19), so no recipe sets it."""
     high_noise_bias: float = 0.0
     """Backbone and streams draw timestep t with density ~ ``1 + bias * t / T`` (0: uniform)."""
+    timestep_band: list[int] = field(default_factory=list)
+    """``[lo, hi]``: backbone and streams draw t in ``lo <= t < hi`` ``timestep_band_density`` times as
+    often as any other t (:func:`~demist_bids.training.stages.sample_timesteps`). Aimed at the middle
+    noise where, on the forward process's states, session 32's streams decoded their clean estimate 2-4
+    dB below their own estimate at t = 999. Empty: uniform, as every shipped model was trained."""
+    timestep_band_density: float = 1.0
+    """How much denser ``timestep_band`` is drawn (1: not at all; at least 1)."""
     edge_timestep_max: int = 500
     """The diffusion edge term only counts for t below this (z0_hat is noise above)."""
     diffusion_decoded_weight: float = 0.0
@@ -202,6 +209,13 @@ class TrainingRecipe:
     synthesis time where the CPU computes bf16 natively, and is ignored where it does not."""
 
     def __post_init__(self) -> None:
+        if self.timestep_band:
+            band = self.timestep_band
+            if len(band) != 2 or not 0 <= band[0] < band[1] or self.timestep_band_density < 1.0:
+                raise ValueError(f"timestep_band must be [lo, hi] with 0 <= lo < hi and timestep_band_density "
+                                 f"at least 1, not {band} and {self.timestep_band_density}")
+            if self.high_noise_bias > 0:
+                raise ValueError("timestep_band and high_noise_bias are two densities of t: set one")
         if self.diffusion_cond_decoded_weight > 0 and not self.cond_encoder_in_diffusion:
             raise ValueError("diffusion_cond_decoded_weight needs cond_encoder_in_diffusion = true "
                              "(with a frozen conditioning encoder the term has no gradient)")

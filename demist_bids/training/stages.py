@@ -286,14 +286,28 @@ def apply_latent_statistics(config, source) -> dict:
 # -- the unconditional backbone --------------------------------------------------------------
 
 
-def sample_timesteps(count: int, total: int, high_noise_bias: float, generator: torch.Generator) -> torch.Tensor:
-    """Training timesteps, uniform or with density growing linearly towards high noise.
+def sample_timesteps(count: int, total: int, high_noise_bias: float, generator: torch.Generator,
+                     band: tuple[int, ...] | list[int] = (), band_density: float = 1.0) -> torch.Tensor:
+    """Training timesteps: uniform, with density growing linearly towards high noise, or denser in a band.
 
-    The density is proportional to ``1 + bias * t / T`` (bias 0: uniform): the steps
-    a pure-noise sampler takes first, where its errors are amplified most, are drawn
-    ``1 + bias`` times as often as the last.
+    ``high_noise_bias``: density proportional to ``1 + bias * t / T`` (bias 0: uniform), so the
+    steps a pure-noise sampler takes first, where its errors are amplified most, are drawn
+    ``1 + bias`` times as often as the last. ``band = [lo, hi]``: t in ``lo <= t < hi`` is drawn
+    ``band_density`` times as often as any other t, where a model's estimates are weakest.
+    Every form inverts its CDF from one uniform draw per timestep, so the uniform default draws
+    exactly what it always drew.
     """
     u = torch.rand(count, generator=generator)
+    if band and band_density != 1.0:
+        lo, hi = (int(v) for v in band)
+        if high_noise_bias > 0 or not 0 <= lo < hi <= total or band_density < 1.0:
+            raise ValueError(f"timestep band {band} (density {band_density}) does not fit 0..{total} "
+                             "or is combined with high_noise_bias")
+        width, extra = hi - lo, band_density - 1.0
+        x = u * (total + extra * width)  # position along the unnormalized CDF
+        inside = (x >= lo) & (x < lo + band_density * width)
+        t = torch.where(x < lo, x, torch.where(inside, lo + (x - lo) / band_density, x - extra * width))
+        return t.long().clamp_(0, total - 1)
     if high_noise_bias <= 0:
         return (u * total).long().clamp_(0, total - 1)
     b = float(high_noise_bias)
@@ -301,8 +315,9 @@ def sample_timesteps(count: int, total: int, high_noise_bias: float, generator: 
     return (x * total).long().clamp_(0, total - 1)
 
 
-def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator, high_noise_bias: float = 0.0):
-    t = sample_timesteps(z0.shape[0], scheduler.num_train_timesteps, high_noise_bias, generator).to(z0.device)
+def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator, recipe: TrainingRecipe):
+    t = sample_timesteps(z0.shape[0], scheduler.num_train_timesteps, recipe.high_noise_bias, generator,
+                         recipe.timestep_band, recipe.timestep_band_density).to(z0.device)
     noise = torch.randn(z0.shape, generator=generator).to(z0.device)
     return scheduler.add_noise(z0, noise, t), noise, t
 
@@ -322,7 +337,7 @@ def train_backbone(model, run: StageRun) -> None:
         gen = step_generator(run.seed, ctx.rank, "backbone", i)
         with torch.no_grad():
             z0 = model.encode_psr(batch["psr01"])
-        z_t, noise, t = _noisy(model, scheduler, z0, gen, recipe.high_noise_bias)
+        z_t, noise, t = _noisy(model, scheduler, z0, gen, recipe)
         # the network's own parametrization (epsilon or v) is what is trained
         loss = losses.noise_loss(model.backbone_output(z_t, t), model.training_target(z0, noise, t))
         _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
@@ -373,7 +388,7 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
         with torch.no_grad():
             z_y = model.encode_psr(batch["psr01"])
         z_c = model.encode_condition(batch["cond"])
-        z_t, noise, t = _noisy(model, scheduler, z_y, gen, recipe.high_noise_bias)
+        z_t, noise, t = _noisy(model, scheduler, z_y, gen, recipe)
         if recipe.diffusion_input_perturbation > 0:
             # the network reads z_y noised by noise + gamma * xi; its target stays that of ``noise``
             extra = torch.randn(z_t.shape, generator=gen).to(z_t.device)

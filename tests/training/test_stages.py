@@ -322,3 +322,53 @@ def test_a_rescaled_schedule_is_the_one_the_diffusion_stage_noises_with(tmp_path
     expected = abar_rescaled[t].sqrt().view(shape) * clean[0] + (1 - abar_rescaled[t]).sqrt().view(shape) * noise
     assert torch.allclose(rescaled, expected, atol=1e-4)
     assert not torch.allclose(rescaled, plain, atol=1e-4)
+
+
+def test_the_uniform_draw_of_timesteps_is_unchanged_by_the_band_option():
+    """Without a band (or at density 1) every stage draws exactly what the shipped models were trained on."""
+    draw = lambda **kw: st.sample_timesteps(4096, 1000, 0.0, torch.Generator().manual_seed(3), **kw)  # noqa: E731
+    expected = (torch.rand(4096, generator=torch.Generator().manual_seed(3)) * 1000).long()
+    assert torch.equal(draw(), expected)
+    assert torch.equal(draw(band=[500, 750], band_density=1.0), expected)
+    assert torch.equal(draw(band=[]), expected)
+
+
+def test_a_timestep_band_is_drawn_at_its_density_and_the_rest_stays_uniform():
+    t = st.sample_timesteps(200000, 1000, 0.0, torch.Generator().manual_seed(0), band=[500, 750], band_density=3.0)
+    assert int(t.min()) == 0 and int(t.max()) == 999
+    inside = (t >= 500) & (t < 750)
+    # mass 3 * 250 of 250 + 3 * 250 + 500 = 1500: half the draws, each t inside 3x as likely as one outside
+    assert float(inside.float().mean()) == pytest.approx(0.5, abs=0.01)
+    counts = torch.bincount(t, minlength=1000).float()
+    assert float(counts[500:750].mean() / counts[:500].mean()) == pytest.approx(3.0, rel=0.05)
+    assert float(counts[:500].mean() / counts[750:].mean()) == pytest.approx(1.0, rel=0.05)
+    assert float(counts[:250].mean() / counts[250:500].mean()) == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"timestep_band": [750, 500], "timestep_band_density": 3.0},
+    {"timestep_band": [500], "timestep_band_density": 3.0},
+    {"timestep_band": [500, 750], "timestep_band_density": 0.5},
+    {"timestep_band": [500, 750], "timestep_band_density": 3.0, "high_noise_bias": 1.0},
+])
+def test_a_timestep_band_that_cannot_be_drawn_is_refused_with_the_recipe(overrides):
+    import dataclasses
+
+    with pytest.raises(ValueError, match="timestep_band"):
+        dataclasses.replace(recipe("small"), **overrides)
+
+
+def test_the_streams_train_on_timesteps_from_the_recipes_band(tmp_path):
+    assert recipe("small").timestep_band == []  # off, as every shipped model was trained
+    (_, t), _ = _network_inputs_of_one_step(tmp_path, "plain", 0.0)
+    model = _full_model_on_a_frozen_backbone()
+    seen = []
+    network_output = model.network_output
+    model.network_output = lambda z_t, t, z_c: seen.append(t.clone()) or network_output(z_t, t, z_c)
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size = [16, 16, 16], 2
+    rec.timestep_band, rec.timestep_band_density = [500, 501], 1e6  # nearly every draw lands on t = 500
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / "band", 1, DistributedContext(),
+                                        TerminationFlag(), False, 0, torch.device("cpu")))
+    assert seen[0].tolist() == [500, 500] and t.tolist() != [500, 500]
