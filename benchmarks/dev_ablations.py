@@ -97,6 +97,9 @@ GRIDS = {
     # the paper's sampler at fewer DDIM steps (pure noise, mean of 4, guidance 1.5): issue 16 allows at most 20,
     # and session 32's chains decoded their t = 249 estimate (DDIM-4's end) above DDIM-20's end (session 33)
     "steps": [(4, 4, 1.5), (10, 4, 1.5)],
+    # the paper's row at the guidance scales either side of 1.5: the lesion-level AUC is what session 33's
+    # recipe X lost, and guidance is what weighs the condition against the prior at sampling
+    "guidance": [(20, 4, 1.0), (20, 4, 2.0)],
     "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
     # one pure-noise chain stopped after 1, 2, 4 and 20 DDIM steps (the same noise): DDIM-1 returns the first clean
     # estimate at t = 999, so its level against DDIM-20's says where along the chain the level is set (session 21)
@@ -989,8 +992,9 @@ def main(argv=None) -> int:
         p.add_argument("--device", default="cuda")
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
-        p.add_argument("--grid", default="full", choices=["full", "ablation", "order", "order-g1", "steps", "tiny", "level",
-                                                          "noise-scale", "truth-noised", "latent-noise", "stochastic"],
+        p.add_argument("--grid", default="full",
+                       choices=["full", "ablation", "order", "order-g1", "steps", "guidance", "tiny", "level",
+                                "noise-scale", "truth-noised", "latent-noise", "stochastic"],
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "
