@@ -97,7 +97,8 @@ class TrainingRecipe:
     dB below their own estimate at t = 999. ``[500, 800]`` at 3 on session 31's 1250-step recipe lifted
     those estimates by 0.4-0.5 dB (t = 749 and 499; t = 249 fell 0.6 dB) without closing the dip, and
     the paper's sampler on development scans 1-6 to 22.55 dB, level-free 23.37, lesion-level AUC 0.963
-    (uniform: 22.42, 23.29, 0.970; no diffusion 22.65, 23.66, 0.973; benchmarks/README, session 33).
+    (uniform: 22.42, 23.29, 0.970; no diffusion 22.65, 23.66, 0.973), within one training seed's spread
+    (0.65 dB on scans 1-3; benchmarks/README, session 33).
     Empty: uniform, as every shipped model was trained."""
     timestep_band_density: float = 1.0
     """How much denser ``timestep_band`` is drawn (1: not at all; at least 1)."""
