@@ -293,7 +293,7 @@ def sample_timesteps(count: int, total: int, high_noise_bias: float, generator: 
     ``high_noise_bias``: density proportional to ``1 + bias * t / T`` (bias 0: uniform), so the
     steps a pure-noise sampler takes first, where its errors are amplified most, are drawn
     ``1 + bias`` times as often as the last. ``band = [lo, hi]``: t in ``lo <= t < hi`` is drawn
-    ``band_density`` times as often as any other t, where a model's estimates are weakest.
+    ``band_density`` times as often as any other t.
     Every form inverts its CDF from one uniform draw per timestep, so the uniform default draws
     exactly what it always drew.
     """

@@ -273,9 +273,9 @@ def test_the_condition_skip_trains_with_the_streams(tmp_path):
     assert float(_log_row(tmp_path / "skip")["mse"]) > 0
 
 
-def _network_inputs_of_one_step(tmp_path, name, perturbation, clean=None, **overrides):
+def _network_inputs_of_one_step(tmp_path, name, perturbation, clean=None, recipe_overrides=None, **overrides):
     """The (z_t, t) the network read in one ``diffusion`` step, and the model's abar_t (``clean``: a
-    list that receives the clean latents z_y)."""
+    list that receives the clean latents z_y; ``recipe_overrides``: recipe fields to set)."""
     model = _full_model_on_a_frozen_backbone(**overrides)
     seen = []
     network_output, encode_psr = model.network_output, model.encode_psr
@@ -293,6 +293,8 @@ def _network_inputs_of_one_step(tmp_path, name, perturbation, clean=None, **over
     model.network_output, model.encode_psr = recording, encoding
     rec = recipe("small")
     rec.patch_size, rec.batch_size, rec.diffusion_input_perturbation = [16, 16, 16], 2, perturbation
+    for key, value in (recipe_overrides or {}).items():
+        setattr(rec, key, value)
     sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
     st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 1, DistributedContext(),
                                         TerminationFlag(), False, 0, torch.device("cpu")))
@@ -326,7 +328,9 @@ def test_a_rescaled_schedule_is_the_one_the_diffusion_stage_noises_with(tmp_path
 
 def test_the_uniform_draw_of_timesteps_is_unchanged_by_the_band_option():
     """Without a band (or at density 1) every stage draws exactly what the shipped models were trained on."""
-    draw = lambda **kw: st.sample_timesteps(4096, 1000, 0.0, torch.Generator().manual_seed(3), **kw)  # noqa: E731
+    def draw(**band):
+        return st.sample_timesteps(4096, 1000, 0.0, torch.Generator().manual_seed(3), **band)
+
     expected = (torch.rand(4096, generator=torch.Generator().manual_seed(3)) * 1000).long()
     assert torch.equal(draw(), expected)
     assert torch.equal(draw(band=[500, 750], band_density=1.0), expected)
@@ -361,14 +365,7 @@ def test_a_timestep_band_that_cannot_be_drawn_is_refused_with_the_recipe(overrid
 def test_the_streams_train_on_timesteps_from_the_recipes_band(tmp_path):
     assert recipe("small").timestep_band == []  # off, as every shipped model was trained
     (_, t), _ = _network_inputs_of_one_step(tmp_path, "plain", 0.0)
-    model = _full_model_on_a_frozen_backbone()
-    seen = []
-    network_output = model.network_output
-    model.network_output = lambda z_t, t, z_c: seen.append(t.clone()) or network_output(z_t, t, z_c)
-    rec = recipe("small")
-    rec.patch_size, rec.batch_size = [16, 16, 16], 2
-    rec.timestep_band, rec.timestep_band_density = [500, 501], 1e6  # nearly every draw lands on t = 500
-    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
-    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / "band", 1, DistributedContext(),
-                                        TerminationFlag(), False, 0, torch.device("cpu")))
-    assert seen[0].tolist() == [500, 500] and t.tolist() != [500, 500]
+    # nearly every draw lands on t = 500
+    (_, t_band), _ = _network_inputs_of_one_step(
+        tmp_path, "band", 0.0, recipe_overrides={"timestep_band": [500, 501], "timestep_band_density": 1e6})
+    assert t_band.tolist() == [500, 500] and t.tolist() != [500, 500]
