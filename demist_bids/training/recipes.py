@@ -183,6 +183,11 @@ class TrainingRecipe:
     the bundle's schedule and 23.50 for no diffusion (benchmarks/README, session 32). Unset: the
     bundle's, as every shipped model was trained. Not with a BraTS backbone, which was trained on the
     bundle's schedule."""
+    ema_decay: float = 0.0
+    """Backbone and ``diffusion`` stages: the stage ends with an exponential moving average of the
+    weights it trains instead of its last step's (:mod:`~demist_bids.training.weight_average`; this is
+    the average's largest decay, reached after its warm-up). 0: the last step's weights, as every
+    shipped model was trained."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
     anchor_batches: int = 8
@@ -221,6 +226,8 @@ class TrainingRecipe:
                                  f"at least 1, not {band} and {self.timestep_band_density}")
             if self.high_noise_bias > 0:
                 raise ValueError("timestep_band and high_noise_bias are two densities of t: set one")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be 0 (off) or below 1, not {self.ema_decay}")
         if self.diffusion_cond_decoded_weight > 0 and not self.cond_encoder_in_diffusion:
             raise ValueError("diffusion_cond_decoded_weight needs cond_encoder_in_diffusion = true "
                              "(with a frozen conditioning encoder the term has no gradient)")

@@ -39,6 +39,7 @@ from demist_bids.training.distributed import DistributedContext, average_gradien
 from demist_bids.training.engine import Stage, run_stage, step_generator
 from demist_bids.training.patches import PatchSampler
 from demist_bids.training.recipes import TrainingRecipe
+from demist_bids.training.weight_average import WeightAverage
 
 LOGGER = logging.getLogger("demist.train")
 
@@ -315,6 +316,15 @@ def sample_timesteps(count: int, total: int, high_noise_bias: float, generator: 
     return (x * total).long().clamp_(0, total - 1)
 
 
+def _weight_average(params, recipe: TrainingRecipe, modules: dict) -> WeightAverage | None:
+    """The recipe's average of ``params``, checkpointed beside ``modules``; None without ``ema_decay``."""
+    if recipe.ema_decay <= 0:
+        return None
+    average = WeightAverage(params, recipe.ema_decay)
+    modules["weight_average"] = average
+    return average
+
+
 def _noisy(model, scheduler, z0: torch.Tensor, generator: torch.Generator, recipe: TrainingRecipe):
     t = sample_timesteps(z0.shape[0], scheduler.num_train_timesteps, recipe.high_noise_bias, generator,
                          recipe.timestep_band, recipe.timestep_band_density).to(z0.device)
@@ -341,13 +351,16 @@ def train_backbone(model, run: StageRun) -> None:
         # the network's own parametrization (epsilon or v) is what is trained
         loss = losses.noise_loss(model.backbone_output(z_t, t), model.training_target(z0, noise, t))
         _optimizer_step(ctx, params, optimizer, loss, recipe.grad_clip)
+        if average is not None:
+            average.update()
         return {"loss": average_scalar(ctx, float(loss.detach()))}
 
-    stage = Stage(
-        "backbone", run.directory, run.steps, recipe.steps_per_epoch,
-        modules={"backbone": model.backbone}, optimizers={"backbone": optimizer},
-    )
-    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
+    modules = {"backbone": model.backbone}
+    average = _weight_average(params, recipe, modules)
+    stage = Stage("backbone", run.directory, run.steps, recipe.steps_per_epoch,
+                  modules=modules, optimizers={"backbone": optimizer})
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume,
+              finalize=average.copy_to if average is not None else None)
     model.freeze_backbone()
     model.sync_controlnet_from_backbone()
     model.backbone.eval()
@@ -432,14 +445,18 @@ def train_streams(model, run: StageRun, *, name: str = "diffusion") -> None:
                 parts["edge"] = losses.edge_loss(decoded, batch["psr01"][rows])
                 total = total + recipe.edge_weight * parts["edge"] * rows.float().mean()
         _optimizer_step(ctx, params, optimizer, total, recipe.grad_clip)
+        if average is not None:
+            average.update()
         logged = {k: average_scalar(ctx, float(v.detach())) for k, v in parts.items()}
         logged["loss"] = average_scalar(ctx, float(total.detach()))
         return logged
 
     modules = {"model": model}
+    average = _weight_average(params, recipe, modules)
     stage = Stage(name, run.directory, run.steps, recipe.steps_per_epoch,
                   modules=modules, optimizers={"streams": optimizer})
-    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume)
+    run_stage(stage, step, ctx=ctx, flag=run.flag, resume=run.resume,
+              finalize=average.copy_to if average is not None else None)
     model.eval()
     model.cond_autoencoder.requires_grad_(False)
 

@@ -5,15 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from demist_bids.models.config import preset
 from demist_bids.models.demist import build_model
 from demist_bids.training import stages as st
-from demist_bids.training.checkpoints import TerminationFlag
+from demist_bids.training.checkpoints import TerminationFlag, TrainingInterrupted
 from demist_bids.training.distributed import DistributedContext
 from demist_bids.training.patches import PatchSampler
 from demist_bids.training.recipes import recipe
 from demist_bids.training.volumes import TrainingVolume
+from demist_bids.training.weight_average import WeightAverage
 from tests.models.tiny import pretend_pretrained
 
 
@@ -369,3 +371,68 @@ def test_the_streams_train_on_timesteps_from_the_recipes_band(tmp_path):
     (_, t_band), _ = _network_inputs_of_one_step(
         tmp_path, "band", 0.0, recipe_overrides={"timestep_band": [500, 501], "timestep_band_density": 1e6})
     assert t_band.tolist() == [500, 500] and t.tolist() != [500, 500]
+
+
+def test_a_weight_average_follows_its_closed_form_and_warms_up():
+    parameter = nn.Parameter(torch.zeros(3))
+    average = WeightAverage([parameter], decay=0.9)
+    expected = None
+    for value in (4.0, 8.0, 2.0, 6.0, 1.0):
+        with torch.no_grad():
+            parameter.fill_(value)
+        decay = min(0.9, 1.0 - (1.0 + int(average.updates)) ** -0.75)
+        expected = value if expected is None else decay * expected + (1.0 - decay) * value
+        average.update()
+    assert int(average.updates) == 5 and average.current_decay() == pytest.approx(1 - 6**-0.75)
+    assert torch.allclose(average.average_0, torch.full((3,), expected))
+    assert average.average_0[0] != parameter[0]  # the average is not the last value
+    average.copy_to()
+    assert torch.equal(parameter.detach(), average.average_0)
+    assert list(average.parameters()) == []  # an optimizer never sees the average
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
+def test_a_weight_average_decay_outside_zero_one_is_refused(decay):
+    with pytest.raises(ValueError, match="ema_decay"):
+        recipe("small").__class__(ema_decay=decay)
+    if decay != -0.1:
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            WeightAverage([nn.Parameter(torch.zeros(1))], decay)
+
+
+def _streams_after(tmp_path, name, ema_decay, resume=False, stop_before=None):
+    """The stream parameters of a fresh full model after a 4-step diffusion stage (checkpoints every 2
+    steps); ``stop_before``: SIGTERM arrives during that step, so the stage stops there with a checkpoint."""
+    model = _full_model_on_a_frozen_backbone()
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size, rec.steps_per_epoch = [16, 16, 16], 1, 2
+    rec.ema_decay = ema_decay
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    flag = TerminationFlag()
+    original_batch = sampler.batch
+
+    def batch(step, *args, **kwargs):
+        flag.requested = flag.requested or step == stop_before
+        return original_batch(step, *args, **kwargs)
+
+    sampler.batch = batch
+    st.train_streams(model, st.StageRun(sampler, rec, tmp_path / name, 4, DistributedContext(), flag, resume, 0,
+                                        torch.device("cpu")))
+    return [p.detach().clone() for p in model.trainable_stream_parameters()]
+
+
+def test_the_streams_stage_ends_with_the_weight_average_and_resumes_it(tmp_path):
+    last = _streams_after(tmp_path, "last", 0.0)
+    averaged = _streams_after(tmp_path, "averaged", 0.999)
+    assert any(not torch.equal(a, b) for a, b in zip(last, averaged))
+    state = torch.load(tmp_path / "averaged" / "checkpoint.pt", weights_only=True)
+    average = state["modules"]["weight_average"]
+    assert int(average["updates"]) == 4
+    assert all(torch.equal(value, average[f"average_{i}"]) for i, value in enumerate(averaged))
+    # SIGTERM during the second step: a checkpoint after it, then a resumed run: the same average as one run
+    with pytest.raises(TrainingInterrupted):
+        _streams_after(tmp_path, "resumed", 0.999, stop_before=1)
+    interrupted = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert int(interrupted["step"]) == 2 and int(interrupted["modules"]["weight_average"]["updates"]) == 2
+    resumed = _streams_after(tmp_path, "resumed", 0.999, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(averaged, resumed))
