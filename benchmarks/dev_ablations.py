@@ -100,6 +100,11 @@ GRIDS = {
     # the paper's row at the guidance scales either side of 1.5: the lesion-level AUC is what session 33's
     # recipe X lost, and guidance is what weighs the condition against the prior at sampling
     "guidance": [(20, 4, 1.0), (20, 4, 2.0)],
+    # ("interval", steps, samples, guidance, lo, hi): guidance only at lo <= t < hi, the model alone elsewhere
+    # (SamplingConfig.guidance_interval), beside the same scales at every step: do guidance's lesion contrast
+    # and its pull on the level come from different noise levels (session 34)
+    "guidance-interval": [(20, 4, 1.0), (20, 4, 2.0), ("interval", 20, 4, 2.0, 0, 500),
+                          ("interval", 20, 4, 2.0, 500, 1000)],
     "tiny": [(2, 2, 1.5), (1, 1, 1.0)],
     # one pure-noise chain stopped after 1, 2, 4 and 20 DDIM steps (the same noise): DDIM-1 returns the first clean
     # estimate at t = 999, so its level against DDIM-20's says where along the chain the level is set (session 21)
@@ -417,6 +422,9 @@ def row_label(entry, unconditional: str = "backbone", sample_seed: int = 0) -> s
         return f"latent-noise{entry[1]:g}" + (f"-s{sample_seed}" if sample_seed else "")
     if entry[0] == "ddpm":
         return f"ddpm{entry[1]}x{entry[2]}-g{entry[3]:g}" + _suffixes(unconditional, entry[3], sample_seed)
+    if entry[0] == "interval":
+        return (f"ddim{entry[1]}x{entry[2]}-g{entry[3]:g}@t{entry[4]}-{entry[5]}"
+                + _suffixes(unconditional, entry[3], sample_seed))
     label = f"ddim{entry[0]}x{entry[1]}-g{entry[2]:g}" + ("-anchored" if entry[3:] and entry[3] else "")
     label += f"-e{entry[4]:g}" if entry[4:] and entry[4] != 1 else ""
     return label + _suffixes(unconditional, entry[2], sample_seed)
@@ -458,9 +466,12 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     from demist_bids.inference.sampler import decode_condition, estimate_from_truth, reconstruct_psr, synthesize
     from demist_bids.training.heldout import ScanRegions, measure_prediction
 
-    def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0, sampler="ddim"):
+    stored_interval = model.config.sampling.guidance_interval
+
+    def pure_noise(steps, samples, guidance, anchor=False, noise_scale=1.0, sampler="ddim", interval=None):
         def fn(cond, psr):
             model.config.sampling.guidance = guidance
+            model.config.sampling.guidance_interval = interval
             model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler=sampler, steps=steps, samples=samples, seed=sample_seed,
                            device=device, start=1.0, precision="fp32", anchor=anchor, clamp=samples > 1)
@@ -472,6 +483,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     def noised_truth(timestep, guidance):
         def fn(cond, psr):
             model.config.sampling.guidance = guidance
+            model.config.sampling.guidance_interval = None
             model.config.sampling.noise_scale = 1.0
             # no blend towards z_c, as the pure-noise chains it is read beside (sessions 22-31 had the
             # foundation's blend here: benchmarks/README, session 32)
@@ -488,6 +500,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
 
     def default(cond, psr):
         model.config.sampling.guidance = 1.5
+        model.config.sampling.guidance_interval = None
         model.config.sampling.noise_scale = 1.0
         r = synthesize(model, cond, sampler="ddim", steps=2, samples=1, seed=sample_seed, device=device,
                        start=0.15, precision="fp32", anchor=False)
@@ -499,6 +512,7 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
     def own(precision, samples=1):
         def fn(cond, psr):
             model.config.sampling.guidance = guidance
+            model.config.sampling.guidance_interval = stored_interval
             model.config.sampling.noise_scale = noise_scale
             r = synthesize(model, cond, sampler=sampling.sampler, steps=int(sampling.steps), samples=samples,
                            seed=0, device=device, start=float(sampling.start), precision=precision)
@@ -519,7 +533,9 @@ def score_method(method: str, model, dev_volumes, grid, device: str, out: Path,
         rows += [(f"{label}@{p}", own(p)) for p in dict.fromkeys([sampling.precision, "bf16", "fp32"])]
     else:
         rows.append(("default-2@0.15-g1.5" + _suffixes(sampling.unconditional, 1.5, sample_seed), default))
-    builders = {"truth": noised_truth, "latent": noised_latent, "ddpm": functools.partial(pure_noise, sampler="ddpm")}
+    builders = {"truth": noised_truth, "latent": noised_latent, "ddpm": functools.partial(pure_noise, sampler="ddpm"),
+                "interval": lambda steps, samples, guidance, lo, hi: pure_noise(steps, samples, guidance,
+                                                                                 interval=[lo, hi])}
     rows += [(row_label(entry, sampling.unconditional, sample_seed),
               builders[entry[0]](*entry[1:]) if entry[0] in builders else pure_noise(*entry)) for entry in grid]
     regions = {v.name: ScanRegions.of(v) for v in dev_volumes}
@@ -993,8 +1009,8 @@ def main(argv=None) -> int:
         p.add_argument("--steps", type=int, default=0, help="diffusion steps (default: the recipe's)")
         p.add_argument("--scans", type=int, default=0, help="score the first K development scans (0: all)")
         p.add_argument("--grid", default="full",
-                       choices=["full", "ablation", "order", "order-g1", "steps", "guidance", "tiny", "level",
-                                "noise-scale", "truth-noised", "latent-noise", "stochastic"],
+                       choices=["full", "ablation", "order", "order-g1", "steps", "guidance", "guidance-interval",
+                                "tiny", "level", "noise-scale", "truth-noised", "latent-noise", "stochastic"],
                        help="demist's pure-noise grid; the other methods get 'ablation' under 'full', else this one")
         p.add_argument("--seed", type=int, default=0,
                        help="seed of the training data: patches, diffusion noise and timesteps (and, by default, "

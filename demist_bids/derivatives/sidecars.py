@@ -117,6 +117,7 @@ def psr_metadata(*, qc: dict, synthesis: dict, static: dict,
         "Start": synthesis.get("start"),
         "Guidance": synthesis.get("guidance"),
         "GuidanceUnconditionalBranch": synthesis.get("unconditional"),
+        "GuidanceInterval": synthesis.get("guidance_interval"),
         "Precision": synthesis.get("dtype"),
         "Mode": synthesis.get("mode", synthesis.get("window")),
     }

@@ -203,6 +203,11 @@ class SamplingConfig:
     """Classifier-free guidance scale, with :attr:`unconditional` as the unconditional branch:
     eps = eps_u + guidance * (eps_model - eps_u). 1 is the model alone (one network evaluation
     per step); above 1 costs a second, condition-free evaluation per step."""
+    guidance_interval: list[int] | None = None
+    """``[lo, hi]``: guidance applies only at timesteps ``lo <= t < hi``; elsewhere the model alone
+    (one network evaluation). None: at every step. Guidance limited to an interval of noise levels
+    is Kynkaanniemi et al. (NeurIPS 2024); here it asks whether guidance's lesion contrast and its pull
+    on the map's level come from different noise levels. No shipped model sets it."""
     noise_scale: float = 1.0
     """Each noise estimate (after guidance, before any blend towards z_c) is divided by this before
     the scheduler step: the epsilon scaling of Ning et al. (ICLR 2024) against exposure bias, the

@@ -323,17 +323,24 @@ class DemistModel(nn.Module):
     def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: ``eps_u + guidance * (eps_model - eps_u)``; guidance 1 is one pass.
 
+        With ``config.sampling.guidance_interval`` each sample outside it gets the model alone, and a
+        batch wholly outside it costs one pass.
+
         ``eps_u`` is the branch ``config.sampling.unconditional`` names: the frozen backbone
         (adapters off) or the adapted backbone (adapters on, no condition).
         """
         eps = self.predict_noise(z_t, t, z_c)
         if guidance == 1.0:
             return eps
+        guided = guidance_applies(self.config.sampling.guidance_interval, _timesteps(t, z_t))
+        if not bool(guided.any()):
+            return eps
         if self.config.sampling.unconditional == "adapted":
             unconditional = self.adapted_noise(z_t, t)
         else:
             unconditional = self.backbone_noise(z_t, t)
-        return unconditional + guidance * (eps - unconditional)
+        scale = torch.where(guided, guidance, 1.0).to(eps.dtype).view(-1, *[1] * (eps.dim() - 1))
+        return unconditional + scale * (eps - unconditional)
 
     def sampler_noise(self, z_t: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
         """The noise estimate this model's own sampler steps with: its guidance, then its blend.
@@ -396,6 +403,15 @@ def _alphas_cumprod(config: ModelConfig) -> torch.Tensor:
     from demist_bids.models.noise_schedule import schedule_arguments
 
     return DDPMScheduler(**schedule_arguments(config.schedule)).alphas_cumprod.float()
+
+
+def guidance_applies(interval: list[int] | None, t: torch.Tensor) -> torch.Tensor:
+    """Which timesteps of ``t`` are guided: all without an interval, else ``lo <= t < hi``."""
+    if interval is None:
+        return torch.ones_like(t, dtype=torch.bool)
+    if len(interval) != 2 or not 0 <= interval[0] < interval[1]:
+        raise ValueError(f"sampling.guidance_interval must be [lo, hi] with 0 <= lo < hi, not {interval}")
+    return (t >= interval[0]) & (t < interval[1])
 
 
 def _timesteps(t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:

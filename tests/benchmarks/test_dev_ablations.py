@@ -207,6 +207,15 @@ def test_the_latent_noise_grid_decodes_the_measured_maps_latent_with_more_and_mo
     assert all(np.isfinite(float(r["raw_bias"])) for r in rows[2:])
 
 
+def test_the_guidance_interval_grid_guides_part_of_the_chain_beside_all_or_none_of_it(tiny_setup):
+    root, recipe = tiny_setup
+    rows = _worker_rows(root, recipe, "controlnet", "guidance-interval")
+    assert [r["row"] for r in rows][2:] == ["ddim20x4-g1", "ddim20x4-g2", "ddim20x4-g2@t0-500",
+                                           "ddim20x4-g2@t500-1000"]
+    psnr = [float(r["psnr"]) for r in rows[2:]]
+    assert all(np.isfinite(psnr)) and len(set(psnr)) == 4  # each interval is neither no guidance nor guidance everywhere
+
+
 def test_the_stochastic_grid_scores_ancestral_chains_beside_plain_ddim(tiny_setup):
     """``--grid stochastic``: DDIM-20 and ancestral (DDPM posterior) chains of 20 and 50 steps from the same
     seed, each its own map; ``--noise-scale`` is refused with it."""

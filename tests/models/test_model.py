@@ -82,6 +82,30 @@ def test_guidance_extrapolates_from_the_branch_the_config_names(full_model, abla
         model.config.sampling.unconditional = "backbone"
 
 
+def test_a_guidance_interval_guides_only_the_timesteps_inside_it(full_model):
+    """``sampling.guidance_interval = [lo, hi]``: guided at lo <= t < hi, the model alone elsewhere, per sample."""
+    model = copy.deepcopy(full_model)
+    pretend_trained_streams(model)
+    z_t, _, z_c = _inputs()
+    batch = torch.cat([z_t, z_t]), torch.tensor([100, 700]), torch.cat([z_c, z_c])
+    with torch.no_grad():
+        cond, frozen = model.predict_noise(*batch), model.backbone_noise(*batch[:2])
+        everywhere = frozen + 2.0 * (cond - frozen)
+        model.config.sampling.guidance_interval = [0, 500]
+        low = model.guided_noise(*batch, 2.0)
+        model.config.sampling.guidance_interval = [500, 1000]
+        high = model.guided_noise(*batch, 2.0)
+        model.config.sampling.guidance_interval = [800, 1000]
+        neither = model.guided_noise(*batch, 2.0)
+    torch.testing.assert_close(low, torch.stack([everywhere[0], cond[1]]))
+    torch.testing.assert_close(high, torch.stack([cond[0], everywhere[1]]))
+    torch.testing.assert_close(neither, cond)
+    assert (everywhere - cond).abs().max() > 1e-4  # guidance does change the estimate, so the checks mean something
+    model.config.sampling.guidance_interval = [500, 500]
+    with pytest.raises(ValueError, match="guidance_interval"):
+        model.guided_noise(*batch, 2.0)
+
+
 def test_only_stream_parameters_are_trainable(full_model):
     trainable = {id(p) for p in full_model.parameters() if p.requires_grad}
     streams = {id(p) for p in full_model.trainable_stream_parameters()}
