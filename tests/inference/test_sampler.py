@@ -175,6 +175,21 @@ def test_guided_synthesis_names_its_unconditional_branch():
     assert synthesize(model, cond, steps=1).info["unconditional"] is None  # unguided: no branch to name
 
 
+def test_a_guidance_interval_is_recorded_with_the_map_and_a_bad_one_is_refused_before_sampling():
+    cond = _condition((32, 32, 32))
+    model = build_model(tiny_config(psr_scale=0.3, sampling={"guidance": 2.0, "guidance_interval": [0, 500]}))
+    pretend_pretrained(model)
+    pretend_trained_streams(model)
+    partly = synthesize(model, cond, steps=4, seed=3)
+    assert partly.info["guidance_interval"] == [0, 500]
+    model.config.sampling.guidance_interval = None
+    everywhere = synthesize(model, cond, steps=4, seed=3)
+    assert everywhere.info["guidance_interval"] is None and not np.allclose(partly.mean, everywhere.mean)
+    model.config.sampling.guidance_interval = [600, 100]
+    with pytest.raises(ValueError, match="guidance_interval"):
+        synthesize(model, cond, steps=4, seed=3)
+
+
 def test_noise_scale_divides_every_noise_estimate_and_one_is_the_paper_sampler():
     """Epsilon scaling (SamplingConfig.noise_scale): each guided noise estimate is divided by the scale
     before the scheduler step; 1 leaves the sampler exactly as it was; zero or below is refused."""
