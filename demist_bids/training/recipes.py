@@ -187,7 +187,11 @@ class TrainingRecipe:
     """Backbone and ``diffusion`` stages: the stage ends with an exponential moving average of the
     weights it trains instead of its last step's (:mod:`~demist_bids.training.weight_average`; this is
     the average's largest decay, reached after its warm-up). 0: the last step's weights, as every
-    shipped model was trained."""
+    shipped model was trained. At 0.999 on session 33's recipe X (1250 streams steps, cosine rate)
+    the paper's sampler on development scans 1-3 moved by +0.04 and +0.07 dB for training seeds 0 and 1
+    (23.14 and 22.51 dB), and the seeds stayed 0.63 dB apart (0.66 without it): what a seed decides
+    there is not the last steps' noise (benchmarks/README, session 34). Not measured with a constant
+    rate or on the backbone."""
     scale_factor_batches: int = 16
     """Batches of patches the latent scale factors are computed over."""
     anchor_batches: int = 8
