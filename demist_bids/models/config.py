@@ -210,8 +210,8 @@ class SamplingConfig:
     on the map's level come from different noise levels. On development scans 1-3 (recipe Z, DDIM-20
     from pure noise, mean of 4) guidance 2 at t < 500 only kept guidance 1.5's level-free PSNR with
     guidance 2's lesion AUC, and guidance 2 at t >= 500 only lay 0.48 dB below no guidance; on all six
-    scans the low-noise row stayed 0.011 lesion AUC below decoding z_c, as guidance 1.5 everywhere
-    did (benchmarks/README, session 34). No shipped model sets it."""
+    scans the low-noise row stayed 0.011 lesion AUC below decoding z_c (recipe X at guidance 1.5
+    everywhere: 0.010) (benchmarks/README, session 34). No shipped model sets it."""
     noise_scale: float = 1.0
     """Each noise estimate (after guidance, before any blend towards z_c) is divided by this before
     the scheduler step: the epsilon scaling of Ning et al. (ICLR 2024) against exposure bias, the
