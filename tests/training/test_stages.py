@@ -436,3 +436,17 @@ def test_the_streams_stage_ends_with_the_weight_average_and_resumes_it(tmp_path)
     assert int(interrupted["step"]) == 2 and int(interrupted["modules"]["weight_average"]["updates"]) == 2
     resumed = _streams_after(tmp_path, "resumed", 0.999, resume=True)
     assert all(torch.equal(a, b) for a, b in zip(averaged, resumed))
+
+
+def test_the_backbone_stage_ends_with_the_weight_average(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(preset("small", ablation="full", psr_scale=0.2))
+    rec = recipe("small")
+    rec.patch_size, rec.batch_size, rec.ema_decay = [16, 16, 16], 1, 0.999
+    sampler = PatchSampler([_blob_volume("a", 0), _blob_volume("b", 1)], rec.patch_size, 0.2, seed=0)
+    st.train_backbone(model, st.StageRun(sampler, rec, tmp_path / "backbone", 3, DistributedContext(),
+                                         TerminationFlag(), False, 0, torch.device("cpu")))
+    average = torch.load(tmp_path / "backbone" / "checkpoint.pt", weights_only=True)["modules"]["weight_average"]
+    assert int(average["updates"]) == 3
+    trained = list(model.backbone_parameters())
+    assert all(torch.equal(p.detach(), average[f"average_{i}"]) for i, p in enumerate(trained))
