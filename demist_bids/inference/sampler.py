@@ -39,7 +39,7 @@ from demist_bids.inference.grid import content_box, crop_to_original, pad_to_mul
 from demist_bids.inference.memory import InferencePlan, plan_inference
 from demist_bids.inference.schedulers import make_scheduler, training_scheduler
 from demist_bids.models.config import WINDOW_BLENDS, ModelConfig
-from demist_bids.models.demist import DemistModel, guidance_applies
+from demist_bids.models.demist import DemistModel, check_guidance_interval
 from demist_bids.utils.devices import resolve_device
 
 LOGGER = logging.getLogger("demist.inference")
@@ -144,7 +144,7 @@ class VolumeRunner:
         self.decoder_blend = str(model.config.sampling.decoder_blend or self.blend)
         self.guidance = float(model.config.sampling.guidance)
         self.guidance_interval = model.config.sampling.guidance_interval
-        guidance_applies(self.guidance_interval, torch.zeros(1, dtype=torch.long))  # a bad interval fails here
+        check_guidance_interval(self.guidance_interval)  # before any network pass
         self.anchor = model.anchored
         """Blend each noise estimate towards z_c with the model's fitted weights (``ModelConfig.anchor``)."""
         self.noise_scale = float(model.config.sampling.noise_scale)

@@ -405,12 +405,17 @@ def _alphas_cumprod(config: ModelConfig) -> torch.Tensor:
     return DDPMScheduler(**schedule_arguments(config.schedule)).alphas_cumprod.float()
 
 
+def check_guidance_interval(interval: list[int] | None) -> None:
+    """Refuse a ``sampling.guidance_interval`` that is neither None nor ``[lo, hi]`` with ``0 <= lo < hi``."""
+    if interval is not None and (len(interval) != 2 or not 0 <= interval[0] < interval[1]):
+        raise ValueError(f"sampling.guidance_interval must be [lo, hi] with 0 <= lo < hi, not {interval}")
+
+
 def guidance_applies(interval: list[int] | None, t: torch.Tensor) -> torch.Tensor:
     """Which timesteps of ``t`` are guided: all without an interval, else ``lo <= t < hi``."""
+    check_guidance_interval(interval)
     if interval is None:
         return torch.ones_like(t, dtype=torch.bool)
-    if len(interval) != 2 or not 0 <= interval[0] < interval[1]:
-        raise ValueError(f"sampling.guidance_interval must be [lo, hi] with 0 <= lo < hi, not {interval}")
     return (t >= interval[0]) & (t < interval[1])
 
 
